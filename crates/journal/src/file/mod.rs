@@ -1,0 +1,462 @@
+//! The embedded journal: one directory, a segmented CRC-framed log per partition.
+//!
+//! ```text
+//! DIR/LOCK                                   exclusive lock: one process per journal
+//! DIR/topics/<topic>/topic.json              settings (format, name, config)
+//! DIR/topics/<topic>/<partition>/<base>.log  segments, named for their first offset
+//!                                 <base>.index, <base>.keys   derived, rebuilt if missing
+//! ```
+//!
+//! See `partition.rs` for the write path (group commit) and `format.rs` for the frame.
+
+mod dedup;
+mod format;
+mod offline;
+mod partition;
+mod segment;
+mod sidecar;
+mod topic;
+
+pub use offline::{
+    JournalReport, PartitionReport, Problem, SegmentReport, TopicReport, VerifyReport, inspect,
+    verify,
+};
+
+use crate::{Appended, Error, Journal, PartitionChoice, ReadBatch, ReadLimits, Result, TopicInfo};
+use async_trait::async_trait;
+use partition::{AppendRequest, Msg, sync_dir};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use switchyard_types::{
+    Expectation, Offset, Partition, Record, Timestamp, TopicConfig, TopicName, partition_for_key,
+};
+use tokio::sync::oneshot;
+use topic::{TopicHandle, read_topic_file, write_topic_file};
+
+const TOPICS_DIR: &str = "topics";
+const DELETED_PREFIX: &str = ".deleted-";
+const CREATING_PREFIX: &str = ".creating-";
+
+/// The embedded file journal. Cheap to clone; all clones share one open journal.
+#[derive(Clone, Debug)]
+pub struct FileJournal {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    topics_dir: PathBuf,
+    /// Held until `close` or drop: the OS releases the lock when the file is closed.
+    lock: std::sync::Mutex<Option<File>>,
+    topics: RwLock<BTreeMap<TopicName, Arc<TopicHandle>>>,
+    /// Serialises create, update and delete.
+    admin: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let topics = std::mem::take(&mut *self.topics.write().unwrap_or_else(|e| e.into_inner()));
+        for t in topics.values() {
+            t.stop();
+        }
+    }
+}
+
+impl FileJournal {
+    /// Opens the journal in `dir`, creating it if needed, and recovers every partition:
+    /// torn tails are truncated, missing or stale indexes rebuilt. Blocking.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let topics_dir = dir.join(TOPICS_DIR);
+        std::fs::create_dir_all(&topics_dir).map_err(|e| Error::io("create", &topics_dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let mut topics = BTreeMap::new();
+        let rd = std::fs::read_dir(&topics_dir).map_err(|e| Error::io("list", &topics_dir, e))?;
+        let mut entries = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("list", &topics_dir, e))?;
+            entries.push(entry.path());
+        }
+        entries.sort();
+        for path in entries {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with(DELETED_PREFIX) || name.starts_with(CREATING_PREFIX) {
+                // A delete or create that was interrupted: finish or undo it.
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
+                continue;
+            }
+            if !path.is_dir() {
+                continue;
+            }
+            let tf = read_topic_file(&path)?;
+            let handle = TopicHandle::open(path, tf.name.clone(), tf.config)?;
+            topics.insert(tf.name, Arc::new(handle));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                topics_dir,
+                lock: std::sync::Mutex::new(Some(lock)),
+                topics: RwLock::new(topics),
+                admin: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Writes and syncs everything queued, stops the writers and releases the directory
+    /// lock, so the journal can be opened again. Later calls fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let topics =
+            std::mem::take(&mut *self.inner.topics.write().unwrap_or_else(|e| e.into_inner()));
+        let failed: Vec<String> = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            for t in topics.values() {
+                t.stop();
+                t.mark_deleted();
+                for p in &t.partitions {
+                    if let Some(reason) = p.shared.failed() {
+                        failed.push(format!("{}/{}: {reason}", t.shared.name, p.shared.id));
+                    }
+                }
+            }
+            failed
+        })
+        .await
+        .map_err(|e| Error::io("close", &self.inner.dir, std::io::Error::other(e)))?;
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(first) = failed.first() {
+            return Err(Error::io(
+                "close",
+                &self.inner.dir,
+                std::io::Error::other(format!("partitions failed before close: {first}")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn topic(&self, name: &TopicName) -> Result<Arc<TopicHandle>> {
+        self.check_open()?;
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::TopicNotFound(name.clone()))
+    }
+
+    fn partition_index(t: &TopicHandle, partition: Partition) -> Result<usize> {
+        if (partition as usize) < t.partitions.len() {
+            Ok(partition as usize)
+        } else {
+            Err(Error::PartitionOutOfRange {
+                topic: t.shared.name.clone(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })
+        }
+    }
+
+    /// Gone while we waited: closed journal or deleted topic.
+    fn gone(&self, name: &TopicName) -> Error {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Error::Closed
+        } else {
+            Error::TopicNotFound(name.clone())
+        }
+    }
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Error {
+    Error::io(
+        "run blocking task",
+        PathBuf::new(),
+        std::io::Error::other(e),
+    )
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn create_topic(&self, name: &TopicName, config: TopicConfig) -> Result<TopicInfo> {
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        if let Ok(t) = self.topic(name) {
+            return if t.shared.config() == config {
+                Ok(t.info())
+            } else {
+                Err(Error::TopicExists {
+                    topic: name.clone(),
+                })
+            };
+        }
+        let topics_dir = self.inner.topics_dir.clone();
+        let name2 = name.clone();
+        let handle = tokio::task::spawn_blocking(move || -> Result<TopicHandle> {
+            // Build the topic under a temporary name, then rename it into place.
+            let tmp = topics_dir.join(format!("{CREATING_PREFIX}{name2}"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+            let built = write_topic_file(&tmp, &name2, config).and_then(|()| {
+                let dir = topics_dir.join(name2.as_str());
+                std::fs::rename(&tmp, &dir).map_err(|e| Error::io("create", &dir, e))?;
+                sync_dir(&topics_dir)?;
+                Ok(dir)
+            });
+            let dir = match built {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+            };
+            TopicHandle::open(dir, name2, config)
+        })
+        .await
+        .map_err(blocking_failed)??;
+        let info = handle.info();
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), Arc::new(handle));
+        Ok(info)
+    }
+
+    async fn update_topic(&self, name: &TopicName, config: TopicConfig) -> Result<TopicInfo> {
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        let t = self.topic(name)?;
+        let old = t.shared.config();
+        if old.partitions != config.partitions {
+            return Err(Error::InvalidConfig(switchyard_types::ConfigError {
+                field: "partitions",
+                reason: format!(
+                    "cannot change from {} to {}: keys would move between partitions",
+                    old.partitions, config.partitions
+                ),
+            }));
+        }
+        let dir = t.dir.clone();
+        let name2 = name.clone();
+        tokio::task::spawn_blocking(move || write_topic_file(&dir, &name2, config))
+            .await
+            .map_err(blocking_failed)??;
+        t.shared.set_config(config);
+        Ok(t.info())
+    }
+
+    async fn describe_topic(&self, name: &TopicName) -> Result<TopicInfo> {
+        Ok(self.topic(name)?.info())
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicName>> {
+        self.check_open()?;
+        Ok(self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        let t = self.topic(name)?;
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let topics_dir = self.inner.topics_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            t.stop();
+            t.mark_deleted();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let doomed = topics_dir.join(format!("{DELETED_PREFIX}{}-{nanos}", t.shared.name));
+            std::fs::rename(&t.dir, &doomed).map_err(|e| Error::io("delete", &t.dir, e))?;
+            sync_dir(&topics_dir)?;
+            std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    async fn choose_partition(
+        &self,
+        topic: &TopicName,
+        choice: &PartitionChoice,
+    ) -> Result<Partition> {
+        let t = self.topic(topic)?;
+        match choice {
+            PartitionChoice::Explicit(p) => Self::partition_index(&t, *p).map(|i| i as u32),
+            PartitionChoice::Key(k) => Ok(partition_for_key(k, t.partitions.len() as u32)),
+            PartitionChoice::RoundRobin => Ok(t.next_round_robin()),
+        }
+    }
+
+    async fn append(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        records: Vec<Record>,
+        expectation: Option<Expectation>,
+    ) -> Result<Vec<Appended>> {
+        let t = self.topic(topic)?;
+        let p = &t.partitions[Self::partition_index(&t, partition)?];
+        for (index, r) in records.iter().enumerate() {
+            format::validate_record(r).map_err(|reason| Error::InvalidRecord { index, reason })?;
+        }
+        if let Some(e) = &expectation
+            && e.key.len() > format::MAX_KEY_LEN
+        {
+            return Err(Error::InvalidRecord {
+                index: 0,
+                reason: format!(
+                    "expectation key is longer than {} bytes",
+                    format::MAX_KEY_LEN
+                ),
+            });
+        }
+        let body: usize = records.iter().map(format::record_len).sum();
+        if body + format::FRAME_HEADER_LEN > format::MAX_FRAME_LEN {
+            return Err(Error::InvalidRecord {
+                index: 0,
+                reason: format!("batch is larger than {} bytes", format::MAX_FRAME_LEN),
+            });
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if p.shared.failed().is_some() {
+            return Err(Error::Failed {
+                topic: topic.clone(),
+                partition,
+                reason: p.shared.failed().unwrap_or_default(),
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        p.tx.send_async(Msg::Append(AppendRequest {
+            records,
+            expectation,
+            reply,
+        }))
+        .await
+        .map_err(|_| self.gone(topic))?;
+        let appended = rx.await.map_err(|_| self.gone(topic))??;
+        // A duplicate of a record still in flight on another partition is answered only
+        // once that record is as durable as this append would have been.
+        for a in &appended {
+            if a.duplicate && a.partition != partition {
+                let mut tip = t.partitions[a.partition as usize].shared.tip.subscribe();
+                tip.wait_for(|t| t.next_offset > a.offset || t.deleted)
+                    .await
+                    .map_err(|_| self.gone(topic))?;
+            }
+        }
+        Ok(appended)
+    }
+
+    async fn read(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        from: Offset,
+        limits: ReadLimits,
+    ) -> Result<ReadBatch> {
+        let t = self.topic(topic)?;
+        let p = t.partitions[Self::partition_index(&t, partition)?]
+            .shared
+            .clone();
+        let limits = ReadLimits {
+            max_records: limits.max_records.max(1),
+            max_bytes: limits.max_bytes.max(1),
+        };
+        tokio::task::spawn_blocking(move || p.read(from, limits))
+            .await
+            .map_err(blocking_failed)?
+    }
+
+    async fn offset_for_time(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        at: Timestamp,
+    ) -> Result<Offset> {
+        let t = self.topic(topic)?;
+        let p = t.partitions[Self::partition_index(&t, partition)?]
+            .shared
+            .clone();
+        tokio::task::spawn_blocking(move || p.offset_for_time(at))
+            .await
+            .map_err(blocking_failed)?
+    }
+
+    async fn wait_for(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        offset: Offset,
+    ) -> Result<Offset> {
+        let mut tip = {
+            let t = self.topic(topic)?;
+            t.partitions[Self::partition_index(&t, partition)?]
+                .shared
+                .tip
+                .subscribe()
+        };
+        let t = *tip
+            .wait_for(|t| t.next_offset > offset || t.deleted)
+            .await
+            .map_err(|_| self.gone(topic))?;
+        if t.deleted {
+            return Err(self.gone(topic));
+        }
+        Ok(t.next_offset)
+    }
+}

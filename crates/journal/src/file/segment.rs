@@ -1,0 +1,179 @@
+//! One segment of a partition's log: a `.log` file and what is known about it.
+
+use super::format::{Scanned, Scanner};
+use super::sidecar::{IndexEntry, SealedIndex, last_where_mem};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+/// Segment files are named for their base offset, zero-padded to 20 digits.
+pub(crate) fn segment_file_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+/// The base offset in a segment file name, if it is one.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug)]
+pub(crate) enum SegIndex {
+    /// The active segment's index (bounded by the segment's size), or a sealed segment's
+    /// whose `.index` file could not be written.
+    Mem(Vec<IndexEntry>),
+    /// A sealed segment's validated `.index`, searched with positioned reads.
+    Disk(SealedIndex),
+}
+
+#[derive(Debug)]
+pub(crate) struct SegState {
+    pub sealed: bool,
+    /// Bytes of valid frames written (the active segment's may not all be visible yet).
+    pub len: u64,
+    pub next_offset: u64,
+    pub max_ts: Option<i64>,
+    pub index: SegIndex,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base: u64,
+    pub path: PathBuf,
+    /// Read handle; readers use positioned reads, so one handle serves all of them, and a
+    /// segment removed by retention stays readable for a reader that already holds it.
+    pub file: File,
+    pub state: RwLock<SegState>,
+}
+
+impl Segment {
+    pub fn new(base: u64, path: PathBuf, file: File, state: SegState) -> Self {
+        Self {
+            base,
+            path,
+            file,
+            state: RwLock::new(state),
+        }
+    }
+
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, SegState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, SegState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The position of the last indexed batch satisfying `before` (a prefix predicate), or
+    /// the segment's start: scanning from there finds the wanted batch.
+    pub fn seek(&self, before: impl Fn(&IndexEntry) -> bool) -> std::io::Result<(u64, u64)> {
+        let st = self.state();
+        let hit = match &st.index {
+            SegIndex::Mem(v) => last_where_mem(v, before),
+            SegIndex::Disk(ix) => ix.last_where(before)?,
+        };
+        Ok(hit.map_or((0, self.base), |e| (e.position, e.offset)))
+    }
+}
+
+/// What a full scan of a segment found.
+#[derive(Debug, Default)]
+pub(crate) struct ScanSummary {
+    /// Bytes of consecutive valid frames from the start.
+    pub valid_len: u64,
+    pub next_offset: u64,
+    pub max_ts: Option<i64>,
+    pub index: Vec<IndexEntry>,
+    /// The first invalid frame: its position, the offset it should have held, and why.
+    pub invalid: Option<(u64, u64, String)>,
+}
+
+/// Scans a segment from the start, checking every CRC and that offsets continue from
+/// `base`, building the sparse index and calling `each` for every valid frame.
+pub(crate) fn scan_segment(
+    file: &File,
+    base: u64,
+    len: u64,
+    index_interval: u64,
+    mut each: impl FnMut(&super::format::Frame),
+) -> std::io::Result<ScanSummary> {
+    let mut s = ScanSummary {
+        next_offset: base,
+        ..ScanSummary::default()
+    };
+    let mut scanner = Scanner::new(file, 0, len, 1 << 20);
+    let mut since_index = index_interval;
+    loop {
+        match scanner.next_frame()? {
+            Scanned::End => break,
+            Scanned::Invalid { position, reason } => {
+                s.invalid = Some((position, s.next_offset, reason));
+                break;
+            }
+            Scanned::Frame(f) => {
+                if f.header.base != s.next_offset {
+                    s.invalid = Some((
+                        f.position,
+                        s.next_offset,
+                        format!(
+                            "batch starts at offset {} instead of {}",
+                            f.header.base, s.next_offset
+                        ),
+                    ));
+                    break;
+                }
+                if s.max_ts.is_some_and(|m| f.header.timestamp.0 < m) {
+                    s.invalid = Some((
+                        f.position,
+                        s.next_offset,
+                        "batch timestamp goes backwards".to_string(),
+                    ));
+                    break;
+                }
+                if since_index >= index_interval {
+                    s.index.push(IndexEntry {
+                        offset: f.header.base,
+                        position: f.position,
+                        timestamp: f.header.timestamp.0,
+                    });
+                    since_index = 0;
+                }
+                since_index += f.header.frame_len as u64;
+                s.next_offset = f.header.next_offset();
+                s.max_ts = Some(f.header.timestamp.0);
+                s.valid_len = f.position + f.header.frame_len as u64;
+                each(&f);
+            }
+        }
+    }
+    Ok(s)
+}
+
+pub(crate) fn path_of(dir: &Path, base: u64) -> PathBuf {
+    dir.join(segment_file_name(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_reject_others() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some(42)
+        );
+        for bad in [
+            "42.log",
+            "0000000000000000004x.log",
+            "00000000000000000042.index",
+            "a",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+}

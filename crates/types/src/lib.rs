@@ -1,0 +1,22 @@
+//! Switchyard's shared vocabulary: topic names, partitions and offsets, journal records,
+//! durability and topic configuration, and the stable partition hash.
+//!
+//! Pure data: nothing in this crate does I/O, so every other crate (journal backends, the
+//! store, the server, the SDK) can depend on it without pulling in a runtime.
+
+mod config;
+mod partition;
+mod record;
+mod topic;
+
+pub use config::{ConfigError, Durability, Retention, TopicConfig};
+pub use partition::{murmur2, partition_for_key};
+pub use record::{Expectation, Expected, Record, StoredRecord, Timestamp};
+pub use topic::{TopicName, TopicNameError};
+
+/// A partition number within a topic, `0..partitions`.
+pub type Partition = u32;
+
+/// A record's position within its partition. Offsets strictly increase within a partition;
+/// a backend may leave gaps (see `Journal` in `switchyard-journal`).
+pub type Offset = u64;
