@@ -48,8 +48,9 @@ pub(crate) fn record_len(r: &Record) -> usize {
         + r.payload.len()
 }
 
-/// Checks one record against the frame's limits; the reason names the bad part.
-pub(crate) fn validate_record(r: &Record) -> Result<(), String> {
+/// Checks one record against the frame's limits and returns its encoded size; the error
+/// names the bad part.
+pub(crate) fn validate_record(r: &Record) -> Result<usize, String> {
     if let Some(id) = &r.id {
         if id.is_empty() {
             return Err("id must not be empty (omit it to skip dedup)".into());
@@ -76,10 +77,11 @@ pub(crate) fn validate_record(r: &Record) -> Result<(), String> {
             ));
         }
     }
-    if record_len(r) + FRAME_HEADER_LEN > MAX_FRAME_LEN {
+    let len = record_len(r);
+    if len + FRAME_HEADER_LEN > MAX_FRAME_LEN {
         return Err(format!("record is larger than {MAX_FRAME_LEN} bytes"));
     }
-    Ok(())
+    Ok(len)
 }
 
 /// Appends one frame holding `records` to `buf`. Records must have passed

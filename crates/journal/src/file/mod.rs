@@ -29,7 +29,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
 use switchyard_types::{
     Expectation, Offset, Partition, Record, Timestamp, TopicConfig, TopicName, partition_for_key,
 };
@@ -52,7 +53,8 @@ struct Inner {
     topics_dir: PathBuf,
     /// Held until `close` or drop: the OS releases the lock when the file is closed.
     lock: std::sync::Mutex<Option<File>>,
-    topics: RwLock<BTreeMap<TopicName, Arc<TopicHandle>>>,
+    /// Read on every call without taking a lock; replaced whole by create and delete.
+    topics: ArcSwap<BTreeMap<TopicName, Arc<TopicHandle>>>,
     /// Serialises create, update and delete.
     admin: tokio::sync::Mutex<()>,
     closed: AtomicBool,
@@ -60,7 +62,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let topics = std::mem::take(&mut *self.topics.write().unwrap_or_else(|e| e.into_inner()));
+        let topics = self.topics.swap(Arc::default());
         for t in topics.values() {
             t.stop();
         }
@@ -116,7 +118,7 @@ impl FileJournal {
                 dir,
                 topics_dir,
                 lock: std::sync::Mutex::new(Some(lock)),
-                topics: RwLock::new(topics),
+                topics: ArcSwap::from_pointee(topics),
                 admin: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
             }),
@@ -133,8 +135,7 @@ impl FileJournal {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let topics =
-            std::mem::take(&mut *self.inner.topics.write().unwrap_or_else(|e| e.into_inner()));
+        let topics = self.inner.topics.swap(Arc::default());
         let failed: Vec<String> = tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
             for t in topics.values() {
@@ -179,8 +180,7 @@ impl FileJournal {
         self.check_open()?;
         self.inner
             .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .load()
             .get(name)
             .cloned()
             .ok_or_else(|| Error::TopicNotFound(name.clone()))
@@ -204,6 +204,62 @@ impl FileJournal {
             Error::Closed
         } else {
             Error::TopicNotFound(name.clone())
+        }
+    }
+}
+
+/// How far `submit` got without waiting.
+enum Submitted {
+    Sent(oneshot::Receiver<Result<Vec<Appended>>>),
+    /// The writer's queue is full: send `Msg` with backpressure.
+    Full(oneshot::Receiver<Result<Vec<Appended>>>, flume::Sender<Msg>, Msg),
+    Empty,
+}
+
+impl FileJournal {
+    /// Validates an append and queues it for the writer without waiting, so the hot path
+    /// touches no shared reference count: the topic map is read through `ArcSwap`.
+    fn submit(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        records: Vec<Record>,
+        expectation: Option<Expectation>,
+    ) -> Result<Submitted> {
+        self.check_open()?;
+        let topics = self.inner.topics.load();
+        let t = topics.get(topic).ok_or_else(|| Error::TopicNotFound(topic.clone()))?;
+        let p = &t.partitions[Self::partition_index(t, partition)?];
+        let mut body = 0usize;
+        for (index, r) in records.iter().enumerate() {
+            body += format::validate_record(r)
+                .map_err(|reason| Error::InvalidRecord { index, reason })?;
+        }
+        if let Some(e) = &expectation
+            && e.key.len() > format::MAX_KEY_LEN
+        {
+            return Err(Error::InvalidRecord {
+                index: 0,
+                reason: format!("expectation key is longer than {} bytes", format::MAX_KEY_LEN),
+            });
+        }
+        if body + format::FRAME_HEADER_LEN > format::MAX_FRAME_LEN {
+            return Err(Error::InvalidRecord {
+                index: 0,
+                reason: format!("batch is larger than {} bytes", format::MAX_FRAME_LEN),
+            });
+        }
+        if records.is_empty() {
+            return Ok(Submitted::Empty);
+        }
+        if let Some(reason) = p.shared.failed() {
+            return Err(Error::Failed { topic: topic.clone(), partition, reason });
+        }
+        let (reply, rx) = oneshot::channel();
+        match p.tx.try_send(Msg::Append(AppendRequest { records, expectation, reply })) {
+            Ok(()) => Ok(Submitted::Sent(rx)),
+            Err(flume::TrySendError::Full(msg)) => Ok(Submitted::Full(rx, p.tx.clone(), msg)),
+            Err(flume::TrySendError::Disconnected(_)) => Err(self.gone(topic)),
         }
     }
 }
@@ -255,11 +311,12 @@ impl Journal for FileJournal {
         .await
         .map_err(blocking_failed)??;
         let info = handle.info();
-        self.inner
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), Arc::new(handle));
+        let handle = Arc::new(handle);
+        self.inner.topics.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.insert(name.clone(), handle.clone());
+            m
+        });
         Ok(info)
     }
 
@@ -292,24 +349,17 @@ impl Journal for FileJournal {
 
     async fn list_topics(&self) -> Result<Vec<TopicName>> {
         self.check_open()?;
-        Ok(self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect())
+        Ok(self.inner.topics.load().keys().cloned().collect())
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
         let t = self.topic(name)?;
-        self.inner
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.inner.topics.rcu(|m| {
+            let mut m = BTreeMap::clone(m);
+            m.remove(name);
+            m
+        });
         let topics_dir = self.inner.topics_dir.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             t.stop();
@@ -347,53 +397,23 @@ impl Journal for FileJournal {
         records: Vec<Record>,
         expectation: Option<Expectation>,
     ) -> Result<Vec<Appended>> {
-        let t = self.topic(topic)?;
-        let p = &t.partitions[Self::partition_index(&t, partition)?];
-        for (index, r) in records.iter().enumerate() {
-            format::validate_record(r).map_err(|reason| Error::InvalidRecord { index, reason })?;
+        let (rx, blocked) = match self.submit(topic, partition, records, expectation)? {
+            Submitted::Sent(rx) => (rx, None),
+            Submitted::Full(rx, tx, msg) => (rx, Some((tx, msg))),
+            Submitted::Empty => return Ok(Vec::new()),
+        };
+        if let Some((tx, msg)) = blocked {
+            tx.send_async(msg).await.map_err(|_| self.gone(topic))?;
         }
-        if let Some(e) = &expectation
-            && e.key.len() > format::MAX_KEY_LEN
-        {
-            return Err(Error::InvalidRecord {
-                index: 0,
-                reason: format!(
-                    "expectation key is longer than {} bytes",
-                    format::MAX_KEY_LEN
-                ),
-            });
-        }
-        let body: usize = records.iter().map(format::record_len).sum();
-        if body + format::FRAME_HEADER_LEN > format::MAX_FRAME_LEN {
-            return Err(Error::InvalidRecord {
-                index: 0,
-                reason: format!("batch is larger than {} bytes", format::MAX_FRAME_LEN),
-            });
-        }
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        if p.shared.failed().is_some() {
-            return Err(Error::Failed {
-                topic: topic.clone(),
-                partition,
-                reason: p.shared.failed().unwrap_or_default(),
-            });
-        }
-        let (reply, rx) = oneshot::channel();
-        p.tx.send_async(Msg::Append(AppendRequest {
-            records,
-            expectation,
-            reply,
-        }))
-        .await
-        .map_err(|_| self.gone(topic))?;
         let appended = rx.await.map_err(|_| self.gone(topic))??;
         // A duplicate of a record still in flight on another partition is answered only
         // once that record is as durable as this append would have been.
         for a in &appended {
             if a.duplicate && a.partition != partition {
-                let mut tip = t.partitions[a.partition as usize].shared.tip.subscribe();
+                let mut tip = {
+                    let t = self.topic(topic)?;
+                    t.partitions[a.partition as usize].shared.tip.subscribe()
+                };
                 tip.wait_for(|t| t.next_offset > a.offset || t.deleted)
                     .await
                     .map_err(|_| self.gone(topic))?;
