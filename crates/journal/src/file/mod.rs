@@ -23,14 +23,14 @@ pub use offline::{
 };
 
 use crate::{Appended, Error, Journal, PartitionChoice, ReadBatch, ReadLimits, Result, TopicInfo};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use partition::{AppendRequest, Msg, sync_dir};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use arc_swap::ArcSwap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_types::{
     Expectation, Offset, Partition, Record, Timestamp, TopicConfig, TopicName, partition_for_key,
 };
@@ -212,7 +212,11 @@ impl FileJournal {
 enum Submitted {
     Sent(oneshot::Receiver<Result<Vec<Appended>>>),
     /// The writer's queue is full: send `Msg` with backpressure.
-    Full(oneshot::Receiver<Result<Vec<Appended>>>, flume::Sender<Msg>, Msg),
+    Full(
+        oneshot::Receiver<Result<Vec<Appended>>>,
+        flume::Sender<Msg>,
+        Msg,
+    ),
     Empty,
 }
 
@@ -228,7 +232,9 @@ impl FileJournal {
     ) -> Result<Submitted> {
         self.check_open()?;
         let topics = self.inner.topics.load();
-        let t = topics.get(topic).ok_or_else(|| Error::TopicNotFound(topic.clone()))?;
+        let t = topics
+            .get(topic)
+            .ok_or_else(|| Error::TopicNotFound(topic.clone()))?;
         let p = &t.partitions[Self::partition_index(t, partition)?];
         let mut body = 0usize;
         for (index, r) in records.iter().enumerate() {
@@ -240,7 +246,10 @@ impl FileJournal {
         {
             return Err(Error::InvalidRecord {
                 index: 0,
-                reason: format!("expectation key is longer than {} bytes", format::MAX_KEY_LEN),
+                reason: format!(
+                    "expectation key is longer than {} bytes",
+                    format::MAX_KEY_LEN
+                ),
             });
         }
         if body + format::FRAME_HEADER_LEN > format::MAX_FRAME_LEN {
@@ -253,10 +262,18 @@ impl FileJournal {
             return Ok(Submitted::Empty);
         }
         if let Some(reason) = p.shared.failed() {
-            return Err(Error::Failed { topic: topic.clone(), partition, reason });
+            return Err(Error::Failed {
+                topic: topic.clone(),
+                partition,
+                reason,
+            });
         }
         let (reply, rx) = oneshot::channel();
-        match p.tx.try_send(Msg::Append(AppendRequest { records, expectation, reply })) {
+        match p.tx.try_send(Msg::Append(AppendRequest {
+            records,
+            expectation,
+            reply,
+        })) {
             Ok(()) => Ok(Submitted::Sent(rx)),
             Err(flume::TrySendError::Full(msg)) => Ok(Submitted::Full(rx, p.tx.clone(), msg)),
             Err(flume::TrySendError::Disconnected(_)) => Err(self.gone(topic)),
@@ -277,6 +294,7 @@ impl Journal for FileJournal {
     async fn create_topic(&self, name: &TopicName, config: TopicConfig) -> Result<TopicInfo> {
         config.validate()?;
         let _admin = self.inner.admin.lock().await;
+        self.check_open()?;
         if let Ok(t) = self.topic(name) {
             return if t.shared.config() == config {
                 Ok(t.info())

@@ -26,9 +26,9 @@ use switchyard_types::{Durability, Expectation, Expected, Record, StoredRecord, 
 use tokio::sync::{oneshot, watch};
 
 /// How many append requests one writer cycle takes at most.
-const MAX_REQUESTS_PER_CYCLE: usize = 16 * 1024;
+const MAX_REQUESTS_PER_CYCLE: usize = 2048;
 /// How many bytes one writer cycle encodes at most before writing.
-const MAX_BYTES_PER_CYCLE: usize = 8 << 20;
+const MAX_BYTES_PER_CYCLE: usize = 1 << 20;
 /// How often the writer enforces retention and expires dedup entries when idle.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 
@@ -195,8 +195,22 @@ impl PartitionShared {
                 if let Err(reason) = frame.decode_into(from, until, &mut out) {
                     return self.stop_at_corruption(out, seg, frame.header.base, pos, reason);
                 }
-                for r in &out[before..] {
+                // The byte limit holds within a batch too; the first record always goes.
+                let mut keep = out.len();
+                for (i, r) in out.iter().enumerate().skip(before) {
+                    if i > 0 && bytes + r.payload.len() > limits.max_bytes {
+                        keep = i;
+                        break;
+                    }
                     bytes += r.payload.len();
+                }
+                if keep < out.len() {
+                    out.truncate(keep);
+                    let next_offset = out.last().map_or(from, |l| l.offset + 1);
+                    return Ok(ReadBatch {
+                        next_offset,
+                        records: out,
+                    });
                 }
                 if let Some(last) = out.last() {
                     from = last.offset + 1;
@@ -251,7 +265,7 @@ impl PartitionShared {
             } else {
                 sealed_len
             };
-            let (pos, _) = seg
+            let (pos, mut expected) = seg
                 .seek(|e| e.timestamp < at.0)
                 .map_err(|e| Error::io("read index of", &seg.path, e))?;
             let mut scanner = Scanner::new(&seg.file, pos, limit, 64 << 10);
@@ -260,10 +274,10 @@ impl PartitionShared {
                     Ok(Scanned::Frame(f)) if f.header.timestamp.0 >= at.0 => {
                         return Ok(f.header.base.min(tip.next_offset));
                     }
-                    Ok(Scanned::Frame(_)) => {}
+                    Ok(Scanned::Frame(f)) => expected = f.header.next_offset(),
                     Ok(Scanned::End) => break,
                     Ok(Scanned::Invalid { position, reason }) => {
-                        return Err(self.corrupt(&seg, seg.base, position, reason));
+                        return Err(self.corrupt(&seg, expected, position, reason));
                     }
                     Err(e) => return Err(Error::io("read", &seg.path, e)),
                 }
@@ -274,15 +288,27 @@ impl PartitionShared {
 
     /// Calls `each` with every visible record id at offsets `>= from` and its timestamp.
     fn each_id_from(&self, from: u64, mut each: impl FnMut(&[u8], u64, i64)) -> Result<()> {
+        let limits = ReadLimits {
+            max_records: 4096,
+            max_bytes: 8 << 20,
+        };
         let mut next = from;
         loop {
-            let batch = self.read(
-                next,
-                ReadLimits {
-                    max_records: 4096,
-                    max_bytes: 8 << 20,
-                },
-            )?;
+            let batch = match self.read(next, limits) {
+                Ok(b) => b,
+                // A corrupt record must not stop the journal from opening: skip to the
+                // next segment (ids after the corruption in that segment are not deduped).
+                Err(Error::Corrupt { offset, .. }) => {
+                    match self.segments().iter().find(|s| s.base > offset) {
+                        Some(seg) => {
+                            next = seg.base;
+                            continue;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if batch.records.is_empty() {
                 return Ok(());
             }
@@ -293,6 +319,16 @@ impl PartitionShared {
             }
             next = batch.next_offset;
         }
+    }
+
+    /// The first segment base whose newest record is not older than `at`: a coarse time
+    /// seek that reads no records, for when the exact one meets corruption.
+    fn segment_for_time(&self, at: Timestamp) -> u64 {
+        let segs = self.segments();
+        segs.iter()
+            .find(|s| s.state().max_ts.is_some_and(|m| m >= at.0))
+            .or(segs.last())
+            .map_or(0, |s| s.base)
     }
 }
 
@@ -309,7 +345,11 @@ impl Opened {
             return Ok(());
         }
         let cutoff = Timestamp::now().saturating_sub(window);
-        let from = self.shared.offset_for_time(cutoff)?;
+        let from = match self.shared.offset_for_time(cutoff) {
+            Ok(o) => o,
+            Err(Error::Corrupt { .. }) => self.shared.segment_for_time(cutoff),
+            Err(e) => return Err(e),
+        };
         let mut d = self.shared.topic.dedup();
         let id = self.shared.id;
         self.shared.each_id_from(from, |rid, offset, ts| {
@@ -559,7 +599,25 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
 struct SyncJob {
     file: Arc<File>,
     tip: Tip,
-    replies: Vec<(Reply, Result<Vec<Appended>>)>,
+    replies: Vec<(Reply, Answer)>,
+    /// The cycle's encoded requests, dropped here so freeing them costs the writer nothing.
+    spent: Vec<Vec<Record>>,
+}
+
+/// A reply to send once the cycle is durable. The common single-record case carries no
+/// allocation until it is sent.
+enum Answer {
+    One(Appended),
+    Full(Result<Vec<Appended>>),
+}
+
+impl Answer {
+    fn into_result(self) -> Result<Vec<Appended>> {
+        match self {
+            Answer::One(a) => Ok(vec![a]),
+            Answer::Full(r) => r,
+        }
+    }
 }
 
 /// Where one record of a request ends up, before offsets are known.
@@ -572,7 +630,7 @@ enum Slot {
 }
 
 enum Placement {
-    Done(Result<Vec<Appended>>),
+    Done(Answer),
     /// Does not fit this cycle; `roll` when it does not fit the active segment either.
     Later {
         roll: bool,
@@ -689,6 +747,7 @@ impl Writer {
         let start = (self.len, self.next_offset, self.since_index);
         self.buf.clear();
         let mut replies = Vec::with_capacity(batch.len());
+        let mut spent = Vec::with_capacity(batch.len());
         let mut undo = Undo::default();
         let dedup_on = cfg.dedup_window_ms > 0
             && batch
@@ -738,7 +797,10 @@ impl Writer {
             self.slots = slots;
             self.fresh = fresh;
             match outcome {
-                Placement::Done(res) => replies.push((req.reply, res)),
+                Placement::Done(answer) => {
+                    replies.push((req.reply, answer));
+                    spent.push(req.records);
+                }
                 Placement::Later { roll } => {
                     need_roll = roll;
                     self.pending.push_back(req);
@@ -751,14 +813,14 @@ impl Writer {
 
         if !self.buf.is_empty() {
             if let Err(e) = (&*self.file).write_all(&self.buf) {
-                let err = Error::io("append to", &self.active.path, e);
                 self.rollback(start, &undo);
-                let msg = err.to_string();
+                // io::Error is not Clone: each caller gets one of the same kind and text,
+                // so a full disk still reads as `StorageFull` / ENOSPC.
                 for (reply, _) in replies {
                     let _ = reply.send(Err(Error::io(
                         "append to",
                         &self.active.path,
-                        std::io::Error::other(msg.clone()),
+                        std::io::Error::new(e.kind(), e.to_string()),
                     )));
                 }
                 // Requests held back for the roll are answered in the next cycle.
@@ -781,6 +843,7 @@ impl Writer {
                     file: self.file.clone(),
                     tip: self.tip(),
                     replies,
+                    spent,
                 };
                 if let Some(tx) = &self.sync_tx
                     && let Err(std::sync::mpsc::SendError(job)) = tx.send(job)
@@ -793,8 +856,8 @@ impl Writer {
             Durability::Interval(_) | Durability::Os => {
                 self.shared.dirty.store(true, Ordering::Release);
                 self.shared.publish(self.tip());
-                for (reply, res) in replies {
-                    let _ = reply.send(res);
+                for (reply, answer) in replies {
+                    let _ = reply.send(answer.into_result());
                 }
             }
         }
@@ -831,7 +894,7 @@ impl Writer {
                     Slot::New(_) | Slot::SameAs(_) => None,
                 })
                 .collect();
-            return Placement::Done(Ok(out));
+            return Placement::Done(Answer::Full(Ok(out)));
         }
         if let Some(exp) = &req.expectation {
             let actual = self.keys.get(&key_hash(&exp.key)).copied();
@@ -840,13 +903,13 @@ impl Writer {
                 Expected::LastOffset(o) => actual == Some(o),
             };
             if !ok {
-                return Placement::Done(Err(Error::Conflict {
+                return Placement::Done(Answer::Full(Err(Error::Conflict {
                     topic: self.shared.topic.name.clone(),
                     partition: self.shared.id,
                     key: String::from_utf8_lossy(&exp.key).into_owned(),
                     expected: exp.expected,
                     actual,
-                }));
+                })));
             }
         }
         let body_len: usize = fresh
@@ -895,6 +958,13 @@ impl Writer {
         }
         self.next_offset += fresh.len() as u64;
         let id = self.shared.id;
+        if let [Slot::New(0)] = slots {
+            return Placement::Done(Answer::One(Appended {
+                partition: id,
+                offset: base,
+                duplicate: false,
+            }));
+        }
         let out = slots
             .iter()
             .map(|s| match *s {
@@ -911,7 +981,7 @@ impl Writer {
                 Slot::Dup(a) => a,
             })
             .collect();
-        Placement::Done(Ok(out))
+        Placement::Done(Answer::Full(Ok(out)))
     }
 
     /// Undoes a cycle whose write failed: cut the file back and forget what it assigned.
@@ -1095,9 +1165,10 @@ fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJo
                             shared.publish(last.tip);
                         }
                         for j in jobs {
-                            for (reply, res) in j.replies {
-                                let _ = reply.send(res);
+                            for (reply, answer) in j.replies {
+                                let _ = reply.send(answer.into_result());
                             }
+                            drop(j.spent);
                         }
                     }
                     Some(e) => {

@@ -1,0 +1,79 @@
+//! `switchyard-bench`: Switchyard's benchmarks, measured side by side with peers in the same
+//! run. Each suite is a subcommand (`journal` now; `sdk`, `bus`, ... as those crates land)
+//! built from the shared pieces: the closed-loop [`load`] driver, the [`report`] table / JSON
+//! lines, and peer servers such as [`nats_server`].
+
+mod env;
+mod ids;
+mod journal;
+mod load;
+mod nats_server;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard-bench",
+    version,
+    about = "Switchyard's benchmarks, measured side by side with peers in the same run",
+    long_about = "Switchyard's benchmarks, measured side by side with peers in the same run.\n\n\
+        Build with --release: cargo run --release -p switchyard-bench -- journal --quick"
+)]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Subcommand, Debug)]
+enum Suite {
+    /// Journal appends: throughput and append-to-ack latency (p50, p99) of the embedded file
+    /// journal, then of NATS JetStream file storage (default sync and sync_interval: always),
+    /// for 256 B and 4 KiB records, 1 and 64 appenders.
+    Journal(journal::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the tokio runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let suite = async {
+            match cli.suite {
+                Suite::Journal(args) => journal::run(args).await,
+            }
+        };
+        // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.
+        tokio::select! {
+            r = suite => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // stdout closed early (`| head`): not a failure.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `switchyard-bench journal --json` prints one object per case with the documented fields.
+//! (A tiny run of the embedded journal only; speed is never asserted.)
+
+use std::process::Command;
+
+#[test]
+fn a_tiny_run_prints_one_json_object_per_case() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args([
+            "journal",
+            "--json",
+            "--only",
+            "switchyard",
+            "--seconds",
+            "0.2",
+            "--warmup",
+            "0.05",
+        ])
+        .args([
+            "--repeats",
+            "1",
+            "--payloads",
+            "256",
+            "--appenders",
+            "1,4",
+            "--durability",
+            "os",
+        ])
+        .args(["--in-flight", "8", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for (row, appenders) in rows.iter().zip([1, 4]) {
+        assert_eq!(row["suite"], "journal");
+        assert_eq!(row["system"], "switchyard");
+        assert_eq!(row["durability"], "os");
+        assert_eq!(row["payload_bytes"], 256);
+        assert_eq!(row["appenders"], appenders);
+        assert_eq!(row["in_flight_per_appender"], 8);
+        assert!(row["case"].as_str().is_some_and(|c| !c.is_empty()));
+        for field in ["events_per_s", "p50_us", "p99_us", "seconds"] {
+            assert!(
+                row[field].as_f64().is_some_and(|v| v > 0.0),
+                "{field}: {row}"
+            );
+        }
+        assert!(row["events"].as_u64().is_some_and(|v| v > 0), "{row}");
+    }
+    assert!(
+        stderr.contains("in flight"),
+        "the in-flight window is stated: {stderr}"
+    );
+    // The benchmark cleans up after itself.
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["journal", "--durability", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--durability"));
+}

@@ -1,0 +1,109 @@
+//! `switchyard`: the Switchyard command.
+//!
+//! Exit codes: 0 success; 1 the journal holds corrupt data (`journal verify` found a
+//! problem, or a read met a corrupt record); 2 bad arguments or an I/O error.
+
+mod args;
+mod journal;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: an event-driven service platform in one binary",
+    long_about = "Switchyard: an event-driven service platform in one binary.\n\n\
+        Exit codes: 0 success; 1 corruption found (journal verify, or a read that met a corrupt \
+        record); 2 bad arguments or an I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with a journal directory: create topics, append, read, inspect, verify.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            switchyard journal create-topic ./data orders.v1 --partitions 3 --durability always\n  \
+            echo '{\"total\":42}' | switchyard journal append ./data orders.v1 --key order-1\n  \
+            switchyard journal read ./data orders.v1 --from 2026-11-22T10:00:00Z --limit 10\n  \
+            switchyard journal inspect ./data\n  \
+            switchyard journal verify ./data"
+    )]
+    Journal(journal::JournalCommand),
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if is_corruption(&error) { 1 } else { 2 };
+        Exit { code, error }
+    }
+}
+
+fn is_corruption(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<switchyard_journal::Error>(),
+            Some(switchyard_journal::Error::Corrupt { .. })
+        )
+    })
+}
+
+/// The error and its causes, `: `-separated, skipping a cause whose text the message already
+/// holds (library errors often print their source themselves).
+fn render(error: &anyhow::Error) -> String {
+    let mut msg = error.to_string();
+    for cause in error.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Journal(cmd) => journal::run(cmd).await,
+        }
+    });
+    // Don't wait for a blocked stdin reader thread (append from a pipe that stays open).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit { code, error }) => {
+            if output::is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {}", render(&error));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Helpers for tests that run the real `switchyard` binary.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics, showing both streams, unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `switchyard ARGS` with no standard input.
+pub fn run(args: &[&str]) -> Run {
+    run_with_stdin(args, "")
+}
+
+/// Runs `switchyard ARGS` with `stdin` as standard input.
+pub fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    Run::from(child.wait_with_output().expect("wait for switchyard"))
+}
+
+/// A fresh directory; the journal goes in `data` inside it (not yet created).
+pub struct Scratch {
+    _tmp: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        Scratch { _tmp: tmp, data }
+    }
+
+    pub fn data_str(&self) -> &str {
+        self.data.to_str().expect("utf-8 temp path")
+    }
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// Each line of `text` as JSON.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(json)
+        .collect()
+}
+
+/// `n` lines of about 100 bytes each.
+pub fn lines(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("event-{i:05}-{}\n", "x".repeat(88)))
+        .collect()
+}
+
+pub fn path_of(v: &serde_json::Value, base: &Path) -> PathBuf {
+    let p = PathBuf::from(v.as_str().expect("path string"));
+    if p.is_absolute() { p } else { base.join(p) }
+}
