@@ -208,6 +208,23 @@ impl FileJournal {
     }
 }
 
+impl FileJournal {
+    /// A duplicate of a record still in flight on another partition is answered only once
+    /// that record is as durable as this append would have been.
+    async fn await_originals(&self, topic: &TopicName, appended: &[Appended]) -> Result<()> {
+        for a in appended.iter().filter(|a| a.duplicate) {
+            let mut tip = {
+                let t = self.topic(topic)?;
+                t.partitions[a.partition as usize].shared.tip.subscribe()
+            };
+            tip.wait_for(|t| t.next_offset > a.offset || t.deleted)
+                .await
+                .map_err(|_| self.gone(topic))?;
+        }
+        Ok(())
+    }
+}
+
 /// How far `submit` got without waiting.
 enum Submitted {
     Sent(oneshot::Receiver<Result<Vec<Appended>>>),
@@ -415,27 +432,23 @@ impl Journal for FileJournal {
         records: Vec<Record>,
         expectation: Option<Expectation>,
     ) -> Result<Vec<Appended>> {
-        let (rx, blocked) = match self.submit(topic, partition, records, expectation)? {
-            Submitted::Sent(rx) => (rx, None),
-            Submitted::Full(rx, tx, msg) => (rx, Some((tx, msg))),
+        // The common path keeps only the reply receiver alive across its await: with
+        // thousands of appends in flight, a small future is a future that stays in cache.
+        let rx = match self.submit(topic, partition, records, expectation)? {
+            Submitted::Sent(rx) => rx,
+            Submitted::Full(rx, tx, msg) => {
+                Box::pin(async move { tx.send_async(msg).await.map(|()| rx) })
+                    .await
+                    .map_err(|_| self.gone(topic))?
+            }
             Submitted::Empty => return Ok(Vec::new()),
         };
-        if let Some((tx, msg)) = blocked {
-            tx.send_async(msg).await.map_err(|_| self.gone(topic))?;
-        }
         let appended = rx.await.map_err(|_| self.gone(topic))??;
-        // A duplicate of a record still in flight on another partition is answered only
-        // once that record is as durable as this append would have been.
-        for a in &appended {
-            if a.duplicate && a.partition != partition {
-                let mut tip = {
-                    let t = self.topic(topic)?;
-                    t.partitions[a.partition as usize].shared.tip.subscribe()
-                };
-                tip.wait_for(|t| t.next_offset > a.offset || t.deleted)
-                    .await
-                    .map_err(|_| self.gone(topic))?;
-            }
+        if appended
+            .iter()
+            .any(|a| a.duplicate && a.partition != partition)
+        {
+            Box::pin(self.await_originals(topic, &appended)).await?;
         }
         Ok(appended)
     }

@@ -590,6 +590,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         slots: Vec::new(),
         fresh: Vec::new(),
         seen_in_batch: HashedMap::default(),
+        id_hashes: Vec::new(),
         pending: VecDeque::new(),
         last_housekeeping: Instant::now(),
     };
@@ -661,6 +662,7 @@ struct Writer {
     slots: Vec<Slot>,
     fresh: Vec<(usize, Option<u128>)>,
     seen_in_batch: HashedMap<usize>,
+    id_hashes: Vec<u128>,
     buf: Vec<u8>,
     /// Requests that did not fit the active segment: they go first after the roll.
     pending: VecDeque<AppendRequest>,
@@ -758,6 +760,21 @@ impl Writer {
         if let Some(d) = dedup.as_mut() {
             d.expire(now - cfg.dedup_window_ms as i64);
         }
+        // Hash every id first and probe the window for all of them in one tight loop: the
+        // probes are independent, so their cache misses overlap instead of queueing one
+        // behind the other with an encode in between. The second pass finds them warm.
+        let mut id_hashes = std::mem::take(&mut self.id_hashes);
+        id_hashes.clear();
+        if let Some(d) = dedup.as_ref() {
+            for r in batch.iter().flat_map(|req| req.records.iter()) {
+                if let Some(id) = &r.id {
+                    let h = id_hash(id.as_bytes());
+                    d.touch(h);
+                    id_hashes.push(h);
+                }
+            }
+        }
+        let mut next_hash = id_hashes.iter().copied();
         let mut need_roll = false;
         let mut requests = batch.into_iter();
         while let Some(req) = requests.next() {
@@ -770,7 +787,7 @@ impl Writer {
             for (i, r) in req.records.iter().enumerate() {
                 let h = match (dedup.as_ref(), &r.id) {
                     (Some(d), Some(id)) => {
-                        let h = id_hash(id.as_bytes());
+                        let h = next_hash.next().unwrap_or_else(|| id_hash(id.as_bytes()));
                         if let Some(p) = d.get(h) {
                             slots.push(Slot::Dup(Appended {
                                 partition: p.partition,
@@ -810,6 +827,7 @@ impl Writer {
             }
         }
         drop(dedup);
+        self.id_hashes = id_hashes;
 
         if !self.buf.is_empty() {
             if let Err(e) = (&*self.file).write_all(&self.buf) {
