@@ -1,9 +1,9 @@
 //! The topic-wide dedup window: record id -> where it was appended.
 //!
-//! Memory is proportional to the ids appended within the window (about 80 bytes each), not
-//! to the journal's size. Ids are kept as 128-bit xxh3 hashes.
+//! Memory is proportional to the ids appended within one to two windows (about 40 bytes
+//! each), not to the journal's size. Ids are kept as 128-bit xxh3 hashes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher for keys that already are uniformly distributed 128-bit hashes: it keeps
@@ -35,11 +35,27 @@ pub(crate) struct Placed {
     pub offset: u64,
 }
 
+/// A map value: the place, and the append time in milliseconds after the generation began
+/// (so the value stays 16 bytes).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    offset: u64,
+    partition: u32,
+    after_ms: u32,
+}
+
+/// Two generations of ids. New ids go into `current`; when every id of `previous` has left
+/// the window, `previous` is dropped whole and `current` takes its place. Expiry therefore
+/// costs nothing per id (no queue, no random lookups), and a lookup checks the append time,
+/// so an id is remembered for exactly the window.
 #[derive(Debug, Default)]
 pub(crate) struct DedupWindow {
-    by_id: HashedMap<Placed>,
-    /// Insertion order for expiry: (timestamp ms, id hash, place).
-    order: VecDeque<(i64, u128, Placed)>,
+    current: HashedMap<Entry>,
+    current_since: i64,
+    previous: HashedMap<Entry>,
+    previous_since: i64,
+    /// Ids older than this are no longer duplicates.
+    cutoff: i64,
 }
 
 pub(crate) fn id_hash(id: &[u8]) -> u128 {
@@ -47,41 +63,86 @@ pub(crate) fn id_hash(id: &[u8]) -> u128 {
 }
 
 impl DedupWindow {
-    pub fn get(&self, h: u128) -> Option<Placed> {
-        self.by_id.get(&h).copied()
+    fn lookup(&self, h: u128) -> Option<(Placed, i64)> {
+        let found = |e: &Entry, since: i64| {
+            (
+                Placed {
+                    partition: e.partition,
+                    offset: e.offset,
+                },
+                since + i64::from(e.after_ms),
+            )
+        };
+        match self.current.get(&h) {
+            Some(e) => Some(found(e, self.current_since)),
+            None => self.previous.get(&h).map(|e| found(e, self.previous_since)),
+        }
     }
 
-    /// Probes for `h` only to bring its bucket into the cache.
+    pub fn get(&self, h: u128) -> Option<Placed> {
+        self.lookup(h)
+            .filter(|&(_, ts)| ts >= self.cutoff)
+            .map(|(p, _)| p)
+    }
+
+    /// Probes for `h` only to bring its buckets into the cache.
     pub fn touch(&self, h: u128) {
-        std::hint::black_box(self.by_id.contains_key(&h));
+        std::hint::black_box(self.current.contains_key(&h) || self.previous.contains_key(&h));
     }
 
     pub fn insert(&mut self, h: u128, at: Placed, timestamp: i64) {
-        self.by_id.insert(h, at);
-        self.order.push_back((timestamp, h, at));
+        if self.current.is_empty() {
+            self.current_since = timestamp;
+        }
+        // A generation spans at most ~49 days of milliseconds; rotate before that.
+        let after = timestamp.saturating_sub(self.current_since);
+        if after > i64::from(u32::MAX) {
+            self.rotate(timestamp);
+        }
+        let after_ms = timestamp
+            .saturating_sub(self.current_since)
+            .clamp(0, i64::from(u32::MAX));
+        let e = Entry {
+            offset: at.offset,
+            partition: at.partition,
+            after_ms: after_ms as u32,
+        };
+        self.current.insert(h, e);
     }
 
     /// Forgets an id inserted by a write that did not reach the disk.
     pub fn remove_if(&mut self, h: u128, at: Placed) {
-        if self.by_id.get(&h) == Some(&at) {
-            self.by_id.remove(&h);
+        if self
+            .current
+            .get(&h)
+            .is_some_and(|e| e.partition == at.partition && e.offset == at.offset)
+        {
+            self.current.remove(&h);
         }
     }
 
     /// Forgets ids appended before `cutoff` (ms).
     pub fn expire(&mut self, cutoff: i64) {
-        while let Some(&(ts, h, at)) = self.order.front() {
-            if ts >= cutoff {
-                break;
-            }
-            self.order.pop_front();
-            self.remove_if(h, at);
+        self.cutoff = self.cutoff.max(cutoff);
+        if !self.current.is_empty() && self.current_since < self.cutoff {
+            // Everything in `previous` is older than `current_since`, so out of the window.
+            self.rotate(cutoff);
+        } else if self.current.is_empty() {
+            self.previous = HashedMap::default();
         }
+    }
+
+    fn rotate(&mut self, now: i64) {
+        let capacity = self.current.len();
+        self.previous = std::mem::take(&mut self.current);
+        self.previous_since = self.current_since;
+        self.current.reserve(capacity);
+        self.current_since = now;
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -90,23 +151,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry_keeps_a_newer_entry_for_the_same_id() {
+    fn an_id_is_remembered_for_exactly_the_window() {
         let mut d = DedupWindow::default();
-        let h = id_hash(b"a");
+        let (a, b) = (id_hash(b"a"), id_hash(b"b"));
         let first = Placed {
             partition: 0,
             offset: 1,
         };
+        d.insert(a, first, 1_000);
+        d.expire(500);
+        assert_eq!(d.get(a), Some(first));
+        d.insert(
+            b,
+            Placed {
+                partition: 1,
+                offset: 9,
+            },
+            1_500,
+        );
+        // `a` leaves the window at 1001, `b` at 1501, whatever the generations hold.
+        d.expire(1_001);
+        assert_eq!(d.get(a), None);
+        assert_eq!(
+            d.get(b),
+            Some(Placed {
+                partition: 1,
+                offset: 9
+            })
+        );
+        d.expire(1_501);
+        assert_eq!(d.get(b), None);
+        // Two rotations later both generations are gone.
+        d.insert(id_hash(b"c"), first, 3_000);
+        d.expire(3_001);
+        d.insert(id_hash(b"d"), first, 5_000);
+        d.expire(5_001);
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_newer_entry_for_the_same_id_replaces_the_old_one() {
+        let mut d = DedupWindow::default();
+        let h = id_hash(b"a");
         let second = Placed {
             partition: 1,
             offset: 9,
         };
-        d.insert(h, first, 10);
+        d.insert(
+            h,
+            Placed {
+                partition: 0,
+                offset: 1,
+            },
+            10,
+        );
+        d.expire(11);
         d.insert(h, second, 20);
-        d.expire(15);
         assert_eq!(d.get(h), Some(second));
-        d.expire(21);
+        d.remove_if(h, second);
         assert_eq!(d.get(h), None);
-        assert_eq!(d.len(), 0);
     }
 }
