@@ -127,6 +127,7 @@ impl TopicConfig {
     pub const MIN_SEGMENT_BYTES: u64 = 4096;
     pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
     pub const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
+    pub const MAX_RETENTION_AGE_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
     pub fn dedup_window(&self) -> Duration {
         Duration::from_millis(self.dedup_window_ms)
@@ -177,8 +178,16 @@ impl TopicConfig {
         {
             return err("durability", format!("interval {d:?} is outside 1ms..=1h"));
         }
-        if self.retention.max_age_ms == Some(0) {
-            return err("retention.max-age-ms", "must be at least 1".into());
+        if let Some(age) = self.retention.max_age_ms
+            && !(1..=Self::MAX_RETENTION_AGE_MS).contains(&age)
+        {
+            return err(
+                "retention.max-age-ms",
+                format!(
+                    "{age} is outside 1..={} (100 years); omit it to keep records forever",
+                    Self::MAX_RETENTION_AGE_MS
+                ),
+            );
         }
         if let Some(b) = self.retention.max_bytes
             && b < self.segment_bytes
@@ -236,6 +245,14 @@ mod tests {
             ..TopicConfig::default()
         };
         assert_eq!(cfg.validate().unwrap_err().field, "retention.max-bytes");
+        let cfg = TopicConfig {
+            retention: Retention {
+                max_age_ms: Some(u64::MAX),
+                max_bytes: None,
+            },
+            ..TopicConfig::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().field, "retention.max-age-ms");
         TopicConfig::default().validate().unwrap();
     }
 }

@@ -327,6 +327,11 @@ fn check_frame(frame: &[u8]) -> Result<FrameHeader, String> {
     if count == 0 {
         return Err("batch with no records".into());
     }
+    if base.checked_add(u64::from(count)).is_none() {
+        return Err(format!(
+            "batch of {count} records at offset {base} overflows the offset range"
+        ));
+    }
     Ok(FrameHeader {
         base,
         timestamp,

@@ -211,15 +211,44 @@ impl FileJournal {
 impl FileJournal {
     /// A duplicate of a record still in flight on another partition is answered only once
     /// that record is as durable as this append would have been.
-    async fn await_originals(&self, topic: &TopicName, appended: &[Appended]) -> Result<()> {
-        for a in appended.iter().filter(|a| a.duplicate) {
-            let mut tip = {
-                let t = self.topic(topic)?;
-                t.partitions[a.partition as usize].shared.tip.subscribe()
+    /// If that record's write fails instead, its id leaves the dedup window and this append
+    /// fails too, so the caller's retry writes it.
+    async fn await_originals(
+        &self,
+        topic: &TopicName,
+        partition: Partition,
+        appended: &[Appended],
+        ids: &[Option<u128>],
+    ) -> Result<()> {
+        for (a, id) in appended.iter().zip(ids) {
+            let (Some(h), true) = (id, a.duplicate && a.partition != partition) else {
+                continue;
             };
-            tip.wait_for(|t| t.next_offset > a.offset || t.deleted)
+            let t = self.topic(topic)?;
+            let original = &t.partitions[a.partition as usize].shared;
+            let mut tip = original.tip.subscribe();
+            let seen = *tip
+                .wait_for(|t| t.next_offset > a.offset || t.deleted || t.failed)
                 .await
                 .map_err(|_| self.gone(topic))?;
+            if seen.deleted {
+                return Err(self.gone(topic));
+            }
+            let place = dedup::Placed {
+                partition: a.partition,
+                offset: a.offset,
+            };
+            if seen.failed || t.shared.dedup().get(*h) != Some(place) {
+                return Err(Error::Failed {
+                    topic: topic.clone(),
+                    partition: a.partition,
+                    reason: format!(
+                        "the original of a duplicate record (offset {}) was not written; \
+                         retry the append",
+                        a.offset
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -227,15 +256,20 @@ impl FileJournal {
 
 /// How far `submit` got without waiting.
 enum Submitted {
-    Sent(oneshot::Receiver<Result<Vec<Appended>>>),
+    Sent(oneshot::Receiver<Result<Vec<Appended>>>, IdHashes),
     /// The writer's queue is full: send `Msg` with backpressure.
     Full(
         oneshot::Receiver<Result<Vec<Appended>>>,
+        IdHashes,
         flume::Sender<Msg>,
         Msg,
     ),
     Empty,
 }
+
+/// On a topic of several partitions, each record's id hash: a duplicate may then name a
+/// record on another partition, which is checked before answering.
+type IdHashes = Option<Box<[Option<u128>]>>;
 
 impl FileJournal {
     /// Validates an append and queues it for the writer without waiting, so the hot path
@@ -285,25 +319,30 @@ impl FileJournal {
                 reason,
             });
         }
+        let ids: IdHashes = (t.partitions.len() > 1
+            && t.shared.config().dedup_window_ms > 0
+            && records.iter().any(|r| r.id.is_some()))
+        .then(|| {
+            records
+                .iter()
+                .map(|r| r.id.as_ref().map(|id| dedup::id_hash(id.as_bytes())))
+                .collect()
+        });
         let (reply, rx) = oneshot::channel();
         match p.tx.try_send(Msg::Append(AppendRequest {
             records,
             expectation,
             reply,
         })) {
-            Ok(()) => Ok(Submitted::Sent(rx)),
-            Err(flume::TrySendError::Full(msg)) => Ok(Submitted::Full(rx, p.tx.clone(), msg)),
+            Ok(()) => Ok(Submitted::Sent(rx, ids)),
+            Err(flume::TrySendError::Full(msg)) => Ok(Submitted::Full(rx, ids, p.tx.clone(), msg)),
             Err(flume::TrySendError::Disconnected(_)) => Err(self.gone(topic)),
         }
     }
 }
 
-fn blocking_failed(e: tokio::task::JoinError) -> Error {
-    Error::io(
-        "run blocking task",
-        PathBuf::new(),
-        std::io::Error::other(e),
-    )
+fn blocking_failed(dir: &Path, e: tokio::task::JoinError) -> Error {
+    Error::io("run a blocking task on", dir, std::io::Error::other(e))
 }
 
 #[async_trait]
@@ -344,7 +383,7 @@ impl Journal for FileJournal {
             TopicHandle::open(dir, name2, config)
         })
         .await
-        .map_err(blocking_failed)??;
+        .map_err(|e| blocking_failed(&self.inner.dir, e))??;
         let info = handle.info();
         let handle = Arc::new(handle);
         self.inner.topics.rcu(|m| {
@@ -373,7 +412,7 @@ impl Journal for FileJournal {
         let name2 = name.clone();
         tokio::task::spawn_blocking(move || write_topic_file(&dir, &name2, config))
             .await
-            .map_err(blocking_failed)??;
+            .map_err(|e| blocking_failed(&self.inner.dir, e))??;
         t.shared.set_config(config);
         Ok(t.info())
     }
@@ -409,7 +448,7 @@ impl Journal for FileJournal {
             std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))
         })
         .await
-        .map_err(blocking_failed)?
+        .map_err(|e| blocking_failed(&self.inner.dir, e))?
     }
 
     async fn choose_partition(
@@ -434,21 +473,22 @@ impl Journal for FileJournal {
     ) -> Result<Vec<Appended>> {
         // The common path keeps only the reply receiver alive across its await: with
         // thousands of appends in flight, a small future is a future that stays in cache.
-        let rx = match self.submit(topic, partition, records, expectation)? {
-            Submitted::Sent(rx) => rx,
-            Submitted::Full(rx, tx, msg) => {
-                Box::pin(async move { tx.send_async(msg).await.map(|()| rx) })
+        let (rx, ids) = match self.submit(topic, partition, records, expectation)? {
+            Submitted::Sent(rx, ids) => (rx, ids),
+            Submitted::Full(rx, ids, tx, msg) => {
+                Box::pin(async move { tx.send_async(msg).await.map(|()| (rx, ids)) })
                     .await
                     .map_err(|_| self.gone(topic))?
             }
             Submitted::Empty => return Ok(Vec::new()),
         };
         let appended = rx.await.map_err(|_| self.gone(topic))??;
-        if appended
-            .iter()
-            .any(|a| a.duplicate && a.partition != partition)
+        if let Some(ids) = ids
+            && appended
+                .iter()
+                .any(|a| a.duplicate && a.partition != partition)
         {
-            Box::pin(self.await_originals(topic, &appended)).await?;
+            Box::pin(self.await_originals(topic, partition, &appended, &ids)).await?;
         }
         Ok(appended)
     }
@@ -470,7 +510,7 @@ impl Journal for FileJournal {
         };
         tokio::task::spawn_blocking(move || p.read(from, limits))
             .await
-            .map_err(blocking_failed)?
+            .map_err(|e| blocking_failed(&self.inner.dir, e))?
     }
 
     async fn offset_for_time(
@@ -485,7 +525,7 @@ impl Journal for FileJournal {
             .clone();
         tokio::task::spawn_blocking(move || p.offset_for_time(at))
             .await
-            .map_err(blocking_failed)?
+            .map_err(|e| blocking_failed(&self.inner.dir, e))?
     }
 
     async fn wait_for(

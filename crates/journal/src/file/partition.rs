@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use switchyard_types::{Durability, Expectation, Expected, Record, StoredRecord, Timestamp};
@@ -55,6 +55,8 @@ pub(crate) struct Tip {
     pub segment_base: u64,
     pub segment_len: u64,
     pub deleted: bool,
+    /// The partition stopped after an I/O error: nothing more becomes readable.
+    pub failed: bool,
 }
 
 pub(crate) fn key_hash(key: &[u8]) -> u128 {
@@ -72,6 +74,9 @@ pub(crate) struct PartitionShared {
     /// The active segment's write handle, for the interval syncer.
     active_file: Mutex<Arc<File>>,
     dirty: AtomicBool,
+    /// Sync jobs sent to the syncer and not yet answered. While any is outstanding, even an
+    /// `os` cycle goes through the syncer, so the tip never passes an unsynced `always` cycle.
+    outstanding: AtomicUsize,
 }
 
 impl PartitionShared {
@@ -94,6 +99,8 @@ impl PartitionShared {
         if f.is_none() {
             *f = Some(reason);
         }
+        drop(f);
+        self.tip.send_modify(|t| t.failed = true);
     }
 
     fn failed_error(&self) -> Error {
@@ -112,6 +119,7 @@ impl PartitionShared {
             {
                 *t = Tip {
                     deleted: t.deleted,
+                    failed: t.failed,
                     ..tip
                 };
                 true
@@ -147,9 +155,22 @@ impl PartitionShared {
             });
         }
         let start = segs.partition_point(|s| s.base <= from).saturating_sub(1);
+        let mut prev: Option<(&Segment, u64, u64)> = None;
         for seg in &segs[start..] {
             if seg.base > tip.segment_base {
                 break;
+            }
+            // A segment that ends short of its successor's base lost records: say so
+            // rather than skip them.
+            if let Some((p, end_offset, end_pos)) = prev
+                && end_offset < seg.base
+                && from < seg.base
+            {
+                let reason = format!(
+                    "segment ends at offset {end_offset} but the next segment starts at {}",
+                    seg.base
+                );
+                return self.stop_at_corruption(out, p, end_offset, end_pos, reason);
             }
             let limit = if seg.base == tip.segment_base {
                 tip.segment_len
@@ -191,7 +212,7 @@ impl PartitionShared {
                 let before = out.len();
                 let until = tip
                     .next_offset
-                    .min(from + (limits.max_records - out.len()) as u64);
+                    .min(from.saturating_add((limits.max_records - out.len()) as u64));
                 if let Err(reason) = frame.decode_into(from, until, &mut out) {
                     return self.stop_at_corruption(out, seg, frame.header.base, pos, reason);
                 }
@@ -222,6 +243,7 @@ impl PartitionShared {
                     });
                 }
             }
+            prev = Some((&**seg, expected, limit));
         }
         Ok(ReadBatch {
             next_offset: from,
@@ -431,7 +453,12 @@ fn open_segment_file(path: &Path) -> Result<File> {
 /// table, scans the active segment and truncates a torn tail.
 pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Opened> {
     let cfg = topic.config();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
     let mut bases = list_segments(&dir)?;
     if bases.is_empty() {
         let path = path_of(&dir, 0);
@@ -563,6 +590,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         segment_base: base,
         segment_len: scan.valid_len,
         deleted: false,
+        failed: false,
     };
     let file = Arc::new(append);
     let shared = Arc::new(PartitionShared {
@@ -574,6 +602,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         failed: Mutex::new(None),
         active_file: Mutex::new(file.clone()),
         dirty: AtomicBool::new(false),
+        outstanding: AtomicUsize::new(0),
     });
     let writer = Writer {
         shared: shared.clone(),
@@ -598,6 +627,10 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
 }
 
 struct SyncJob {
+    /// Whether this cycle needs an `fdatasync` (durability `always`) or only has to be
+    /// answered in order behind jobs that do.
+    sync: bool,
+    segment: Arc<Segment>,
     file: Arc<File>,
     tip: Tip,
     replies: Vec<(Reply, Answer)>,
@@ -732,6 +765,7 @@ impl Writer {
             segment_base: self.active.base,
             segment_len: self.len,
             deleted: false,
+            failed: false,
         }
     }
 
@@ -855,28 +889,32 @@ impl Writer {
             }
         }
 
-        match cfg.durability {
-            Durability::Always => {
-                let job = SyncJob {
-                    file: self.file.clone(),
-                    tip: self.tip(),
-                    replies,
-                    spent,
-                };
-                if let Some(tx) = &self.sync_tx
-                    && let Err(std::sync::mpsc::SendError(job)) = tx.send(job)
-                {
-                    for (reply, _) in job.replies {
-                        let _ = reply.send(Err(Error::Closed));
-                    }
+        let sync = cfg.durability == Durability::Always;
+        if !sync {
+            self.shared.dirty.store(true, Ordering::Release);
+        }
+        if sync || self.shared.outstanding.load(Ordering::Acquire) > 0 {
+            let job = SyncJob {
+                sync,
+                segment: self.active.clone(),
+                file: self.file.clone(),
+                tip: self.tip(),
+                replies,
+                spent,
+            };
+            self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+            if let Some(tx) = &self.sync_tx
+                && let Err(std::sync::mpsc::SendError(job)) = tx.send(job)
+            {
+                self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+                for (reply, _) in job.replies {
+                    let _ = reply.send(Err(Error::Closed));
                 }
             }
-            Durability::Interval(_) | Durability::Os => {
-                self.shared.dirty.store(true, Ordering::Release);
-                self.shared.publish(self.tip());
-                for (reply, answer) in replies {
-                    let _ = reply.send(answer.into_result());
-                }
+        } else {
+            self.shared.publish(self.tip());
+            for (reply, answer) in replies {
+                let _ = reply.send(answer.into_result());
             }
         }
         if need_roll && let Err(e) = self.roll(&cfg) {
@@ -1063,11 +1101,43 @@ impl Writer {
             .create_new(true)
             .open(&new_path)
             .map_err(|e| Error::io("create segment", &new_path, e))?;
-        let read_handle = open_segment_file(&new_path)?;
-        if let Err(e) = sync_dir(&self.shared.dir) {
-            let _ = std::fs::remove_file(&new_path);
-            return Err(e);
+        // Past this point a failure must not leave the new file behind: it would become
+        // the active segment on the next open and hide records appended to the old one.
+        let opened =
+            open_segment_file(&new_path).and_then(|read| sync_dir(&self.shared.dir).map(|()| read));
+        match opened {
+            Ok(read) => {
+                self.install_segment(new_base, new_path, read, file, disk, cfg);
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon_segment(&new_path);
+                Err(e)
+            }
         }
+    }
+
+    /// Removes a segment file whose creation could not be completed.
+    fn abandon_segment(&self, new_path: &Path) {
+        let cleaned = std::fs::remove_file(new_path)
+            .map_err(|e| Error::io("remove", new_path, e))
+            .and_then(|()| sync_dir(&self.shared.dir));
+        if let Err(c) = cleaned {
+            self.shared
+                .fail(format!("a failed roll left {}: {c}", new_path.display()));
+        }
+    }
+
+    /// Makes a freshly created segment the active one (after its directory entry is durable).
+    fn install_segment(
+        &mut self,
+        new_base: u64,
+        new_path: PathBuf,
+        read_handle: File,
+        file: File,
+        disk: Option<SealedIndex>,
+        cfg: &switchyard_types::TopicConfig,
+    ) {
         {
             let mut st = self.active.state_mut();
             st.sealed = true;
@@ -1098,7 +1168,6 @@ impl Writer {
         self.len = 0;
         self.since_index = u64::from(cfg.index_interval_bytes);
         self.enforce_retention(cfg);
-        Ok(())
     }
 
     /// Removes whole sealed segments, oldest first, that are past the age or size limit.
@@ -1116,9 +1185,10 @@ impl Writer {
                 let st = s.state();
                 (st.len, st.max_ts)
             };
-            let too_old = r
-                .max_age_ms
-                .is_some_and(|a| max_ts.is_some_and(|t| t < now.saturating_sub(a as i64)));
+            let too_old = r.max_age_ms.is_some_and(|a| {
+                let age = i64::try_from(a).unwrap_or(i64::MAX);
+                max_ts.is_some_and(|t| t < now.saturating_sub(age))
+            });
             let too_big = r.max_bytes.is_some_and(|b| total > b);
             if !(too_old || too_big) {
                 break;
@@ -1164,42 +1234,39 @@ fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJo
                 while let Ok(j) = rx.try_recv() {
                     jobs.push(j);
                 }
+                // A partition that failed acknowledges nothing more: after a failed sync a
+                // second sync of the same file may report success for lost pages.
+                let mut failed = shared.failed().is_some();
                 let mut synced: Vec<*const File> = Vec::new();
-                let mut failure = None;
-                for j in &jobs {
+                for j in jobs.iter().filter(|j| j.sync) {
                     let p = Arc::as_ptr(&j.file);
-                    if synced.contains(&p) {
+                    if failed || synced.contains(&p) {
                         continue;
                     }
                     if let Err(e) = j.file.sync_data() {
-                        failure = Some(e);
-                        break;
+                        shared.fail(format!("fdatasync {}: {e}", j.segment.path.display()));
+                        failed = true;
                     }
                     synced.push(p);
                 }
-                match failure {
-                    None => {
-                        if let Some(last) = jobs.last() {
-                            shared.publish(last.tip);
-                        }
-                        for j in jobs {
-                            for (reply, answer) in j.replies {
-                                let _ = reply.send(answer.into_result());
-                            }
-                            drop(j.spent);
-                        }
-                    }
-                    Some(e) => {
-                        // After a failed fdatasync the page cache no longer tells what is on
-                        // disk: stop this partition until it is reopened and recovered.
-                        shared.fail(format!("fdatasync failed: {e}"));
-                        for j in jobs {
-                            for (reply, _) in j.replies {
-                                let _ = reply.send(Err(shared.failed_error()));
-                            }
-                        }
-                    }
+                // The writer may have failed the partition meanwhile (a failed sync at roll).
+                failed |= shared.failed().is_some();
+                let n = jobs.len();
+                if !failed && let Some(last) = jobs.last() {
+                    shared.publish(last.tip);
                 }
+                for j in jobs {
+                    for (reply, answer) in j.replies {
+                        let res = if failed {
+                            Err(shared.failed_error())
+                        } else {
+                            answer.into_result()
+                        };
+                        let _ = reply.send(res);
+                    }
+                    drop(j.spent);
+                }
+                shared.outstanding.fetch_sub(n, Ordering::AcqRel);
             }
             Err(RecvTimeoutError::Timeout) => {
                 if matches!(shared.topic.config().durability, Durability::Interval(_))
@@ -1211,7 +1278,7 @@ fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJo
                         .unwrap_or_else(|e| e.into_inner())
                         .clone();
                     if let Err(e) = f.sync_data() {
-                        shared.fail(format!("fdatasync failed: {e}"));
+                        shared.fail(format!("periodic fdatasync of the active segment: {e}"));
                     }
                 }
             }

@@ -107,8 +107,13 @@ impl SealedIndex {
     /// `None` when it is missing, torn, or built for a different log: rebuild it.
     pub fn open(log: &Path, base: u64, log_len: u64) -> Option<Self> {
         let file = File::open(index_path(log)).ok()?;
-        let len = file.metadata().ok()?.len() as usize;
-        if len < INDEX_HEADER + 4 || !(len - INDEX_HEADER - 4).is_multiple_of(INDEX_ENTRY) {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        // At most one entry per smallest possible frame: a larger file is not ours.
+        let max_entries = usize::try_from(log_len / 30 + 1).ok()?;
+        if len < INDEX_HEADER + 4
+            || !(len - INDEX_HEADER - 4).is_multiple_of(INDEX_ENTRY)
+            || (len - INDEX_HEADER - 4) / INDEX_ENTRY > max_entries
+        {
             return None;
         }
         // A sealed index is at most a few MB (one entry per >= 64 bytes of a <= 1 GiB log).
@@ -130,6 +135,21 @@ impl SealedIndex {
         let entries = le_u64(body, 40);
         if entries as usize != (len - INDEX_HEADER - 4) / INDEX_ENTRY || next_offset < base {
             return None;
+        }
+        // Entries must point inside the log, in order, at offsets of this segment.
+        let mut prev: Option<(u64, u64, i64)> = None;
+        for e in body[INDEX_HEADER..].chunks_exact(INDEX_ENTRY) {
+            let rel = u64::from(u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+            let pos = u64::from(u32::from_le_bytes([e[4], e[5], e[6], e[7]]));
+            let ts = le_u64(e, 8) as i64;
+            let offset = base.checked_add(rel)?;
+            if pos >= log_len || offset >= next_offset {
+                return None;
+            }
+            if prev.is_some_and(|(o, p, t)| offset <= o || pos <= p || ts < t) {
+                return None;
+            }
+            prev = Some((offset, pos, ts));
         }
         let summary = SealedSummary {
             log_len,
@@ -208,6 +228,11 @@ pub(crate) fn write_keys(
 
 /// Reads a sealed segment's key table; `None` when missing, torn or stale.
 pub(crate) fn read_keys(log: &Path, base: u64, log_len: u64) -> Option<Vec<(u128, u64)>> {
+    // At most one key per smallest possible record: a larger file is not ours.
+    let max_len = KEYS_HEADER as u64 + 4 + KEY_ENTRY as u64 * (log_len / 10 + 1);
+    if std::fs::metadata(keys_path(log)).ok()?.len() > max_len {
+        return None;
+    }
     let all = std::fs::read(keys_path(log)).ok()?;
     let len = all.len();
     if len < KEYS_HEADER + 4 || !(len - KEYS_HEADER - 4).is_multiple_of(KEY_ENTRY) {
@@ -226,7 +251,11 @@ pub(crate) fn read_keys(log: &Path, base: u64, log_len: u64) -> Option<Vec<(u128
     for e in body[KEYS_HEADER..].chunks_exact(KEY_ENTRY) {
         let mut h = [0u8; 16];
         h.copy_from_slice(&e[..16]);
-        out.push((u128::from_le_bytes(h), le_u64(e, 16)));
+        let offset = le_u64(e, 16);
+        if offset < base {
+            return None;
+        }
+        out.push((u128::from_le_bytes(h), offset));
     }
     Some(out)
 }
