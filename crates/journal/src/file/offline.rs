@@ -257,7 +257,15 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                         report.problems.push(problem(offset, position, reason));
                     }
                     Some((position, offset, reason)) => {
-                        report.torn_tails.push(problem(offset, position, reason));
+                        // Valid batches after the bad bytes: damage, not a torn write.
+                        let damaged = super::segment::resync_end(&file, position, len, offset)
+                            .map_err(|e| Error::io("read", &path, e))?
+                            .is_some();
+                        if damaged {
+                            report.problems.push(problem(offset, position, reason));
+                        } else {
+                            report.torn_tails.push(problem(offset, position, reason));
+                        }
                     }
                     None if sealed && scan.next_offset != p.bases[i + 1] => {
                         report.problems.push(problem(

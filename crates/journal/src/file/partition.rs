@@ -10,7 +10,8 @@
 use super::dedup::{HashedMap, Placed, id_hash};
 use super::format::{self, FRAME_HEADER_LEN, Scanned, Scanner};
 use super::segment::{
-    ScanSummary, SegIndex, SegState, Segment, parse_segment_file_name, path_of, scan_segment,
+    ScanSummary, SegIndex, SegState, Segment, parse_segment_file_name, path_of, resync_end,
+    scan_segment,
 };
 use super::sidecar::{self, IndexEntry, SealedIndex, SealedSummary};
 use super::topic::TopicShared;
@@ -452,6 +453,7 @@ fn open_segment_file(path: &Path) -> Result<File> {
 /// Opens a partition directory: validates or rebuilds each sealed segment's index and key
 /// table, scans the active segment and truncates a torn tail.
 pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Opened> {
+    let shared_topic = topic.clone();
     let cfg = topic.config();
     if !dir.is_dir() {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
@@ -558,6 +560,18 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
     })
     .map_err(|e| Error::io("read", &path, e))?;
     if scan.valid_len < len {
+        // A torn write leaves nothing valid behind it. Valid batches after the bad bytes
+        // mean damage inside acknowledged data: keep every byte, seal the segment as it is
+        // (reads report the damage as corruption) and continue in a new segment.
+        let after = resync_end(&append, scan.valid_len, len, scan.next_offset)
+            .map_err(|e| Error::io("read", &path, e))?;
+        if let Some(next) = after {
+            let new_path = path_of(&dir, next);
+            File::create(&new_path).map_err(|e| Error::io("create segment", &new_path, e))?;
+            sync_dir(&dir)?;
+            drop(append);
+            return open(shared_topic, id, dir);
+        }
         append
             .set_len(scan.valid_len)
             .and_then(|()| append.sync_all())

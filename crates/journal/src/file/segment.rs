@@ -152,6 +152,85 @@ pub(crate) fn scan_segment(
     Ok(s)
 }
 
+/// Looks for a valid batch at any byte position in `from..len` whose base offset is at least
+/// `min_base`: what a torn tail never has and a damaged byte in the middle leaves behind.
+pub(crate) fn find_frame_after(
+    file: &File,
+    from: u64,
+    len: u64,
+    min_base: u64,
+) -> std::io::Result<Option<super::format::Frame>> {
+    use super::format::FRAME_HEADER_LEN;
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize + FRAME_HEADER_LEN];
+    let mut start = from;
+    while start + FRAME_HEADER_LEN as u64 <= len {
+        let n = (len - start).min(CHUNK + FRAME_HEADER_LEN as u64) as usize;
+        file.read_exact_at(&mut buf[..n], start)?;
+        for i in 0..=(n - FRAME_HEADER_LEN).min(CHUNK as usize - 1) {
+            let h = &buf[i..i + FRAME_HEADER_LEN];
+            let frame_len = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]])) + 4;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[8..16]);
+            let base = u64::from_le_bytes(b);
+            let count = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
+            let at = start + i as u64;
+            // Cheap filters first; only a plausible header gets its CRC checked.
+            if h[28] != 1
+                || count == 0
+                || frame_len < FRAME_HEADER_LEN as u64
+                || at + frame_len > len
+                || base < min_base
+                || base - min_base > len
+            {
+                continue;
+            }
+            if let Scanned::Frame(f) = Scanner::new(file, at, len, 4096).next_frame()? {
+                return Ok(Some(f));
+            }
+        }
+        start += CHUNK;
+    }
+    Ok(None)
+}
+
+/// After a bad frame at `from`: if valid batches follow, the offset after the last of
+/// them (following every further resynchronisation), else `None` (a torn tail).
+pub(crate) fn resync_end(
+    file: &File,
+    from: u64,
+    len: u64,
+    min_base: u64,
+) -> std::io::Result<Option<u64>> {
+    let mut end = None;
+    let mut pos = from + 1;
+    let mut min_base = min_base;
+    while let Some(f) = find_frame_after(file, pos, len, min_base)? {
+        let mut next = f.header.next_offset();
+        let mut scanner = Scanner::new(file, f.position + f.header.frame_len as u64, len, 1 << 20);
+        let mut resume = len;
+        loop {
+            match scanner.next_frame()? {
+                Scanned::Frame(g) if g.header.base == next => next = g.header.next_offset(),
+                Scanned::Frame(g) => {
+                    resume = g.position + 1;
+                    break;
+                }
+                Scanned::Invalid { position, .. } => {
+                    resume = position + 1;
+                    break;
+                }
+                Scanned::End => break,
+            }
+        }
+        end = Some(next);
+        min_base = next;
+        pos = resume;
+    }
+    Ok(end)
+}
+
 pub(crate) fn path_of(dir: &Path, base: u64) -> PathBuf {
     dir.join(segment_file_name(base))
 }
