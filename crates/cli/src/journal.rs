@@ -455,11 +455,13 @@ async fn verify(a: VerifyArgs) -> Result<u8, Exit> {
 fn print_verify(out: &mut impl std::io::Write, dir: &Path, r: &VerifyReport) -> anyhow::Result<()> {
     writeln!(
         out,
-        "checked {} segment{}, {} batches, {} records, {} in {}",
+        "checked {} segment{}, {} batch{}, {} record{}, {} in {}",
         r.segments_checked,
         if r.segments_checked == 1 { "" } else { "s" },
         r.batches_checked,
+        if r.batches_checked == 1 { "" } else { "es" },
         r.records_checked,
+        if r.records_checked == 1 { "" } else { "s" },
         human_bytes(r.bytes_checked),
         dir.display()
     )?;

@@ -227,27 +227,31 @@ impl FileJournal {
             let t = self.topic(topic)?;
             let original = &t.partitions[a.partition as usize].shared;
             let mut tip = original.tip.subscribe();
-            let seen = *tip
-                .wait_for(|t| t.next_offset > a.offset || t.deleted || t.failed)
-                .await
-                .map_err(|_| self.gone(topic))?;
-            if seen.deleted {
-                return Err(self.gone(topic));
-            }
             let place = dedup::Placed {
                 partition: a.partition,
                 offset: a.offset,
             };
-            if seen.failed || t.shared.dedup().get(*h) != Some(place) {
-                return Err(Error::Failed {
-                    topic: topic.clone(),
-                    partition: a.partition,
-                    reason: format!(
-                        "the original of a duplicate record (offset {}) was not written; \
-                         retry the append",
-                        a.offset
-                    ),
-                });
+            loop {
+                let seen = *tip.borrow_and_update();
+                if seen.deleted {
+                    return Err(self.gone(topic));
+                }
+                // A rolled-back write leaves the window; a failed partition writes nothing.
+                if seen.failed || t.shared.dedup().get(*h) != Some(place) {
+                    return Err(Error::Failed {
+                        topic: topic.clone(),
+                        partition: a.partition,
+                        reason: format!(
+                            "the original of a duplicate record (offset {}) was not written; \
+                             retry the append",
+                            a.offset
+                        ),
+                    });
+                }
+                if seen.next_offset > a.offset {
+                    break;
+                }
+                tip.changed().await.map_err(|_| self.gone(topic))?;
             }
         }
         Ok(())

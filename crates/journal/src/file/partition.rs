@@ -58,6 +58,8 @@ pub(crate) struct Tip {
     pub deleted: bool,
     /// The partition stopped after an I/O error: nothing more becomes readable.
     pub failed: bool,
+    /// Bumped when a failed write is rolled back, to wake duplicates waiting on it.
+    pub rollbacks: u64,
 }
 
 pub(crate) fn key_hash(key: &[u8]) -> u128 {
@@ -121,6 +123,7 @@ impl PartitionShared {
                 *t = Tip {
                     deleted: t.deleted,
                     failed: t.failed,
+                    rollbacks: t.rollbacks,
                     ..tip
                 };
                 true
@@ -480,7 +483,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
         let next_base = bases[i + 1];
-        let seg_keys = sidecar::read_keys(&path, base, len);
+        let seg_keys = sidecar::read_keys(&path, base, next_base, len);
         let index = SealedIndex::open(&path, base, len)
             .filter(|ix| ix.summary.next_offset == next_base && seg_keys.is_some());
         let (index, summary) = match index {
@@ -605,6 +608,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         segment_len: scan.valid_len,
         deleted: false,
         failed: false,
+        rollbacks: 0,
     };
     let file = Arc::new(append);
     let shared = Arc::new(PartitionShared {
@@ -780,6 +784,7 @@ impl Writer {
             segment_len: self.len,
             deleted: false,
             failed: false,
+            rollbacks: 0,
         }
     }
 
@@ -995,6 +1000,17 @@ impl Writer {
             return Placement::Later { roll: false };
         }
         let base = self.next_offset;
+        if base.checked_add(fresh.len() as u64).is_none() {
+            return Placement::Done(Answer::Full(Err(Error::Failed {
+                topic: self.shared.topic.name.clone(),
+                partition: self.shared.id,
+                reason: format!(
+                    "the partition's offsets are exhausted: {} more records do not fit after \
+                     offset {base}",
+                    fresh.len()
+                ),
+            })));
+        }
         if self.since_index >= u64::from(cfg.index_interval_bytes) {
             undo.new_index.push(IndexEntry {
                 offset: base,
@@ -1074,6 +1090,9 @@ impl Writer {
         for &(h, at) in &undo.dedup {
             d.remove_if(h, at);
         }
+        drop(d);
+        // Wake duplicates waiting on a record that will now never be written.
+        self.shared.tip.send_modify(|t| t.rollbacks += 1);
     }
 
     /// Seals the active segment (sync, write its sidecars) and starts a new one.

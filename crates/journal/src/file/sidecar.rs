@@ -227,7 +227,13 @@ pub(crate) fn write_keys(
 }
 
 /// Reads a sealed segment's key table; `None` when missing, torn or stale.
-pub(crate) fn read_keys(log: &Path, base: u64, log_len: u64) -> Option<Vec<(u128, u64)>> {
+/// `next_base` is the next segment's base: every offset in the table must lie before it.
+pub(crate) fn read_keys(
+    log: &Path,
+    base: u64,
+    next_base: u64,
+    log_len: u64,
+) -> Option<Vec<(u128, u64)>> {
     // At most one key per smallest possible record: a larger file is not ours.
     let max_len = KEYS_HEADER as u64 + 4 + KEY_ENTRY as u64 * (log_len / 10 + 1);
     if std::fs::metadata(keys_path(log)).ok()?.len() > max_len {
@@ -252,7 +258,7 @@ pub(crate) fn read_keys(log: &Path, base: u64, log_len: u64) -> Option<Vec<(u128
         let mut h = [0u8; 16];
         h.copy_from_slice(&e[..16]);
         let offset = le_u64(e, 16);
-        if offset < base {
+        if offset < base || offset >= next_base {
             return None;
         }
         out.push((u128::from_le_bytes(h), offset));
@@ -319,7 +325,11 @@ mod tests {
         let log = dir.path().join("00000000000000000000.log");
         let keys = vec![(1u128 << 100, 5u64), (7, 9)];
         write_keys(&log, 0, 10, &keys).unwrap();
-        assert_eq!(read_keys(&log, 0, 10).unwrap(), keys);
-        assert!(read_keys(&log, 0, 11).is_none());
+        assert_eq!(read_keys(&log, 0, 10, 10).unwrap(), keys);
+        assert!(read_keys(&log, 0, 10, 11).is_none(), "stale log length");
+        assert!(
+            read_keys(&log, 0, 9, 10).is_none(),
+            "offset past the segment"
+        );
     }
 }
