@@ -75,7 +75,27 @@ impl Segment {
             SegIndex::Mem(v) => last_where_mem(v, before),
             SegIndex::Disk(ix) => ix.last_where(before)?,
         };
-        Ok(hit.map_or((0, self.base), |e| (e.position, e.offset)))
+        let Some(e) = hit else {
+            return Ok((0, self.base));
+        };
+        // An index is derived data: if its entry does not point at the start of the batch it
+        // names, scan from the segment's start rather than report a false corruption.
+        let mut h = [0u8; super::format::FRAME_HEADER_LEN];
+        use std::os::unix::fs::FileExt;
+        let fits = match self.file.read_exact_at(&mut h, e.position) {
+            Ok(()) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&h[8..16]);
+                u64::from_le_bytes(b) == e.offset && h[28] == 1
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(err) => return Err(err),
+        };
+        Ok(if fits {
+            (e.position, e.offset)
+        } else {
+            (0, self.base)
+        })
     }
 }
 
