@@ -41,9 +41,9 @@ fn config() -> TopicConfig {
     TopicConfig {
         partitions: PARTITIONS,
         durability: Durability::Always,
-        // Long enough for the retries of the previous run (seconds old), short enough that
-        // opening (which loads the window's ids) does not slow down as the log grows.
-        dedup_window_ms: 60_000,
+        // Long enough for the retries of the previous run (under a second old), short
+        // enough that the window's two generations rotate many times during the run.
+        dedup_window_ms: 3_000,
         segment_bytes: 64 * 1024,
         index_interval_bytes: 1024,
         ..TopicConfig::default()

@@ -44,18 +44,36 @@ struct Entry {
     after_ms: u32,
 }
 
-/// Two generations of ids. New ids go into `current`; when every id of `previous` has left
-/// the window, `previous` is dropped whole and `current` takes its place. Expiry therefore
-/// costs nothing per id (no queue, no random lookups), and a lookup checks the append time,
-/// so an id is remembered for exactly the window.
-#[derive(Debug, Default)]
+/// Two generations of ids. New ids go into `current`. Once `previous` is empty and the
+/// oldest id of `current` has left the window, `current` becomes `previous`; `previous` is
+/// dropped whole once its newest id has left the window. Expiry therefore costs nothing per
+/// id (no queue, no random lookups), memory holds at most about two windows of ids, and a
+/// lookup checks the append time, so an id is remembered for exactly the window.
+#[derive(Debug)]
 pub(crate) struct DedupWindow {
     current: HashedMap<Entry>,
+    /// The append time of the first id in `current`: `Entry::after_ms` counts from it.
     current_since: i64,
+    current_newest: i64,
     previous: HashedMap<Entry>,
     previous_since: i64,
+    previous_newest: i64,
     /// Ids older than this are no longer duplicates.
     cutoff: i64,
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        Self {
+            current: HashedMap::default(),
+            current_since: 0,
+            current_newest: i64::MIN,
+            previous: HashedMap::default(),
+            previous_since: 0,
+            previous_newest: i64::MIN,
+            cutoff: i64::MIN,
+        }
+    }
 }
 
 pub(crate) fn id_hash(id: &[u8]) -> u128 {
@@ -70,7 +88,7 @@ impl DedupWindow {
                     partition: e.partition,
                     offset: e.offset,
                 },
-                since + i64::from(e.after_ms),
+                since.saturating_add(i64::from(e.after_ms)),
             )
         };
         match self.current.get(&h) {
@@ -94,11 +112,9 @@ impl DedupWindow {
         if self.current.is_empty() {
             self.current_since = timestamp;
         }
-        // A generation spans at most ~49 days of milliseconds; rotate before that.
-        let after = timestamp.saturating_sub(self.current_since);
-        if after > i64::from(u32::MAX) {
-            self.rotate(timestamp);
-        }
+        self.current_newest = self.current_newest.max(timestamp);
+        // An id appended (on another partition) a moment before the generation began is
+        // stored as of its start: remembered a little longer, never shorter.
         let after_ms = timestamp
             .saturating_sub(self.current_since)
             .clamp(0, i64::from(u32::MAX));
@@ -124,20 +140,18 @@ impl DedupWindow {
     /// Forgets ids appended before `cutoff` (ms).
     pub fn expire(&mut self, cutoff: i64) {
         self.cutoff = self.cutoff.max(cutoff);
-        if !self.current.is_empty() && self.current_since < self.cutoff {
-            // Everything in `previous` is older than `current_since`, so out of the window.
-            self.rotate(cutoff);
-        } else if self.current.is_empty() {
+        if !self.previous.is_empty() && self.previous_newest < self.cutoff {
             self.previous = HashedMap::default();
         }
-    }
-
-    fn rotate(&mut self, now: i64) {
-        let capacity = self.current.len();
-        self.previous = std::mem::take(&mut self.current);
-        self.previous_since = self.current_since;
-        self.current.reserve(capacity);
-        self.current_since = now;
+        if self.previous.is_empty() && !self.current.is_empty() && self.current_since < self.cutoff
+        {
+            let capacity = self.current.len();
+            self.previous = std::mem::take(&mut self.current);
+            self.previous_since = self.current_since;
+            self.previous_newest = self.current_newest;
+            self.current.reserve(capacity);
+            self.current_newest = i64::MIN;
+        }
     }
 
     #[cfg(test)]
@@ -187,6 +201,34 @@ mod tests {
         d.insert(id_hash(b"d"), first, 5_000);
         d.expire(5_001);
         assert_eq!(d.len(), 1);
+    }
+
+    /// A rotation followed by a cycle with nothing new (only duplicates) must not drop the
+    /// ids that are still in the window.
+    #[test]
+    fn a_rotation_keeps_ids_still_in_the_window() {
+        let mut d = DedupWindow::default();
+        let (a, b) = (id_hash(b"a"), id_hash(b"b"));
+        let pa = Placed {
+            partition: 0,
+            offset: 1,
+        };
+        let pb = Placed {
+            partition: 0,
+            offset: 2,
+        };
+        d.insert(a, pa, 1_000);
+        d.insert(b, pb, 1_900);
+        d.expire(1_001); // rotates: `a` has left the window, `b` has not
+        assert_eq!(d.get(a), None);
+        assert_eq!(d.get(b), Some(pb));
+        d.expire(1_002); // a later cycle that inserted nothing
+        d.expire(1_500);
+        assert_eq!(d.get(b), Some(pb));
+        d.insert(id_hash(b"c"), pa, 1_950);
+        d.expire(1_901);
+        assert_eq!(d.get(b), None);
+        assert_eq!(d.get(id_hash(b"c")), Some(pa));
     }
 
     #[test]
