@@ -86,10 +86,4 @@ impl Error {
             source,
         }
     }
-
-    /// True for errors a caller may retry unchanged (none of the journal's are, except that
-    /// a conflict can be retried after reloading the key's state).
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
-    }
 }

@@ -164,36 +164,19 @@ impl Frame {
         until: u64,
         out: &mut Vec<StoredRecord>,
     ) -> Result<(), String> {
-        let mut cur = Cursor {
-            buf: &self.bytes,
-            pos: FRAME_HEADER_LEN,
-        };
-        for i in 0..u64::from(self.header.count) {
-            let offset = self.header.base + i;
-            let id = cur.opt()?;
-            let key = cur.opt()?;
-            let nheaders = cur.u16()? as usize;
-            let mut headers = Vec::with_capacity(nheaders.min(MAX_HEADERS));
-            for _ in 0..nheaders {
-                let nlen = cur.u16()? as usize;
-                let name = cur.take(nlen)?;
-                let vlen = cur.u32()? as usize;
-                let value = cur.take(vlen)?;
-                headers.push((name, value));
-            }
-            let plen = cur.u32()? as usize;
-            let payload = cur.take(plen)?;
+        self.walk(|offset, r| {
             if offset < from || offset >= until {
-                continue;
+                return Ok(());
             }
-            let id = match id {
+            let id = match r.id {
                 None => None,
                 Some(b) => Some(
                     String::from_utf8(b.to_vec())
                         .map_err(|_| "record id is not UTF-8".to_string())?,
                 ),
             };
-            let headers = headers
+            let headers = r
+                .headers
                 .into_iter()
                 .map(|(n, v)| {
                     String::from_utf8(n.to_vec())
@@ -205,10 +188,58 @@ impl Frame {
                 offset,
                 timestamp: self.header.timestamp,
                 id,
-                key,
+                key: r.key,
                 headers,
-                payload,
+                payload: r.payload,
             });
+            Ok(())
+        })
+    }
+
+    /// The keys of every record, with their offsets (for the key index).
+    pub fn keys(&self) -> Result<Vec<(u64, Bytes)>, String> {
+        let mut out = Vec::new();
+        self.walk(|offset, r| {
+            if let Some(k) = r.key {
+                out.push((offset, k));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Parses every record of the batch, in order, and checks that nothing trails them: the
+    /// one reader of the record layout, shared by reads and by the key index.
+    fn walk(
+        &self,
+        mut each: impl FnMut(u64, RawRecord) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut cur = Cursor {
+            buf: &self.bytes,
+            pos: FRAME_HEADER_LEN,
+        };
+        for i in 0..u64::from(self.header.count) {
+            let id = cur.opt()?;
+            let key = cur.opt()?;
+            let nheaders = cur.u16()? as usize;
+            let mut headers = Vec::with_capacity(nheaders.min(MAX_HEADERS));
+            for _ in 0..nheaders {
+                let nlen = cur.u16()? as usize;
+                let name = cur.take(nlen)?;
+                let vlen = cur.u32()? as usize;
+                headers.push((name, cur.take(vlen)?));
+            }
+            let plen = cur.u32()? as usize;
+            let payload = cur.take(plen)?;
+            each(
+                self.header.base + i,
+                RawRecord {
+                    id,
+                    key,
+                    headers,
+                    payload,
+                },
+            )?;
         }
         if cur.pos != self.bytes.len() {
             return Err(format!(
@@ -219,39 +250,14 @@ impl Frame {
         }
         Ok(())
     }
+}
 
-    /// The keys of every record, with their offsets (for the key index).
-    pub fn keys(&self) -> Result<Vec<(u64, Bytes)>, String> {
-        let mut out = Vec::new();
-        self.visit(|offset, _id, key| {
-            if let Some(k) = key {
-                out.push((offset, k));
-            }
-        })?;
-        Ok(out)
-    }
-
-    fn visit(&self, mut f: impl FnMut(u64, Option<Bytes>, Option<Bytes>)) -> Result<(), String> {
-        let mut cur = Cursor {
-            buf: &self.bytes,
-            pos: FRAME_HEADER_LEN,
-        };
-        for i in 0..u64::from(self.header.count) {
-            let id = cur.opt()?;
-            let key = cur.opt()?;
-            let nheaders = cur.u16()? as usize;
-            for _ in 0..nheaders {
-                let nlen = cur.u16()? as usize;
-                cur.take(nlen)?;
-                let vlen = cur.u32()? as usize;
-                cur.take(vlen)?;
-            }
-            let plen = cur.u32()? as usize;
-            cur.take(plen)?;
-            f(self.header.base + i, id, key);
-        }
-        Ok(())
-    }
+/// One record's fields as sliced out of its frame, not yet checked for UTF-8.
+struct RawRecord {
+    id: Option<Bytes>,
+    key: Option<Bytes>,
+    headers: Vec<(Bytes, Bytes)>,
+    payload: Bytes,
 }
 
 struct Cursor<'a> {

@@ -25,7 +25,7 @@ pub use offline::{
 use crate::{Appended, Error, Journal, PartitionChoice, ReadBatch, ReadLimits, Result, TopicInfo};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use partition::{AppendRequest, Msg, sync_dir};
+use partition::{AppendRequest, Msg, PartitionShared, sync_dir};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -136,21 +136,21 @@ impl FileJournal {
             return Ok(());
         }
         let topics = self.inner.topics.swap(Arc::default());
-        let failed: Vec<String> = tokio::task::spawn_blocking(move || {
-            let mut failed = Vec::new();
-            for t in topics.values() {
-                t.stop();
-                t.mark_deleted();
-                for p in &t.partitions {
-                    if let Some(reason) = p.shared.failed() {
-                        failed.push(format!("{}/{}: {reason}", t.shared.name, p.shared.id));
+        let failed: Vec<String> = self
+            .blocking(move || {
+                let mut failed = Vec::new();
+                for t in topics.values() {
+                    t.stop();
+                    t.mark_deleted();
+                    for p in &t.partitions {
+                        if let Some(reason) = p.shared.failed() {
+                            failed.push(format!("{}/{}: {reason}", t.shared.name, p.shared.id));
+                        }
                     }
                 }
-            }
-            failed
-        })
-        .await
-        .map_err(|e| Error::io("close", &self.inner.dir, std::io::Error::other(e)))?;
+                Ok(failed)
+            })
+            .await?;
         drop(
             self.inner
                 .lock
@@ -184,6 +184,23 @@ impl FileJournal {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::TopicNotFound(name.clone()))
+    }
+
+    fn partition(&self, topic: &TopicName, partition: Partition) -> Result<Arc<PartitionShared>> {
+        let t = self.topic(topic)?;
+        Ok(t.partitions[Self::partition_index(&t, partition)?]
+            .shared
+            .clone())
+    }
+
+    /// Runs blocking file work off the async runtime's threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| blocking_failed(&self.inner.dir, e))?
     }
 
     fn partition_index(t: &TopicHandle, partition: Partition) -> Result<usize> {
@@ -366,28 +383,28 @@ impl Journal for FileJournal {
         }
         let topics_dir = self.inner.topics_dir.clone();
         let name2 = name.clone();
-        let handle = tokio::task::spawn_blocking(move || -> Result<TopicHandle> {
-            // Build the topic under a temporary name, then rename it into place.
-            let tmp = topics_dir.join(format!("{CREATING_PREFIX}{name2}"));
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            let built = write_topic_file(&tmp, &name2, config).and_then(|()| {
-                let dir = topics_dir.join(name2.as_str());
-                std::fs::rename(&tmp, &dir).map_err(|e| Error::io("create", &dir, e))?;
-                sync_dir(&topics_dir)?;
-                Ok(dir)
-            });
-            let dir = match built {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    return Err(e);
-                }
-            };
-            TopicHandle::open(dir, name2, config)
-        })
-        .await
-        .map_err(|e| blocking_failed(&self.inner.dir, e))??;
+        let handle = self
+            .blocking(move || -> Result<TopicHandle> {
+                // Build the topic under a temporary name, then rename it into place.
+                let tmp = topics_dir.join(format!("{CREATING_PREFIX}{name2}"));
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+                let built = write_topic_file(&tmp, &name2, config).and_then(|()| {
+                    let dir = topics_dir.join(name2.as_str());
+                    std::fs::rename(&tmp, &dir).map_err(|e| Error::io("create", &dir, e))?;
+                    sync_dir(&topics_dir)?;
+                    Ok(dir)
+                });
+                let dir = match built {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Err(e);
+                    }
+                };
+                TopicHandle::open(dir, name2, config)
+            })
+            .await?;
         let info = handle.info();
         let handle = Arc::new(handle);
         self.inner.topics.rcu(|m| {
@@ -414,9 +431,8 @@ impl Journal for FileJournal {
         }
         let dir = t.dir.clone();
         let name2 = name.clone();
-        tokio::task::spawn_blocking(move || write_topic_file(&dir, &name2, config))
-            .await
-            .map_err(|e| blocking_failed(&self.inner.dir, e))??;
+        self.blocking(move || write_topic_file(&dir, &name2, config))
+            .await?;
         t.shared.set_config(config);
         Ok(t.info())
     }
@@ -439,7 +455,7 @@ impl Journal for FileJournal {
             m
         });
         let topics_dir = self.inner.topics_dir.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        self.blocking(move || -> Result<()> {
             t.stop();
             t.mark_deleted();
             let nanos = std::time::SystemTime::now()
@@ -452,7 +468,6 @@ impl Journal for FileJournal {
             std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))
         })
         .await
-        .map_err(|e| blocking_failed(&self.inner.dir, e))?
     }
 
     async fn choose_partition(
@@ -504,17 +519,12 @@ impl Journal for FileJournal {
         from: Offset,
         limits: ReadLimits,
     ) -> Result<ReadBatch> {
-        let t = self.topic(topic)?;
-        let p = t.partitions[Self::partition_index(&t, partition)?]
-            .shared
-            .clone();
+        let p = self.partition(topic, partition)?;
         let limits = ReadLimits {
             max_records: limits.max_records.max(1),
             max_bytes: limits.max_bytes.max(1),
         };
-        tokio::task::spawn_blocking(move || p.read(from, limits))
-            .await
-            .map_err(|e| blocking_failed(&self.inner.dir, e))?
+        self.blocking(move || p.read(from, limits)).await
     }
 
     async fn offset_for_time(
@@ -523,13 +533,8 @@ impl Journal for FileJournal {
         partition: Partition,
         at: Timestamp,
     ) -> Result<Offset> {
-        let t = self.topic(topic)?;
-        let p = t.partitions[Self::partition_index(&t, partition)?]
-            .shared
-            .clone();
-        tokio::task::spawn_blocking(move || p.offset_for_time(at))
-            .await
-            .map_err(|e| blocking_failed(&self.inner.dir, e))?
+        let p = self.partition(topic, partition)?;
+        self.blocking(move || p.offset_for_time(at)).await
     }
 
     async fn wait_for(
@@ -538,19 +543,18 @@ impl Journal for FileJournal {
         partition: Partition,
         offset: Offset,
     ) -> Result<Offset> {
-        let mut tip = {
-            let t = self.topic(topic)?;
-            t.partitions[Self::partition_index(&t, partition)?]
-                .shared
-                .tip
-                .subscribe()
-        };
+        let p = self.partition(topic, partition)?;
+        let mut tip = p.tip.subscribe();
         let t = *tip
-            .wait_for(|t| t.next_offset > offset || t.deleted)
+            .wait_for(|t| t.next_offset > offset || t.deleted || t.failed)
             .await
             .map_err(|_| self.gone(topic))?;
         if t.deleted {
             return Err(self.gone(topic));
+        }
+        if t.next_offset <= offset {
+            // Failed: nothing more becomes readable until the journal is reopened.
+            return Err(p.failed_error());
         }
         Ok(t.next_offset)
     }

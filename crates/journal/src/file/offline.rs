@@ -4,7 +4,7 @@
 
 use super::TOPICS_DIR;
 use super::format::Frame;
-use super::segment::{parse_segment_file_name, path_of, scan_segment};
+use super::segment::{open_for_read, parse_segment_file_name, path_of, scan_segment};
 use super::sidecar::SealedIndex;
 use super::topic::read_topic_file;
 use crate::{Error, Result};
@@ -160,11 +160,7 @@ pub fn inspect(dir: &Path) -> Result<JournalReport> {
             let mut segments = Vec::new();
             for (i, &base) in p.bases.iter().enumerate() {
                 let path = path_of(&p.dir, base);
-                let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                let bytes = file
-                    .metadata()
-                    .map_err(|e| Error::io("stat", &path, e))?
-                    .len();
+                let (file, bytes) = open_for_read(&path)?;
                 let sealed = i + 1 < p.bases.len();
                 let index = SealedIndex::open(&path, base, bytes);
                 let (next_offset, last_ts) = match (&index, sealed) {
@@ -217,11 +213,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         for p in parts {
             for (i, &base) in p.bases.iter().enumerate() {
                 let path = path_of(&p.dir, base);
-                let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                let len = file
-                    .metadata()
-                    .map_err(|e| Error::io("stat", &path, e))?
-                    .len();
+                let (file, len) = open_for_read(&path)?;
                 let sealed = i + 1 < p.bases.len();
                 let mut structure: Option<(u64, u64, String)> = None;
                 let mut batches = 0u64;

@@ -10,8 +10,8 @@
 use super::dedup::{HashedMap, Placed, id_hash};
 use super::format::{self, FRAME_HEADER_LEN, Scanned, Scanner};
 use super::segment::{
-    ScanSummary, SegIndex, SegState, Segment, parse_segment_file_name, path_of, resync_end,
-    scan_segment,
+    ScanSummary, SegIndex, SegState, Segment, open_for_read, parse_segment_file_name, path_of,
+    resync_end, scan_segment,
 };
 use super::sidecar::{self, IndexEntry, SealedIndex, SealedSummary};
 use super::topic::TopicShared;
@@ -106,7 +106,7 @@ impl PartitionShared {
         self.tip.send_modify(|t| t.failed = true);
     }
 
-    fn failed_error(&self) -> Error {
+    pub fn failed_error(&self) -> Error {
         Error::Failed {
             topic: self.topic.name.clone(),
             partition: self.id,
@@ -450,7 +450,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn open_segment_file(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::io("open segment", path, e))
+    open_for_read(path).map(|(file, _)| file)
 }
 
 /// Opens a partition directory: validates or rebuilds each sealed segment's index and key
@@ -477,11 +477,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
     let mut last_ts = i64::MIN;
     for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
         let path = path_of(&dir, base);
-        let file = open_segment_file(&path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &path, e))?
-            .len();
+        let (file, len) = open_for_read(&path)?;
         let next_base = bases[i + 1];
         let seg_keys = sidecar::read_keys(&path, base, next_base, len);
         let index = SealedIndex::open(&path, base, len)
@@ -533,7 +529,6 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
             last_ts = last_ts.max(m);
         }
         let state = SegState {
-            sealed: true,
             len,
             next_offset: summary.next_offset,
             max_ts: summary.max_timestamp,
@@ -593,7 +588,6 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         None => interval,
     };
     let state = SegState {
-        sealed: false,
         len: scan.valid_len,
         next_offset,
         max_ts: scan.max_ts,
@@ -1173,13 +1167,11 @@ impl Writer {
     ) {
         {
             let mut st = self.active.state_mut();
-            st.sealed = true;
             if let Some(ix) = disk {
                 st.index = SegIndex::Disk(ix);
             }
         }
         let state = SegState {
-            sealed: false,
             len: 0,
             next_offset: new_base,
             max_ts: None,

@@ -31,7 +31,6 @@ pub(crate) enum SegIndex {
 
 #[derive(Debug)]
 pub(crate) struct SegState {
-    pub sealed: bool,
     /// Bytes of valid frames written (the active segment's may not all be visible yet).
     pub len: u64,
     pub next_offset: u64,
@@ -249,6 +248,16 @@ pub(crate) fn resync_end(
         pos = resume;
     }
     Ok(end)
+}
+
+/// Opens a segment file for reading, with its length.
+pub(crate) fn open_for_read(path: &Path) -> crate::Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| crate::Error::io("open segment", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| crate::Error::io("stat", path, e))?
+        .len();
+    Ok((file, len))
 }
 
 pub(crate) fn path_of(dir: &Path, base: u64) -> PathBuf {
