@@ -259,21 +259,33 @@ fn require_dir(dir: &Path) -> Result<(), Exit> {
 }
 
 async fn inspect(a: InspectArgs) -> Result<u8, Exit> {
-    require_dir(&a.dir)?;
-    let dir = a.dir.clone();
-    let report = tokio::task::spawn_blocking(move || file::inspect(&dir))
+    offline_report(&a.dir, a.json, "inspecting", file::inspect, print_inspect).await?;
+    Ok(0)
+}
+
+/// Runs a read-only report over DIR (off the async threads) and prints it as JSON or text.
+async fn offline_report<R: serde::Serialize + Send + 'static>(
+    dir: &Path,
+    json: bool,
+    doing: &str,
+    run: fn(&Path) -> switchyard_journal::Result<R>,
+    print: fn(&mut std::io::StdoutLock<'static>, &Path, &R) -> anyhow::Result<()>,
+) -> Result<R, Exit> {
+    require_dir(dir)?;
+    let owned = dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || run(&owned))
         .await
-        .context("inspect task")?
-        .with_context(|| format!("inspecting journal {}", a.dir.display()))?;
+        .with_context(|| format!("{doing} task"))?
+        .with_context(|| format!("{doing} journal {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
-    if a.json {
+    if json {
         serde_json::to_writer_pretty(&mut out, &report).context("writing JSON")?;
         writeln!(out)?;
     } else {
-        print_inspect(&mut out, &a.dir, &report)?;
+        print(&mut out, dir, &report)?;
     }
     out.flush()?;
-    Ok(0)
+    Ok(report)
 }
 
 fn describe_config(c: &TopicConfig) -> String {
@@ -435,20 +447,7 @@ fn table(
 // ---- verify -------------------------------------------------------------------------------
 
 async fn verify(a: VerifyArgs) -> Result<u8, Exit> {
-    require_dir(&a.dir)?;
-    let dir = a.dir.clone();
-    let report = tokio::task::spawn_blocking(move || file::verify(&dir))
-        .await
-        .context("verify task")?
-        .with_context(|| format!("verifying journal {}", a.dir.display()))?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &report).context("writing JSON")?;
-        writeln!(out)?;
-    } else {
-        print_verify(&mut out, &a.dir, &report)?;
-    }
-    out.flush()?;
+    let report = offline_report(&a.dir, a.json, "verifying", file::verify, print_verify).await?;
     Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
