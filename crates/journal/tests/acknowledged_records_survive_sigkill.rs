@@ -11,7 +11,7 @@ mod common;
 use bytes::Bytes;
 use common::payload_for;
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -19,8 +19,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use switchyard_journal::file::FileJournal;
 use switchyard_journal::{
-    Durability, Journal, Offset, Partition, PartitionChoice, ReadLimits, Record, TopicConfig,
-    TopicName,
+    Durability, Journal, Offset, Partition, PartitionChoice, ReadLimits, Record, StoredRecord,
+    TopicConfig, TopicName,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -165,6 +165,28 @@ async fn send(j: &FileJournal, cycle: u64, task: u64, op: u64) {
     say(&lines);
 }
 
+async fn record_at(
+    j: &FileJournal,
+    t: &TopicName,
+    (p, offset): (Partition, Offset),
+) -> StoredRecord {
+    let limits = ReadLimits {
+        max_records: 1,
+        max_bytes: 1 << 20,
+    };
+    let b = j
+        .read(t, p, offset, limits)
+        .await
+        .expect("read an acknowledged record");
+    let r = b
+        .records
+        .into_iter()
+        .next()
+        .expect("an acknowledged record");
+    assert_eq!(r.offset, offset);
+    r
+}
+
 /// One acknowledgement the child printed.
 #[derive(Clone, Debug)]
 struct Ack {
@@ -197,6 +219,8 @@ fn parse_ack(line: &str) -> Option<Ack> {
 struct Model {
     /// Every id the child reported as stored, and where.
     acked: HashMap<String, (Partition, Offset)>,
+    /// Ids stored again by a retry from beyond the dedup window, and where (the latest).
+    retried: HashMap<String, (Partition, Offset)>,
     /// Per partition: how far the log has been checked, and what was seen there.
     checked: Vec<Checked>,
 }
@@ -205,7 +229,8 @@ struct Model {
 struct Checked {
     next: Offset,
     last_ts: i64,
-    ids: HashSet<String>,
+    /// Each id seen, with its record's timestamp.
+    ids: HashMap<String, i64>,
     /// (cycle, task) -> last op seen, for order.
     last_op: HashMap<(u64, u64), u64>,
     /// A batch being read: (id of its first record, records still expected).
@@ -365,15 +390,29 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
     for a in acks {
         let place = (a.partition, a.offset);
         match model.acked.get(&a.id) {
-            Some(known) if a.duplicate => assert_eq!(
-                *known, place,
-                "cycle {cycle}: {} reported as a duplicate of another place",
+            Some(known) if a.duplicate => assert!(
+                *known == place || model.retried.get(&a.id) == Some(&place),
+                "cycle {cycle}: {} reported as a duplicate of {place:?}, stored at {known:?}",
                 a.id
             ),
-            Some(known) => panic!(
-                "cycle {cycle}: {} acknowledged again at {place:?}, first at {known:?}: stored twice",
-                a.id
-            ),
+            Some(known) => {
+                // Dedup is promised within the window only: a retry of a record older than
+                // that is a new record. Anything younger stored twice is a bug.
+                let first = record_at(&j, &t, *known).await.timestamp;
+                let again = record_at(&j, &t, place).await.timestamp;
+                let age = again.millis() - first.millis();
+                assert!(
+                    age > config().dedup_window_ms as i64,
+                    "cycle {cycle}: {} acknowledged again at {place:?} ({again:?}), first at \
+                     {known:?} ({first:?}), {age} ms apart: stored twice within the window",
+                    a.id
+                );
+                eprintln!(
+                    "cycle {cycle}: {} retried {age} ms later, past the window",
+                    a.id
+                );
+                model.retried.insert(a.id.clone(), place);
+            }
             None => {
                 model.acked.insert(a.id.clone(), place);
             }
@@ -423,10 +462,14 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
                     Some(op_key(id.task, id.op).as_bytes()),
                     "{ctx}: key"
                 );
-                assert!(
-                    c.ids.insert(id_text.clone()),
-                    "{ctx}: {id_text} appears twice"
-                );
+                // Twice only as a retry from beyond the dedup window.
+                let retried = c.ids.insert(id_text.clone(), r.timestamp.0);
+                if let Some(first) = retried {
+                    assert!(
+                        r.timestamp.0 - first > config().dedup_window_ms as i64,
+                        "{ctx}: {id_text} appears twice within the dedup window"
+                    );
+                }
                 seen_here.insert(id_text.clone(), (p, r.offset));
                 // Batches are whole and contiguous.
                 match c.open_batch {
@@ -443,8 +486,9 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
                         c.open_batch = (id.n > 1).then_some((id, id.n - 1));
                     }
                 }
-                // Each task's ops reach a partition in the order it sent them.
-                if id.i == 0 {
+                // Each task's ops reach a partition in the order it sent them (a retry from
+                // beyond the window is a new send, out of that order).
+                if id.i == 0 && retried.is_none() {
                     let last = c.last_op.insert((id.cycle, id.task), id.op);
                     if let Some(last) = last {
                         assert!(
@@ -458,10 +502,10 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
                 }
                 // Where it was acknowledged, if it was.
                 if let Some(place) = model.acked.get(&id_text) {
-                    assert_eq!(
-                        *place,
-                        (p, r.offset),
-                        "{ctx}: {id_text} was acknowledged elsewhere"
+                    let here = (p, r.offset);
+                    assert!(
+                        *place == here || model.retried.get(&id_text) == Some(&here),
+                        "{ctx}: {id_text} was acknowledged elsewhere: {place:?}"
                     );
                 }
             }
@@ -475,7 +519,7 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
     // An id is in one partition only.
     for (p, c) in model.checked.iter().enumerate() {
         for (q, d) in model.checked.iter().enumerate().skip(p + 1) {
-            if let Some(dup) = c.ids.intersection(&d.ids).next() {
+            if let Some(dup) = c.ids.keys().find(|id| d.ids.contains_key(*id)) {
                 panic!("cycle {cycle}: {dup} is in partitions {p} and {q}");
             }
         }
@@ -490,7 +534,11 @@ async fn check(dir: &Path, cycle: u64, acks: &[Ack], model: &mut Model, full: bo
     };
     for (id, (p, o)) in must {
         if let Some(place) = seen_here.get(id) {
-            assert_eq!(place, &(*p, *o));
+            assert!(
+                place == &(*p, *o) || model.retried.get(id) == Some(place),
+                "cycle {cycle}: {id} acknowledged at {:?}, found at {place:?}",
+                (*p, *o)
+            );
             continue;
         }
         let b = j
