@@ -15,6 +15,24 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (libmimalloc-sys names only some).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps memory the process freed instead of returning it to the OS, as a long-running
+/// server does in steady state (its dedup generations and page cache are recycled, see
+/// ARCHITECTURE.md, "Performance"). Without it, every repeat after the first would pay
+/// again for first-touching memory the OS reclaimed, which on a VM that backs guest memory
+/// lazily costs about 2.7 s per GiB (0.3 s once backed). The first repeat of a run still
+/// starts cold; the per-repeat figures show it.
+fn keep_freed_memory() {
+    // SAFETY: sets one of mimalloc's documented runtime options to a valid value (-1 = never
+    // purge); called before any thread starts, as mimalloc's docs ask.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "switchyard-bench",
@@ -37,6 +55,7 @@ enum Suite {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,6 +25,8 @@ pub struct CaseResult {
     /// CPU cores busy during the window (bench process, plus the peer's server process).
     pub cpu_cores: f64,
     pub repeats: usize,
+    /// Each repeat's events/s, in the order run (the first starts with a cold process).
+    pub repeat_events_per_s: Vec<f64>,
 }
 
 /// Prints results as they come.
@@ -63,7 +65,7 @@ impl Reporter {
             self.header_done = true;
             writeln!(
                 stdout,
-                "{:<15} {:<11} {:>7} {:>9} {:>14} {:>11} {:>11} {:>6}",
+                "{:<15} {:<11} {:>7} {:>9} {:>14} {:>11} {:>11} {:>6}  each repeat, events/s",
                 "system",
                 "durability",
                 "payload",
@@ -83,7 +85,7 @@ impl Reporter {
         };
         writeln!(
             stdout,
-            "{:<15} {:<11} {:>7} {:>9} {:>14} {:>11} {:>11} {:>6.2}",
+            "{:<15} {:<11} {:>7} {:>9} {:>14} {:>11} {:>11} {:>6.2}  {}",
             r.system,
             r.durability,
             format!("{} B", r.payload_bytes),
@@ -91,7 +93,12 @@ impl Reporter {
             thousands(r.events_per_s),
             us(r.p50_us),
             us(r.p99_us),
-            r.cpu_cores
+            r.cpu_cores,
+            r.repeat_events_per_s
+                .iter()
+                .map(|&e| thousands(e))
+                .collect::<Vec<_>>()
+                .join(" ")
         )
     }
 }

@@ -295,6 +295,7 @@ where
                 max_us: median(runs.iter().map(Measured::max_us).collect()),
                 cpu_cores: median(runs.iter().map(|m| m.cpu_cores).collect()),
                 repeats: runs.len(),
+                repeat_events_per_s: runs.iter().map(Measured::events_per_s).collect(),
             };
             out.row(&r)?;
             results.push(r);

@@ -25,7 +25,7 @@ pub use offline::{
 use crate::{Appended, Error, Journal, PartitionChoice, ReadBatch, ReadLimits, Result, TopicInfo};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use partition::{AppendRequest, Msg, PartitionShared, sync_dir};
+use partition::{AppendRequest, Msg, PartitionShared, RecordIds, sync_dir};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -340,20 +340,23 @@ impl FileJournal {
                 reason,
             });
         }
-        let ids: IdHashes = (t.partitions.len() > 1
-            && t.shared.config().dedup_window_ms > 0
-            && records.iter().any(|r| r.id.is_some()))
-        .then(|| {
-            records
-                .iter()
-                .map(|r| r.id.as_ref().map(|id| dedup::id_hash(id.as_bytes())))
-                .collect()
-        });
+        let record_ids = if t.shared.config().dedup_window_ms > 0 {
+            RecordIds::of(&records)
+        } else {
+            RecordIds::Unknown
+        };
+        let ids: IdHashes = match &record_ids {
+            _ if t.partitions.len() == 1 => None,
+            RecordIds::One(Some(h)) => Some(Box::new([Some(*h)])),
+            RecordIds::Many(hs) if hs.iter().any(Option::is_some) => Some(hs.clone()),
+            RecordIds::Unknown | RecordIds::One(None) | RecordIds::Many(_) => None,
+        };
         let (reply, rx) = oneshot::channel();
         match p.tx.try_send(Msg::Append(AppendRequest {
             records,
             expectation,
             reply,
+            ids: record_ids,
         })) {
             Ok(()) => Ok(Submitted::Sent(rx, ids)),
             Err(flume::TrySendError::Full(msg)) => Ok(Submitted::Full(rx, ids, p.tx.clone(), msg)),

@@ -32,6 +32,12 @@ const MAX_REQUESTS_PER_CYCLE: usize = 2048;
 const MAX_BYTES_PER_CYCLE: usize = 1 << 20;
 /// How often the writer enforces retention and expires dedup entries when idle.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
+/// How many synced bytes at the end of the active segment stay in the page cache for tail
+/// readers; older synced bytes are dropped from it (as PostgreSQL does with its WAL). New
+/// writes then reuse pages the kernel just freed instead of taking fresh ones: on a VM that
+/// backs guest memory lazily, a fresh page costs a host fault, which tripled the write
+/// syscall's cost here (`ARCHITECTURE.md`, "Performance").
+const CACHED_TAIL: u64 = 16 << 20;
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
 
@@ -39,6 +45,36 @@ pub(crate) struct AppendRequest {
     pub records: Vec<Record>,
     pub expectation: Option<Expectation>,
     pub reply: Reply,
+    /// The records' id hashes, computed by the caller: the writer is the one serial step of
+    /// an append, so work that can run beside it does.
+    pub ids: RecordIds,
+}
+
+/// Each record's id hash, when the caller knew the topic dedups.
+#[derive(Debug)]
+pub(crate) enum RecordIds {
+    Unknown,
+    One(Option<u128>),
+    Many(Box<[Option<u128>]>),
+}
+
+impl RecordIds {
+    pub fn of(records: &[Record]) -> Self {
+        let hash = |r: &Record| r.id.as_ref().map(|id| id_hash(id.as_bytes()));
+        match records {
+            [one] => RecordIds::One(hash(one)),
+            many => RecordIds::Many(many.iter().map(hash).collect()),
+        }
+    }
+
+    /// Record `i`'s id hash; computed here if the caller did not.
+    fn get(&self, i: usize, r: &Record) -> Option<u128> {
+        match self {
+            RecordIds::One(h) if i == 0 => *h,
+            RecordIds::Many(hs) if i < hs.len() => hs[i],
+            _ => r.id.as_ref().map(|id| id_hash(id.as_bytes())),
+        }
+    }
 }
 
 pub(crate) enum Msg {
@@ -73,9 +109,30 @@ pub(crate) struct PartitionShared {
     pub dir: PathBuf,
     pub segments: RwLock<Vec<Arc<Segment>>>,
     pub tip: watch::Sender<Tip>,
-    pub failed: Mutex<Option<String>>,
+    failed: Mutex<Option<String>>,
+    /// Set once `failed` is: the append path checks this without taking the lock.
+    is_failed: AtomicBool,
     /// The active segment's write handle, for the interval syncer.
     active_file: Mutex<Arc<File>>,
+    /// The writer and the syncer change these on every cycle; they sit on their own cache
+    /// line so the appenders' reads of the fields above do not miss.
+    counters: CacheLine<SyncCounters>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[derive(Debug, Default)]
+struct SyncCounters {
+    /// Written since the last interval sync.
     dirty: AtomicBool,
     /// Sync jobs sent to the syncer and not yet answered. While any is outstanding, even an
     /// `os` cycle goes through the syncer, so the tip never passes an unsynced `always` cycle.
@@ -91,6 +148,9 @@ impl PartitionShared {
     }
 
     pub fn failed(&self) -> Option<String> {
+        if !self.is_failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -101,6 +161,7 @@ impl PartitionShared {
         let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
             *f = Some(reason);
+            self.is_failed.store(true, Ordering::Release);
         }
         drop(f);
         self.tip.send_modify(|t| t.failed = true);
@@ -612,9 +673,9 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         segments: RwLock::new(segments),
         tip: watch::Sender::new(tip),
         failed: Mutex::new(None),
+        is_failed: AtomicBool::new(false),
         active_file: Mutex::new(file.clone()),
-        dirty: AtomicBool::new(false),
-        outstanding: AtomicUsize::new(0),
+        counters: CacheLine::default(),
     });
     let writer = Writer {
         shared: shared.clone(),
@@ -634,6 +695,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         id_hashes: Vec::new(),
         pending: VecDeque::new(),
         last_housekeeping: Instant::now(),
+        trim: CacheTrim::default(),
     };
     Ok(Opened { shared, writer })
 }
@@ -712,6 +774,8 @@ struct Writer {
     /// Requests that did not fit the active segment: they go first after the roll.
     pending: VecDeque<AppendRequest>,
     last_housekeeping: Instant,
+    /// Page-cache trimming when no sync follows a write (the syncer trims after syncs).
+    trim: CacheTrim,
 }
 
 impl Writer {
@@ -813,11 +877,12 @@ impl Writer {
         let mut id_hashes = std::mem::take(&mut self.id_hashes);
         id_hashes.clear();
         if let Some(d) = dedup.as_ref() {
-            for r in batch.iter().flat_map(|req| req.records.iter()) {
-                if let Some(id) = &r.id {
-                    let h = id_hash(id.as_bytes());
-                    d.touch(h);
-                    id_hashes.push(h);
+            for req in &batch {
+                for (i, r) in req.records.iter().enumerate() {
+                    if let Some(h) = req.ids.get(i, r) {
+                        d.touch(h);
+                        id_hashes.push(h);
+                    }
                 }
             }
         }
@@ -900,13 +965,17 @@ impl Writer {
             if let SegIndex::Mem(v) = &mut st.index {
                 v.append(&mut undo.new_index);
             }
+            drop(st);
+            if cfg.durability != Durability::Always {
+                self.trim.after_write(&self.active, self.len);
+            }
         }
 
         let sync = cfg.durability == Durability::Always;
         if !sync {
-            self.shared.dirty.store(true, Ordering::Release);
+            self.shared.counters.dirty.store(true, Ordering::Release);
         }
-        if sync || self.shared.outstanding.load(Ordering::Acquire) > 0 {
+        if sync || self.shared.counters.outstanding.load(Ordering::Acquire) > 0 {
             let job = SyncJob {
                 sync,
                 segment: self.active.clone(),
@@ -915,11 +984,17 @@ impl Writer {
                 replies,
                 spent,
             };
-            self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
+            self.shared
+                .counters
+                .outstanding
+                .fetch_add(1, Ordering::AcqRel);
             if let Some(tx) = &self.sync_tx
                 && let Err(std::sync::mpsc::SendError(job)) = tx.send(job)
             {
-                self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+                self.shared
+                    .counters
+                    .outstanding
+                    .fetch_sub(1, Ordering::AcqRel);
                 for (reply, _) in job.replies {
                     let _ = reply.send(Err(Error::Closed));
                 }
@@ -1246,8 +1321,86 @@ impl Writer {
     }
 }
 
+/// Drops written bytes from the page cache once [`CACHED_TAIL`] newer bytes follow them.
+#[derive(Default)]
+struct CacheTrim {
+    /// The active segment and how far into it the advice reached.
+    active: Option<(Arc<Segment>, u64)>,
+    /// The segment before it, dropped whole once the active one holds `CACHED_TAIL`.
+    previous: Option<Arc<Segment>>,
+}
+
+impl CacheTrim {
+    const PAGE: u64 = 4096;
+    /// Without syncs (`os`, `interval`) the advice is repeated every this many bytes.
+    const UNSYNCED_STEP: u64 = 8 << 20;
+
+    fn switch_to(&mut self, segment: &Arc<Segment>) {
+        if self
+            .active
+            .as_ref()
+            .is_none_or(|(s, _)| s.base != segment.base)
+        {
+            // Anything older than the previous segment was dropped with it or is gone.
+            self.previous = self.active.take().map(|(s, _)| s);
+            self.active = Some((segment.clone(), 0));
+        }
+    }
+
+    fn behind_tail(len: u64) -> u64 {
+        len.saturating_sub(CACHED_TAIL) & !(Self::PAGE - 1)
+    }
+
+    /// `synced_len` bytes of `segment` are durable (and so clean in the page cache).
+    fn after_sync(&mut self, segment: &Arc<Segment>, synced_len: u64) {
+        self.switch_to(segment);
+        if synced_len >= CACHED_TAIL
+            && let Some(previous) = self.previous.take()
+        {
+            drop_cached(&previous, 0, None);
+        }
+        let Some((active, dropped)) = &mut self.active else {
+            return;
+        };
+        let upto = Self::behind_tail(synced_len);
+        if let Some(len) = std::num::NonZeroU64::new(upto.saturating_sub(*dropped)) {
+            drop_cached(active, *dropped, Some(len));
+            *dropped = upto;
+        }
+    }
+
+    /// `len` bytes of `segment` are written, maybe not synced (`os`, `interval`). The advice
+    /// starts writeback of dirty pages and drops the clean ones, so it covers everything
+    /// behind the tail again every [`Self::UNSYNCED_STEP`] bytes: pages still dirty last
+    /// time are clean by then.
+    fn after_write(&mut self, segment: &Arc<Segment>, len: u64) {
+        self.switch_to(segment);
+        let Some((active, advised)) = &mut self.active else {
+            return;
+        };
+        let upto = Self::behind_tail(len);
+        if upto < *advised + Self::UNSYNCED_STEP {
+            return;
+        }
+        drop_cached(active, 0, std::num::NonZeroU64::new(upto));
+        *advised = upto;
+        if let Some(previous) = &self.previous {
+            drop_cached(previous, 0, None);
+            if upto >= CACHED_TAIL {
+                self.previous = None;
+            }
+        }
+    }
+}
+
+/// Advice only: if the kernel refuses, the pages just stay cached.
+fn drop_cached(segment: &Segment, from: u64, len: Option<std::num::NonZeroU64>) {
+    let _ = rustix::fs::fadvise(&segment.file, from, len, rustix::fs::Advice::DontNeed);
+}
+
 fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJob>) {
     use std::sync::mpsc::RecvTimeoutError;
+    let mut trim = CacheTrim::default();
     loop {
         let wait = match shared.topic.config().durability {
             Durability::Interval(d) => d,
@@ -1279,6 +1432,13 @@ fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJo
                 let n = jobs.len();
                 if !failed && let Some(last) = jobs.last() {
                     shared.publish(last.tip);
+                    // Every job here was written before the syncs above began.
+                    if let Some(j) = jobs.iter().rev().find(|j| {
+                        synced.contains(&Arc::as_ptr(&j.file))
+                            && j.tip.segment_base == j.segment.base
+                    }) {
+                        trim.after_sync(&j.segment, j.tip.segment_len);
+                    }
                 }
                 for j in jobs {
                     for (reply, answer) in j.replies {
@@ -1291,11 +1451,11 @@ fn run_syncer(shared: Arc<PartitionShared>, rx: std::sync::mpsc::Receiver<SyncJo
                     }
                     drop(j.spent);
                 }
-                shared.outstanding.fetch_sub(n, Ordering::AcqRel);
+                shared.counters.outstanding.fetch_sub(n, Ordering::AcqRel);
             }
             Err(RecvTimeoutError::Timeout) => {
                 if matches!(shared.topic.config().durability, Durability::Interval(_))
-                    && shared.dirty.swap(false, Ordering::AcqRel)
+                    && shared.counters.dirty.swap(false, Ordering::AcqRel)
                 {
                     let f = shared
                         .active_file
