@@ -6,6 +6,8 @@
 mod args;
 mod journal;
 mod output;
+mod remote;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +39,29 @@ enum Command {
             switchyard journal verify ./data"
     )]
     Journal(journal::JournalCommand),
+
+    /// Serve the HTTP API (topics, CloudEvents publish, read, SSE and NDJSON streams) over
+    /// the file journal in a data directory, until SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  \
+            switchyard serve --data ./data\n  \
+            curl -X PUT localhost:7400/v1/topics/orders.v1 -H 'content-type: application/json' -d '{\"partitions\":3}'\n  \
+            curl localhost:7400/v1/topics/orders.v1/events -H 'content-type: application/cloudevents+json' \\\n    \
+            -d '{\"specversion\":\"1.0\",\"id\":\"o-1\",\"source\":\"/shop\",\"type\":\"order.placed\",\"subject\":\"order-1\",\"data\":{\"total\":42}}'\n  \
+            curl -N localhost:7400/v1/topics/orders.v1/stream?from=earliest")]
+    Serve(serve::ServeArgs),
+
+    /// Publish an event (or one per line of stdin) to a running server.
+    #[command(after_help = "Examples:\n  \
+            switchyard publish orders.v1 --type order.placed --subject order-1 --data '{\"total\":42}'\n  \
+            cat events.jsonl | switchyard publish orders.v1 --type order.imported\n\n\
+            The server comes from --server or SWITCHYARD_URL; a token from SWITCHYARD_TOKEN.")]
+    Publish(remote::PublishArgs),
+
+    /// Follow a topic on a running server and print its events as they come.
+    #[command(after_help = "Examples:\n  \
+            switchyard tail orders.v1\n  \
+            switchyard tail orders.v1 --from earliest --json")]
+    Tail(remote::TailArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -92,6 +117,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Journal(cmd) => journal::run(cmd).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => remote::publish(args).await,
+            Command::Tail(args) => remote::tail(args).await,
         }
     });
     // Don't wait for a blocked stdin reader thread (append from a pipe that stays open).

@@ -1,0 +1,470 @@
+//! The router and the request handlers of the API v1.
+
+use crate::auth::{self, Caller, Token};
+use crate::cloudevents::{self, BATCH, Event, STRUCTURED};
+use crate::metrics::Metrics;
+use crate::position::From as StartFrom;
+use crate::problem::Problem;
+use crate::stream;
+use crate::subs;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_journal::{
+    Expectation, Expected, Journal, Partition, PartitionChoice, ReadLimits, TopicConfig, TopicName,
+};
+use tokio::sync::watch;
+
+/// The API's limits and timings. Every field has a default.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Most events in one batch (413 above).
+    pub max_batch_events: usize,
+    /// Most events one read returns (`limit` is capped to it).
+    pub max_read_events: usize,
+    /// How often a stream sends a heartbeat when there is nothing else to send.
+    pub heartbeat: Duration,
+    /// A stream whose client has not taken the next event for this long is ended with its
+    /// resume position instead of buffering more.
+    pub slow_client_timeout: Duration,
+    /// Events buffered per stream between the journal and the client.
+    pub stream_buffer: usize,
+    /// Bearer tokens; empty means the API is open (see [`crate::auth`]).
+    pub tokens: Vec<Token>,
+    /// The subscriptions; without it `/v1/subscriptions` answers 503.
+    pub bus: Option<switchyard_bus::Bus>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            max_batch_events: 10_000,
+            max_read_events: 1_000,
+            heartbeat: Duration::from_secs(15),
+            slow_client_timeout: Duration::from_secs(30),
+            stream_buffer: 1024,
+            tokens: Vec::new(),
+            bus: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub journal: Arc<dyn Journal>,
+    pub options: Arc<Options>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the server shuts down: live streams end.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The API's router. `stop` turning true ends live streams (for graceful shutdown).
+pub fn router(journal: Arc<dyn Journal>, options: Options, stop: watch::Receiver<bool>) -> Router {
+    let limit = options.max_body_bytes;
+    let tokens: Arc<Vec<Arc<Token>>> =
+        Arc::new(options.tokens.iter().cloned().map(Arc::new).collect());
+    let state = AppState {
+        journal,
+        options: Arc::new(options),
+        metrics: Arc::new(Metrics::default()),
+        stop,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/topics", get(list_topics))
+        .route(
+            "/v1/topics/{topic}",
+            get(describe_topic).put(put_topic).delete(delete_topic),
+        )
+        .route("/v1/topics/{topic}/events", get(read_events).post(publish))
+        .route("/v1/topics/{topic}/stream", get(stream::handler))
+        .route("/v1/subscriptions", get(subs::list))
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subs::get).put(subs::put).delete(subs::delete),
+        )
+        .route("/v1/subscriptions/{name}/parked", get(subs::parked))
+        .route("/v1/subscriptions/{name}/parked/retry", post(subs::retry))
+        .route(
+            "/v1/subscriptions/{name}/parked/discard",
+            post(subs::discard),
+        )
+        .route("/v1/subscriptions/{name}/seek", post(subs::seek))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such endpoint") })
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            count_rejections,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(tokens, auth::check))
+        .with_state(state)
+}
+
+async fn count_rejections(State(s): State<AppState>, resp: Response) -> Response {
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        Metrics::add(&s.metrics.rejected_requests, 1);
+    }
+    resp
+}
+
+pub(crate) fn topic_name(raw: &str) -> Result<TopicName, Problem> {
+    TopicName::new(raw).map_err(|e| Problem::bad_request("invalid-topic-name", e.to_string()))
+}
+
+/// A body, or 413 when it is over the limit.
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body is over the server's limit",
+            )
+        } else {
+            Problem::bad_request("unreadable-body", e.body_text())
+        }
+    })
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.journal.list_topics().await {
+        Ok(_) if !*s.stop.borrow() => "ready\n".into_response(),
+        Ok(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the server is shutting down",
+        )
+        .into_response(),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 description of this API (`src/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route of [`router`], as the OpenAPI document names it (kept in step by a test).
+pub const ROUTES: [&str; 14] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/openapi.json",
+    "/v1/topics",
+    "/v1/topics/{topic}",
+    "/v1/topics/{topic}/events",
+    "/v1/topics/{topic}/stream",
+    "/v1/subscriptions",
+    "/v1/subscriptions/{name}",
+    "/v1/subscriptions/{name}/parked",
+    "/v1/subscriptions/{name}/parked/retry",
+    "/v1/subscriptions/{name}/parked/discard",
+    "/v1/subscriptions/{name}/seek",
+];
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn list_topics(
+    State(s): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<Json<Value>, Problem> {
+    let mut topics = s.journal.list_topics().await?;
+    // A token limited to some topics sees only those.
+    if let Some(axum::Extension(Caller(token))) = caller {
+        topics.retain(|t| token.allows_topic(t.as_str()));
+    }
+    Ok(Json(json!({ "topics": topics })))
+}
+
+fn topic_json(info: &switchyard_journal::TopicInfo) -> Value {
+    let partitions: Vec<Value> = info
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "first-offset": p.first_offset,
+                "next-offset": p.next_offset,
+                "bytes": p.bytes,
+                "last-time": p.last_timestamp.and_then(|t| cloudevents::rfc3339(t.millis())),
+            })
+        })
+        .collect();
+    json!({ "name": info.name, "config": info.config, "partitions": partitions })
+}
+
+async fn describe_topic(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let topic = topic_name(&topic)?;
+    Ok(Json(topic_json(&s.journal.describe_topic(&topic).await?)))
+}
+
+async fn put_topic(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let topic = topic_name(&topic)?;
+    let raw = body(raw)?;
+    require_json(&headers, &raw)?;
+    let config: TopicConfig = if raw.iter().all(u8::is_ascii_whitespace) {
+        TopicConfig::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| {
+            Problem::bad_request("invalid-topic-config", format!("topic settings: {e}"))
+        })?
+    };
+    config
+        .validate()
+        .map_err(|e| Problem::bad_request("invalid-topic-config", e.to_string()).at(e.field))?;
+    let (status, info) = match s.journal.describe_topic(&topic).await {
+        Err(switchyard_journal::Error::TopicNotFound(_)) => (
+            StatusCode::CREATED,
+            s.journal.create_topic(&topic, config).await?,
+        ),
+        Err(e) => return Err(e.into()),
+        Ok(_) => (
+            StatusCode::OK,
+            s.journal.update_topic(&topic, config).await?,
+        ),
+    };
+    Ok((status, Json(topic_json(&info))).into_response())
+}
+
+fn require_json(headers: &HeaderMap, raw: &Bytes) -> Result<(), Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if raw.is_empty() || essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("expected application/json, got {ct:?}"),
+        ))
+    }
+}
+
+async fn delete_topic(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let topic = topic_name(&topic)?;
+    s.journal.delete_topic(&topic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The header that makes a publish conditional on the key's last offset.
+pub const EXPECTED_OFFSET: &str = "switchyard-expected-offset";
+
+fn expectation(headers: &HeaderMap, events: &[Event]) -> Result<Option<Expectation>, Problem> {
+    let Some(raw) = headers.get(EXPECTED_OFFSET) else {
+        return Ok(None);
+    };
+    let bad = |why: String| Problem::bad_request("invalid-expectation", why).at(EXPECTED_OFFSET);
+    let raw = raw
+        .to_str()
+        .map_err(|_| bad(format!("{EXPECTED_OFFSET} is not ASCII")))?;
+    let expected = match raw.trim() {
+        "none" => Expected::NoRecord,
+        n => Expected::LastOffset(n.parse().map_err(|_| {
+            bad(format!(
+                "{EXPECTED_OFFSET} must be an offset or `none`, got {n:?}"
+            ))
+        })?),
+    };
+    let key = events[0].partition_key().ok_or_else(|| {
+        bad(format!(
+            "{EXPECTED_OFFSET} needs events with a partition key (`partitionkey` or `subject`)"
+        ))
+    })?;
+    if events.iter().any(|e| e.partition_key() != Some(key)) {
+        return Err(bad(format!(
+            "{EXPECTED_OFFSET} applies to one key: every event of the batch must have the same \
+             partition key"
+        )));
+    }
+    Ok(Some(Expectation {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        expected,
+    }))
+}
+
+/// POST /v1/topics/{topic}/events: binary, structured or batch mode.
+async fn publish(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Problem> {
+    let topic = topic_name(&topic)?;
+    let raw = body(raw)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let events = if essence == BATCH {
+        cloudevents::parse_batch(&raw, s.options.max_batch_events)?
+    } else if essence == STRUCTURED {
+        vec![cloudevents::parse_structured(&raw)?]
+    } else if headers.contains_key("ce-specversion") {
+        vec![cloudevents::parse_binary(&headers, raw)?]
+    } else {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!(
+                "send {STRUCTURED}, {BATCH}, or a binary-mode event with ce-* headers \
+                 (got Content-Type {ct:?} and no ce-specversion)"
+            ),
+        ));
+    };
+    let expectation = expectation(&headers, &events)?;
+    let info = s.journal.describe_topic(&topic).await?;
+    let partitions = info.partitions.len() as Partition;
+
+    // Group by partition, keeping each event's place in the answer.
+    let mut groups: Vec<(Partition, Vec<usize>, Vec<switchyard_journal::Record>)> = Vec::new();
+    for (i, e) in events.into_iter().enumerate() {
+        let p = match (e.partition_key(), partitions) {
+            (_, 1) => 0,
+            (Some(k), _) => switchyard_types::partition_for_key(k.as_bytes(), partitions),
+            (None, _) => {
+                s.journal
+                    .choose_partition(&topic, &PartitionChoice::RoundRobin)
+                    .await?
+            }
+        };
+        let g = match groups.iter().position(|g| g.0 == p) {
+            Some(g) => g,
+            None => {
+                groups.push((p, Vec::new(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[g].1.push(i);
+        groups[g].2.push(e.into_record());
+    }
+    let total: usize = groups.iter().map(|g| g.1.len()).sum();
+    let mut answers = vec![Value::Null; total];
+    let ids: Vec<Option<String>> = groups
+        .iter()
+        .flat_map(|g| g.2.iter().map(|r| r.id.clone()))
+        .collect();
+    let order: Vec<usize> = groups.iter().flat_map(|g| g.1.iter().copied()).collect();
+    let mut k = 0;
+    for (p, _, records) in groups {
+        let appended = s
+            .journal
+            .append(&topic, p, records, expectation.clone())
+            .await?;
+        for a in appended {
+            let (place, id) = (order[k], ids[k].clone());
+            k += 1;
+            if a.duplicate {
+                Metrics::add(&s.metrics.events_duplicate, 1);
+            } else {
+                Metrics::add(&s.metrics.events_published, 1);
+            }
+            answers[place] = json!({
+                "id": id,
+                "partition": a.partition,
+                "offset": a.offset,
+                "duplicate": a.duplicate,
+            });
+        }
+    }
+    Metrics::add(&s.metrics.publish_requests, 1);
+    Ok(Json(json!({ "events": answers })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadQuery {
+    pub from: Option<String>,
+    pub limit: Option<usize>,
+    pub partition: Option<Partition>,
+}
+
+/// GET /v1/topics/{topic}/events: one page of events, oldest first, and where to continue.
+async fn read_events(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request("invalid-query", e.body_text()))?;
+    let topic = topic_name(&topic)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, s.options.max_read_events);
+    let from = StartFrom::parse(q.from.as_deref().unwrap_or(""))?;
+    let info = s.journal.describe_topic(&topic).await?;
+    let starts = from.resolve(&s.journal, &topic, &info, q.partition).await?;
+    // Read up to `limit` from each partition, merge by time, keep the first `limit`.
+    let mut merged = Vec::new();
+    for &(p, start) in &starts {
+        let batch = s
+            .journal
+            .read(
+                &topic,
+                p,
+                start,
+                ReadLimits {
+                    max_records: limit,
+                    ..ReadLimits::default()
+                },
+            )
+            .await?;
+        merged.extend(batch.records.into_iter().map(|r| (p, r)));
+    }
+    merged.sort_by_key(|(p, r)| (r.timestamp, *p, r.offset));
+    merged.truncate(limit);
+    let mut next: Vec<(Partition, u64)> = starts.clone();
+    for (p, r) in &merged {
+        if let Some(n) = next.iter_mut().find(|n| n.0 == *p) {
+            n.1 = n.1.max(r.offset + 1);
+        }
+    }
+    Metrics::add(&s.metrics.events_read, merged.len() as u64);
+    let events: Vec<Value> = merged
+        .iter()
+        .map(|(p, r)| cloudevents::render(r, *p))
+        .collect();
+    let next = match q.partition {
+        Some(_) => next[0].1.to_string(),
+        None => crate::position::Position(next.iter().map(|n| n.1).collect()).to_string(),
+    };
+    Ok(Json(json!({ "events": events, "next": next })))
+}

@@ -1,0 +1,351 @@
+//! Push subscriptions against a real HTTP subscriber that fails in scripted ways: every
+//! published event ends delivered or parked (none lost), events of one key arrive in order
+//! even while earlier ones are retried, 429/503 wait for Retry-After, other 4xx park at
+//! once, parked events can be retried or discarded, and seek replays.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use common::{Server, event};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+struct Hit {
+    id: String,
+    key: String,
+    status: u16,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Subscriber {
+    hits: Mutex<Vec<Hit>>,
+    attempts: Mutex<HashMap<String, u32>>,
+    /// Once true, events that were rejected are accepted.
+    accept_all: std::sync::atomic::AtomicBool,
+}
+
+/// The script, by event id: `bad-*` gets 400 (park); `flaky-*` fails its first two attempts
+/// with 500; `busy-*` gets 503 with Retry-After: 1 on its first attempt; the rest 200.
+async fn receive(State(s): State<Arc<Subscriber>>, headers: HeaderMap) -> impl IntoResponse {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let id = h("ce-id");
+    let attempt = {
+        let mut a = s.attempts.lock().expect("lock");
+        let n = a.entry(id.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let accept_all = s.accept_all.load(std::sync::atomic::Ordering::SeqCst);
+    let (status, retry_after) = if accept_all {
+        (200, None)
+    } else if id.starts_with("bad-") {
+        (400, None)
+    } else if id.starts_with("flaky-") && attempt <= 2 {
+        (500, None)
+    } else if id.starts_with("busy-") && attempt == 1 {
+        (503, Some("1"))
+    } else {
+        (200, None)
+    };
+    s.hits.lock().expect("lock").push(Hit {
+        id,
+        key: h("ce-partitionkey"),
+        status,
+        at: Instant::now(),
+    });
+    let mut resp = StatusCode::from_u16(status)
+        .expect("status")
+        .into_response();
+    if let Some(ra) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.parse().expect("header"));
+    }
+    resp
+}
+
+async fn subscriber() -> (Arc<Subscriber>, String) {
+    let state = Arc::new(Subscriber::default());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, url)
+}
+
+fn fast_bus() -> switchyard_bus::BusOptions {
+    switchyard_bus::BusOptions {
+        push_timeout: Duration::from_secs(2),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    }
+}
+
+async fn status(s: &Server, name: &str) -> Value {
+    let (st, v) = s.get(&format!("/v1/subscriptions/{name}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Waits until nothing is in flight and every partition's cursor is at its end.
+async fn settle(s: &Server, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = status(s, name).await;
+        let caught_up = v["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .all(|p| p["lag"] == json!(0));
+        if v["in-flight"] == json!(0) && caught_up {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "did not settle: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_delivered_or_parked_in_key_order() {
+    let (sub, url) = subscriber().await;
+    let s = Server::with_bus(Default::default(), fast_bus()).await;
+    s.topic("orders.v1", json!({"partitions": 2})).await;
+    let r = s
+        .client
+        .put(s.url("/v1/subscriptions/shipping"))
+        .json(&json!({
+            "topics": ["orders.v1"],
+            "endpoint": url,
+            "concurrency": 8,
+            "retry": {"initial-backoff-ms": 20, "max-backoff-ms": 200, "max-attempts": 5,
+                      "max-age-ms": 60000, "multiplier": 2.0, "jitter": 0.1}
+        }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+
+    // 60 events on 4 keys; some flaky, some busy, some bad.
+    let mut published: Vec<(String, String)> = Vec::new();
+    for i in 0..60 {
+        let kind = match i % 10 {
+            3 => "flaky",
+            5 => "busy",
+            7 if i < 30 => "bad",
+            _ => "ok",
+        };
+        let id = format!("{kind}-{i}");
+        let key = format!("order-{}", i % 4);
+        let mut e = event(&id, "x", json!({"i": i}));
+        e["partitionkey"] = json!(key);
+        let (st, _) = s.publish("orders.v1", &e).await;
+        assert_eq!(st, 200);
+        published.push((id, key));
+    }
+    let v = settle(&s, "shipping").await;
+
+    let hits = sub.hits.lock().expect("lock").clone();
+    let delivered: HashSet<&str> = hits
+        .iter()
+        .filter(|h| h.status == 200)
+        .map(|h| h.id.as_str())
+        .collect();
+    let (st, parked) = s.get("/v1/subscriptions/shipping/parked").await;
+    assert_eq!(st, 200);
+    let parked_ids: HashSet<String> = parked["parked"]
+        .as_array()
+        .expect("parked")
+        .iter()
+        .map(|p| {
+            let off = p["key"]["offset"].as_u64().expect("offset");
+            let part = p["key"]["partition"].as_u64().expect("partition");
+            hits.iter()
+                .find(|h| h.status == 400 && published.iter().any(|(id, _)| id == &h.id))
+                .map(|_| format!("{part}@{off}"))
+                .unwrap_or_default()
+        })
+        .collect();
+    let bad: Vec<&str> = published
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| id.starts_with("bad-"))
+        .collect();
+    // Accounting: every event is delivered or parked; only the bad ones are parked.
+    for (id, _) in &published {
+        assert!(
+            delivered.contains(id.as_str()) || id.starts_with("bad-"),
+            "{id} was neither delivered nor parked"
+        );
+    }
+    assert_eq!(v["parked"], json!(bad.len()), "{v}");
+    assert_eq!(parked_ids.len(), bad.len());
+    for b in &bad {
+        let attempts: Vec<&Hit> = hits.iter().filter(|h| h.id == *b).collect();
+        assert_eq!(attempts.len(), 1, "a 4xx is parked at once: {b}");
+    }
+    // Retry-After: the busy events' second attempt came at least ~1 s after the first.
+    for (id, _) in published.iter().filter(|(id, _)| id.starts_with("busy-")) {
+        let times: Vec<Instant> = hits.iter().filter(|h| &h.id == id).map(|h| h.at).collect();
+        assert!(times.len() >= 2, "{id}: {times:?}");
+        assert!(
+            times[1] - times[0] >= Duration::from_millis(900),
+            "{id} retried too early"
+        );
+    }
+    // Per-key order: for each key, the successful deliveries come in publish order, and no
+    // event of a key is attempted before the previous one of that key succeeded or parked.
+    for k in 0..4 {
+        let key = format!("order-{k}");
+        let expected: Vec<&str> = published
+            .iter()
+            .filter(|(id, kk)| kk == &key && !id.starts_with("bad-"))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let got: Vec<&str> = hits
+            .iter()
+            .filter(|h| h.key == key && h.status == 200)
+            .map(|h| h.id.as_str())
+            .collect();
+        assert_eq!(got, expected, "key {key}");
+        let order: Vec<&str> = published
+            .iter()
+            .filter(|(_, kk)| kk == &key)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let mut done: HashSet<&str> = HashSet::new();
+        for h in hits.iter().filter(|h| h.key == key) {
+            let pos = order.iter().position(|id| *id == h.id).expect("known id");
+            assert!(
+                order[..pos].iter().all(|earlier| done.contains(earlier)),
+                "{} attempted before an earlier event of {key} finished",
+                h.id
+            );
+            if h.status == 200 || h.status == 400 {
+                done.insert(order[pos]);
+            }
+        }
+    }
+
+    // A parked event can be retried (now accepted) or discarded.
+    sub.accept_all
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = parked["parked"][0]["key"].clone();
+    let second = parked["parked"][1]["key"].clone();
+    let key_body = |k: &Value| json!({"topic": k["topic"], "partition": k["partition"], "offset": k["offset"]});
+    let r = s
+        .client
+        .post(s.url("/v1/subscriptions/shipping/parked/retry"))
+        .json(&key_body(&first))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(r.status(), 204);
+    let r = s
+        .client
+        .post(s.url("/v1/subscriptions/shipping/parked/discard"))
+        .json(&key_body(&second))
+        .send()
+        .await
+        .expect("discard");
+    assert_eq!(r.status(), 204);
+    let v = settle(&s, "shipping").await;
+    assert_eq!(v["parked"], json!(bad.len() - 2), "{v}");
+    let r = s
+        .client
+        .post(s.url("/v1/subscriptions/shipping/parked/discard"))
+        .json(&key_body(&second))
+        .send()
+        .await
+        .expect("discard again");
+    assert_eq!(r.status(), 404);
+
+    // Seek back to the start of partition 0: its events are delivered again.
+    let before = sub.hits.lock().expect("lock").len();
+    let r = s
+        .client
+        .post(s.url("/v1/subscriptions/shipping/seek"))
+        .json(&json!({"topic": "orders.v1", "partition": 0, "to": "earliest"}))
+        .send()
+        .await
+        .expect("seek");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    settle(&s, "shipping").await;
+    let (_, d) = s.get("/v1/topics/orders.v1").await;
+    let p0 = d["partitions"][0]["next-offset"].as_u64().expect("p0");
+    let again = sub.hits.lock().expect("lock").len() - before;
+    // Parked events of partition 0 are not enqueued again; the rest are re-delivered.
+    assert!(again as u64 >= p0 - bad.len() as u64, "{again} < {p0}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_subscriptions_are_refused_and_unknown_ones_are_404() {
+    let s = Server::with_bus(Default::default(), fast_bus()).await;
+    s.topic("t.v1", json!({})).await;
+    let put = |name: &str, body: Value| {
+        s.client
+            .put(s.url(&format!("/v1/subscriptions/{name}")))
+            .json(&body)
+            .send()
+    };
+    for (name, body, code) in [
+        (
+            "a",
+            json!({"topics": ["t.v1"], "endpoint": "ftp://x"}),
+            "invalid-subscription",
+        ),
+        (
+            "a",
+            json!({"topics": [], "endpoint": "http://127.0.0.1:1/x"}),
+            "invalid-subscription",
+        ),
+        (
+            "a",
+            json!({"topics": ["t.v1"], "endpoint": "http://127.0.0.1:1/x", "colour": 1}),
+            "invalid-subscription",
+        ),
+        (
+            "a",
+            json!({"topics": ["t.v1"], "endpoint": "http://127.0.0.1:1/x", "concurrency": 0}),
+            "invalid-subscription",
+        ),
+        (
+            "a",
+            json!({"name": "b", "topics": ["t.v1"], "endpoint": "http://127.0.0.1:1/x"}),
+            "invalid-subscription",
+        ),
+        (
+            "a",
+            json!({"topics": ["nope.v1"], "endpoint": "http://127.0.0.1:1/x"}),
+            "topic-not-found",
+        ),
+    ] {
+        let r = put(name, body.clone()).await.expect("put");
+        let st = r.status().as_u16();
+        let p: Value = r.json().await.expect("problem");
+        assert_eq!(p["code"], json!(code), "{body}: {st} {p}");
+    }
+    let (st, p) = s.get("/v1/subscriptions/ghost").await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (404, Some("subscription-not-found"))
+    );
+    let (_, list) = s.get("/v1/subscriptions").await;
+    assert_eq!(list["subscriptions"], json!([]));
+    s.stop().await;
+}

@@ -1,0 +1,191 @@
+//! The queryable state of Switchyard's subscription dispatcher: the [`Store`] trait, its
+//! embedded SQLite backend ([`sqlite::SqliteStore`]) and, behind the `test-util` feature,
+//! the [`conformance`] suite every backend runs (a PostgreSQL backend is planned and must
+//! pass the same suite).
+//!
+//! # The model
+//!
+//! The journal is the source of truth for events; the store holds what a subscription has
+//! done with them. Four tables, all keyed by the subscription's name:
+//!
+//! | table | one row per | holds |
+//! |---|---|---|
+//! | `subscriptions` | subscription | its [`SubscriptionSpec`] (topics, event types, endpoint, concurrency, [`RetryPolicy`]), created/updated times, a `generation` bumped by every change, and the latest error recorded for it |
+//! | `cursors` | subscription, topic, partition | the next offset to read from the journal ([`Cursor`]) |
+//! | `deliveries` | subscription, topic, partition, offset | a record owed to the subscription and not yet acknowledged ([`Delivery`]): how many attempts failed, when the first one did, when the next is due, the last error |
+//! | `parked` | subscription, topic, partition, offset | a delivery that was given up on ([`Parked`]): the delivery as it was, the reason, when |
+//!
+//! A [`DeliveryKey`] is in at most one of `deliveries` and `parked`. Every record a
+//! subscription has read is therefore exactly one of: acknowledged (gone from both
+//! tables, behind the cursor), in flight (in `deliveries`) or parked (in `parked`). Never
+//! lost, never silently dropped. Deleting a subscription deletes all four kinds of rows.
+//!
+//! # How the dispatcher uses it
+//!
+//! For each partition of each topic of a subscription:
+//!
+//! 1. **Read** the journal from the partition's [`Cursor`] (offset 0, or wherever the
+//!    subscription should start, when [`Store::cursors`] has none).
+//! 2. **Enqueue** the records the subscription wants, and advance the cursor past
+//!    everything it read (including records filtered out by event type), in one
+//!    transaction: [`Store::enqueue`]. If the process dies before or after, the cursor and
+//!    the in-flight rows agree; an enqueue that is retried inserts nothing twice.
+//! 3. **Deliver** what [`Store::due`] returns (in `next-attempt-at` order, then offset),
+//!    respecting `concurrency` and per-key order: a delivery whose `partition-key` has an
+//!    earlier delivery still in flight waits for it.
+//! 4. On success, [`Store::ack`] deletes the row. On a failure that should be retried,
+//!    [`Store::retry_later`] counts the attempt and sets when the next one is due (from the
+//!    [`RetryPolicy`]). Once `max-attempts` attempts have failed, the first failed attempt
+//!    is `max-age-ms` old, or the endpoint says the event will never be accepted,
+//!    [`Store::park`] moves the row to `parked` (counting that final attempt).
+//!
+//! A person looks at [`Store::parked`] deliveries and either [`Store::unpark`]s one (back in
+//! flight, attempts reset, due now) or [`Store::discard`]s it. [`Store::seek`] moves a
+//! cursor anywhere (replay or skip) and drops that partition's in-flight rows; parked rows
+//! stay where they are, and re-reading a parked record does not enqueue it again.
+//!
+//! On restart the dispatcher needs nothing else: it reads the cursors and continues, and
+//! the in-flight rows are due when they were due.
+//!
+//! # Errors and atomicity
+//!
+//! Every operation is one transaction: it happens completely or not at all. Bad input is
+//! rejected with [`Error::InvalidInput`] naming the field, before anything changes. An
+//! unknown subscription is [`Error::NotFound`] for every operation that names one, except
+//! [`Store::ack`], which is idempotent and reports whether it removed a row. A row on disk
+//! that does not parse is [`Error::Corrupt`] naming the table and the key; the store
+//! never panics on its data.
+//!
+//! Times are Unix milliseconds chosen by the caller (`now_ms`), so that a dispatcher (and
+//! a test) controls its clock; only a subscription's created/updated times come from the
+//! store's own clock.
+
+mod error;
+mod model;
+pub mod sqlite;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+pub use error::{BackendError, Error, Result};
+pub use model::{
+    Cursor, Delivery, DeliveryKey, MAX_CONCURRENCY, MAX_ENDPOINT_LEN, MAX_ERROR_LEN, MAX_FILTERS,
+    MAX_NAME_LEN, MAX_OFFSET, MAX_TYPE_LEN, Parked, RetryPolicy, Subscription, SubscriptionSpec,
+    SubscriptionStats, validate_name,
+};
+
+use async_trait::async_trait;
+
+/// The dispatcher's queryable state. Object-safe: use it as `Arc<dyn Store>`.
+///
+/// Every method is atomic (one transaction). Methods that name a subscription fail with
+/// [`Error::NotFound`] when it does not exist (except [`ack`](Self::ack)).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // ---- subscriptions ----
+
+    /// Creates the subscription, or replaces the spec of an existing one. Returns the stored
+    /// subscription and whether it was created. An update that changes the spec bumps
+    /// `generation` and `updated-at`; putting the same spec again changes nothing.
+    async fn put_subscription(&self, spec: SubscriptionSpec) -> Result<(Subscription, bool)>;
+
+    /// The named subscription.
+    async fn get_subscription(&self, name: &str) -> Result<Subscription>;
+
+    /// Every subscription, ordered by name.
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    /// Deletes the subscription with its cursors, in-flight and parked deliveries.
+    async fn delete_subscription(&self, name: &str) -> Result<()>;
+
+    // ---- cursors ----
+
+    /// The subscription's cursors, ordered by topic and partition. A partition the
+    /// subscription has never read has none.
+    async fn cursors(&self, subscription: &str) -> Result<Vec<Cursor>>;
+
+    /// Moves a cursor forward to `offset` (creating it if there is none). Returns whether
+    /// it moved: `false` if it already was at or beyond `offset`.
+    async fn advance_cursor(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<bool>;
+
+    /// Sets a cursor to `offset`, backwards or forwards, and removes every in-flight
+    /// delivery of that partition (parked ones stay). Returns how many were removed.
+    async fn seek(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64>;
+
+    // ---- deliveries ----
+
+    /// Inserts `deliveries` (all of `subscription`) as in flight and, if given, advances the
+    /// cursor of `cursor_after`'s partition forward to its offset, in one transaction.
+    /// Deliveries whose key is already in flight or parked are skipped, so a retried enqueue
+    /// inserts nothing twice. Returns how many were inserted.
+    async fn enqueue(
+        &self,
+        subscription: &str,
+        deliveries: Vec<Delivery>,
+        cursor_after: Option<Cursor>,
+    ) -> Result<u64>;
+
+    /// Up to `limit` in-flight deliveries due at `now_ms` (`next-attempt-at <= now_ms`),
+    /// ordered by `next-attempt-at`, then topic, partition and offset.
+    async fn due(&self, subscription: &str, now_ms: i64, limit: u32) -> Result<Vec<Delivery>>;
+
+    /// Every in-flight delivery of one partition, ordered by offset.
+    async fn in_flight(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Removes a delivered delivery. Idempotent: returns whether a row was removed (an
+    /// unknown key, even of an unknown subscription, is `Ok(false)`).
+    async fn ack(&self, key: &DeliveryKey) -> Result<bool>;
+
+    /// Records a failed attempt of an in-flight delivery: increments `attempts`, sets
+    /// `first-attempt-at` to `attempted_at_ms` if unset, stores `error` (cut to
+    /// [`MAX_ERROR_LEN`] bytes) and makes it due at `next_attempt_at_ms`. Returns the
+    /// updated delivery. [`Error::NotFound`] if it is not in flight.
+    async fn retry_later(
+        &self,
+        key: &DeliveryKey,
+        attempted_at_ms: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+    ) -> Result<Delivery>;
+
+    /// Gives up on an in-flight delivery after a failed attempt: counts that attempt (as
+    /// [`retry_later`](Self::retry_later) would, with `reason` as its error) and moves the
+    /// row to `parked`, at `now_ms`. [`Error::NotFound`] if it is not in flight.
+    async fn park(&self, key: &DeliveryKey, now_ms: i64, reason: &str) -> Result<Parked>;
+
+    /// Up to `limit` parked deliveries of the subscription, ordered by topic, partition and
+    /// offset, starting after `after` (keyset pagination: pass the last key of a page).
+    async fn parked(
+        &self,
+        subscription: &str,
+        after: Option<&DeliveryKey>,
+        limit: u32,
+    ) -> Result<Vec<Parked>>;
+
+    /// Moves a parked delivery back in flight with no attempts and no error, due at
+    /// `now_ms`. Returns it. [`Error::NotFound`] if it is not parked.
+    async fn unpark(&self, key: &DeliveryKey, now_ms: i64) -> Result<Delivery>;
+
+    /// Deletes a parked delivery for good. [`Error::NotFound`] if it is not parked.
+    async fn discard(&self, key: &DeliveryKey) -> Result<()>;
+
+    /// Counts of in-flight and parked deliveries, and the latest error.
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats>;
+}

@@ -1,0 +1,1022 @@
+//! The embedded backend: one SQLite database file, through sqlx.
+//!
+//! The database runs in WAL mode with `synchronous=FULL` (a committed transaction survives
+//! a power loss), foreign keys on and a busy timeout. Writes go through one connection and
+//! start with `BEGIN IMMEDIATE`, so write transactions queue in the pool instead of failing
+//! with `SQLITE_BUSY`; reads use a small pool of their own and see a consistent snapshot
+//! (each read is one deferred transaction). The schema is created and upgraded at open by
+//! the embedded migrations in `migrations/sqlite/`.
+
+use crate::model::clip_error;
+use crate::{
+    Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
+    SubscriptionStats, validate_name,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Decode, Row, Sqlite, Transaction, Type};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections used for reads (writes use one more, of their own).
+const READERS: u32 = 4;
+
+const DELIVERY_COLS: &str = "subscription, topic, partition_no, record_offset, partition_key, \
+     attempts, first_attempt_at_ms, next_attempt_at_ms, last_error";
+const PARKED_COLS: &str = "subscription, topic, partition_no, record_offset, partition_key, \
+     attempts, first_attempt_at_ms, next_attempt_at_ms, last_error, reason, parked_at_ms";
+const KEY_MATCH: &str = "subscription = ? AND topic = ? AND partition_no = ? AND record_offset = ?";
+
+/// The SQLite [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and brings its schema up to
+    /// date. A file that is not a SQLite database, or whose schema comes from a newer
+    /// version, is [`Error::Open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let open_err = |reason: &str, e: BackendErrorSource| Error::Open {
+            path: path.clone(),
+            reason: format!("{reason}: {}", e.message()),
+            source: Some(e.boxed()),
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
+        MIGRATOR.run(&writer).await.map_err(|e| {
+            open_err(
+                "cannot bring the schema up to date",
+                BackendErrorSource::Migrate(e),
+            )
+        })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
+        let store = Self {
+            writer,
+            reader,
+            path: Some(path),
+        };
+        store.check_readable().await?;
+        Ok(store)
+    }
+
+    /// A private in-memory database, gone when the store is dropped (for tests and
+    /// throwaway runs).
+    pub async fn open_in_memory() -> Result<Self> {
+        let path = PathBuf::from(":memory:");
+        let open_err = |reason: &str, e: BackendErrorSource| Error::Open {
+            path: path.clone(),
+            reason: format!("{reason}: {}", e.message()),
+            source: Some(e.boxed()),
+        };
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| open_err("bad options", BackendErrorSource::Sqlx(e)))?
+            .foreign_keys(true);
+        // Every connection to `:memory:` is its own database: keep exactly one, forever.
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| open_err("cannot create the schema", BackendErrorSource::Migrate(e)))?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Closes every connection, waiting for operations in progress. Operations after this
+    /// fail.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// Reads every table once, so that a database whose tables exist but are not ours (or
+    /// are damaged) is reported at open rather than at the first operation.
+    async fn check_readable(&self) -> Result<()> {
+        for table in ["subscriptions", "cursors", "deliveries", "parked"] {
+            sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&self.reader)
+                .await
+                .map_err(|e| Error::Open {
+                    path: self.path.clone().unwrap_or_default(),
+                    reason: format!("cannot read table `{table}`: {e}"),
+                    source: Some(Box::new(e)),
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(be(op))
+    }
+
+    async fn read(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.reader.begin().await.map_err(be(op))
+    }
+}
+
+/// The two kinds of errors opening can fail with, shown by their message.
+enum BackendErrorSource {
+    Sqlx(sqlx::Error),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl BackendErrorSource {
+    fn message(&self) -> String {
+        match self {
+            Self::Migrate(sqlx::migrate::MigrateError::VersionMissing(version)) => format!(
+                "the database was written by a newer version of Switchyard \
+                 (it has migration {version}, which this version does not know)"
+            ),
+            Self::Sqlx(e) => e.to_string(),
+            Self::Migrate(e) => e.to_string(),
+        }
+    }
+
+    fn boxed(self) -> crate::BackendError {
+        match self {
+            Self::Sqlx(e) => Box::new(e),
+            Self::Migrate(e) => Box::new(e),
+        }
+    }
+}
+
+/// Maps a driver error to [`Error::Backend`] naming the operation.
+fn be(op: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::backend(op, e)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Offsets are at most `i64::MAX` (checked by validation before they get here).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Decodes one column of a row, naming the table and key when it does not parse.
+fn col<'r, T>(row: &'r SqliteRow, name: &str, table: &'static str, key: &str) -> Result<T>
+where
+    T: Decode<'r, Sqlite> + Type<Sqlite>,
+{
+    row.try_get::<T, _>(name).map_err(|e| Error::Corrupt {
+        table,
+        key: key.to_owned(),
+        reason: format!("column `{name}`: {e}"),
+    })
+}
+
+fn col_u64(row: &SqliteRow, name: &str, table: &'static str, key: &str) -> Result<u64> {
+    let v: i64 = col(row, name, table, key)?;
+    u64::try_from(v).map_err(|_| Error::Corrupt {
+        table,
+        key: key.to_owned(),
+        reason: format!("column `{name}` is negative ({v})"),
+    })
+}
+
+fn col_u32(row: &SqliteRow, name: &str, table: &'static str, key: &str) -> Result<u32> {
+    let v: i64 = col(row, name, table, key)?;
+    u32::try_from(v).map_err(|_| Error::Corrupt {
+        table,
+        key: key.to_owned(),
+        reason: format!("column `{name}` is out of range ({v})"),
+    })
+}
+
+/// The key of a delivery row as far as it is readable, for error messages.
+fn row_key_text(row: &SqliteRow) -> String {
+    let text = |name: &str| {
+        row.try_get::<String, _>(name)
+            .unwrap_or_else(|_| "?".to_owned())
+    };
+    let int = |name: &str| {
+        row.try_get::<i64, _>(name)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| "?".to_owned())
+    };
+    format!(
+        "{} {}/{}@{}",
+        text("subscription"),
+        text("topic"),
+        int("partition_no"),
+        int("record_offset")
+    )
+}
+
+fn delivery_from_row(row: &SqliteRow, table: &'static str) -> Result<Delivery> {
+    let key_text = row_key_text(row);
+    let k = key_text.as_str();
+    Ok(Delivery {
+        key: DeliveryKey {
+            subscription: col(row, "subscription", table, k)?,
+            topic: col(row, "topic", table, k)?,
+            partition: col_u32(row, "partition_no", table, k)?,
+            offset: col_u64(row, "record_offset", table, k)?,
+        },
+        partition_key: col(row, "partition_key", table, k)?,
+        attempts: col_u32(row, "attempts", table, k)?,
+        first_attempt_at_ms: col(row, "first_attempt_at_ms", table, k)?,
+        next_attempt_at_ms: col(row, "next_attempt_at_ms", table, k)?,
+        last_error: col(row, "last_error", table, k)?,
+    })
+}
+
+fn parked_from_row(row: &SqliteRow) -> Result<Parked> {
+    let delivery = delivery_from_row(row, "parked")?;
+    let key_text = delivery.key.to_string();
+    Ok(Parked {
+        reason: col(row, "reason", "parked", &key_text)?,
+        parked_at_ms: col(row, "parked_at_ms", "parked", &key_text)?,
+        delivery,
+    })
+}
+
+fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
+    let name = row
+        .try_get::<String, _>("name")
+        .unwrap_or_else(|_| "?".to_owned());
+    let table = "subscriptions";
+    let spec_json: String = col(row, "spec", table, &name)?;
+    let spec: SubscriptionSpec = serde_json::from_str(&spec_json).map_err(|e| Error::Corrupt {
+        table,
+        key: name.clone(),
+        reason: format!("column `spec` is not a valid subscription spec: {e}"),
+    })?;
+    if spec.name != name {
+        return Err(Error::Corrupt {
+            table,
+            key: name,
+            reason: format!("column `spec` names another subscription (`{}`)", spec.name),
+        });
+    }
+    Ok(Subscription {
+        created_at_ms: col(row, "created_at_ms", table, &name)?,
+        updated_at_ms: col(row, "updated_at_ms", table, &name)?,
+        generation: col_u64(row, "generation", table, &name)?,
+        spec,
+    })
+}
+
+fn validate_key(key: &DeliveryKey) -> Result<()> {
+    key.validate("key.")
+}
+
+fn check_topic(topic: &str) -> Result<()> {
+    switchyard_types::TopicName::new(topic)
+        .map(drop)
+        .map_err(|e| Error::invalid("topic", e.reason))
+}
+
+fn check_offset(offset: u64) -> Result<()> {
+    if offset > crate::MAX_OFFSET {
+        return Err(Error::invalid(
+            "offset",
+            format!("must be at most {} (got {offset})", crate::MAX_OFFSET),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::NotFound`] unless the subscription exists.
+async fn require_subscription(
+    conn: &mut SqliteConnection,
+    op: &'static str,
+    name: &str,
+) -> Result<()> {
+    let found = sqlx::query("SELECT 1 FROM subscriptions WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(be(op))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found("subscription", name)),
+    }
+}
+
+/// The error for a key that is not where an operation expected it: the subscription or
+/// the delivery is missing.
+async fn missing(
+    conn: &mut SqliteConnection,
+    op: &'static str,
+    key: &DeliveryKey,
+    what: &'static str,
+) -> Error {
+    match require_subscription(conn, op, &key.subscription).await {
+        Ok(()) => Error::not_found(what, key.to_string()),
+        Err(e) => e,
+    }
+}
+
+async fn record_error(
+    conn: &mut SqliteConnection,
+    op: &'static str,
+    subscription: &str,
+    error: &str,
+    at_ms: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE subscriptions SET last_error = ?, last_error_at_ms = ? WHERE name = ?")
+        .bind(error)
+        .bind(at_ms)
+        .bind(subscription)
+        .execute(conn)
+        .await
+        .map_err(be(op))?;
+    Ok(())
+}
+
+/// Moves a cursor forward only; returns whether it moved.
+async fn advance(
+    conn: &mut SqliteConnection,
+    op: &'static str,
+    subscription: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO cursors (subscription, topic, partition_no, next_offset) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (subscription, topic, partition_no) \
+         DO UPDATE SET next_offset = excluded.next_offset \
+         WHERE cursors.next_offset < excluded.next_offset",
+    )
+    .bind(subscription)
+    .bind(topic)
+    .bind(i64::from(partition))
+    .bind(to_i64(offset))
+    .execute(conn)
+    .await
+    .map_err(be(op))?;
+    Ok(done.rows_affected() > 0)
+}
+
+fn bind_key<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    key: &'q DeliveryKey,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(key.subscription.as_str())
+        .bind(key.topic.as_str())
+        .bind(i64::from(key.partition))
+        .bind(to_i64(key.offset))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_subscription(&self, spec: SubscriptionSpec) -> Result<(Subscription, bool)> {
+        const OP: &str = "put_subscription";
+        spec.validate()?;
+        let json = serde_json::to_string(&spec).map_err(|e| Error::backend(OP, e))?;
+        let now = now_ms();
+        let mut tx = self.write(OP).await?;
+        let existing = sqlx::query(
+            "SELECT name, spec, created_at_ms, updated_at_ms, generation \
+             FROM subscriptions WHERE name = ?",
+        )
+        .bind(&spec.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        let (subscription, created) = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO subscriptions (name, spec, created_at_ms, updated_at_ms, \
+                     generation) VALUES (?, ?, ?, ?, 1)",
+                )
+                .bind(&spec.name)
+                .bind(&json)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(be(OP))?;
+                let sub = Subscription {
+                    spec,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                    generation: 1,
+                };
+                (sub, true)
+            }
+            Some(row) => {
+                let table = "subscriptions";
+                let created_at_ms: i64 = col(&row, "created_at_ms", table, &spec.name)?;
+                let updated_at_ms: i64 = col(&row, "updated_at_ms", table, &spec.name)?;
+                let generation = col_u64(&row, "generation", table, &spec.name)?;
+                // A stored spec that no longer parses is replaced: putting a good spec is
+                // how such a row is repaired.
+                let old: Option<SubscriptionSpec> = row
+                    .try_get::<String, _>("spec")
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok());
+                if old.as_ref() == Some(&spec) {
+                    let sub = Subscription {
+                        spec,
+                        created_at_ms,
+                        updated_at_ms,
+                        generation,
+                    };
+                    (sub, false)
+                } else {
+                    let updated = now.max(updated_at_ms);
+                    let generation = generation.saturating_add(1);
+                    sqlx::query(
+                        "UPDATE subscriptions SET spec = ?, updated_at_ms = ?, generation = ? \
+                         WHERE name = ?",
+                    )
+                    .bind(&json)
+                    .bind(updated)
+                    .bind(to_i64(generation))
+                    .bind(&spec.name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(be(OP))?;
+                    let sub = Subscription {
+                        spec,
+                        created_at_ms,
+                        updated_at_ms: updated,
+                        generation,
+                    };
+                    (sub, false)
+                }
+            }
+        };
+        tx.commit().await.map_err(be(OP))?;
+        Ok((subscription, created))
+    }
+
+    async fn get_subscription(&self, name: &str) -> Result<Subscription> {
+        const OP: &str = "get_subscription";
+        validate_name("name", name)?;
+        let mut tx = self.read(OP).await?;
+        let row = sqlx::query(
+            "SELECT name, spec, created_at_ms, updated_at_ms, generation \
+             FROM subscriptions WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        match row {
+            Some(row) => subscription_from_row(&row),
+            None => Err(Error::not_found("subscription", name)),
+        }
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        const OP: &str = "list_subscriptions";
+        let mut tx = self.read(OP).await?;
+        let rows = sqlx::query(
+            "SELECT name, spec, created_at_ms, updated_at_ms, generation \
+             FROM subscriptions ORDER BY name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<()> {
+        const OP: &str = "delete_subscription";
+        validate_name("name", name)?;
+        let mut tx = self.write(OP).await?;
+        // Children first, explicitly: the cascade does not depend on the foreign-key
+        // setting of the connection.
+        for table in ["cursors", "deliveries", "parked"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE subscription = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(be(OP))?;
+        }
+        let done = sqlx::query("DELETE FROM subscriptions WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(be(OP))?;
+            return Err(Error::not_found("subscription", name));
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(())
+    }
+
+    async fn cursors(&self, subscription: &str) -> Result<Vec<Cursor>> {
+        const OP: &str = "cursors";
+        validate_name("subscription", subscription)?;
+        let mut tx = self.read(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let rows = sqlx::query(
+            "SELECT topic, partition_no, next_offset FROM cursors WHERE subscription = ? \
+             ORDER BY topic, partition_no",
+        )
+        .bind(subscription)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows.iter()
+            .map(|row| {
+                let topic = row
+                    .try_get::<String, _>("topic")
+                    .unwrap_or_else(|_| "?".to_owned());
+                let partition = row
+                    .try_get::<i64, _>("partition_no")
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|_| "?".to_owned());
+                let key = format!("{subscription} {topic}/{partition}");
+                Ok(Cursor {
+                    topic: col(row, "topic", "cursors", &key)?,
+                    partition: col_u32(row, "partition_no", "cursors", &key)?,
+                    offset: col_u64(row, "next_offset", "cursors", &key)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn advance_cursor(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<bool> {
+        const OP: &str = "advance_cursor";
+        validate_name("subscription", subscription)?;
+        check_topic(topic)?;
+        check_offset(offset)?;
+        let mut tx = self.write(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let moved = advance(&mut tx, OP, subscription, topic, partition, offset).await?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(moved)
+    }
+
+    async fn seek(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<u64> {
+        const OP: &str = "seek";
+        validate_name("subscription", subscription)?;
+        check_topic(topic)?;
+        check_offset(offset)?;
+        let mut tx = self.write(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        sqlx::query(
+            "INSERT INTO cursors (subscription, topic, partition_no, next_offset) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (subscription, topic, partition_no) \
+             DO UPDATE SET next_offset = excluded.next_offset",
+        )
+        .bind(subscription)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(to_i64(offset))
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        let removed = sqlx::query(
+            "DELETE FROM deliveries WHERE subscription = ? AND topic = ? AND partition_no = ?",
+        )
+        .bind(subscription)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(removed.rows_affected())
+    }
+
+    async fn enqueue(
+        &self,
+        subscription: &str,
+        deliveries: Vec<Delivery>,
+        cursor_after: Option<Cursor>,
+    ) -> Result<u64> {
+        const OP: &str = "enqueue";
+        validate_name("subscription", subscription)?;
+        for (i, d) in deliveries.iter().enumerate() {
+            d.key.validate(&format!("deliveries[{i}].key."))?;
+            if d.key.subscription != subscription {
+                return Err(Error::invalid(
+                    format!("deliveries[{i}].key.subscription"),
+                    format!(
+                        "is `{}`, but the deliveries are enqueued for `{subscription}`",
+                        d.key.subscription
+                    ),
+                ));
+            }
+        }
+        if let Some(cursor) = &cursor_after {
+            cursor.validate().map_err(|e| match e {
+                Error::InvalidInput { field, reason } => {
+                    Error::invalid(format!("cursor-after.{field}"), reason)
+                }
+                other => other,
+            })?;
+        }
+        let mut tx = self.write(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let mut inserted = 0;
+        for d in &deliveries {
+            let parked = bind_key(
+                sqlx::query(&format!("SELECT 1 FROM parked WHERE {KEY_MATCH}")),
+                &d.key,
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+            if parked.is_some() {
+                continue;
+            }
+            let done = sqlx::query(&format!(
+                "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (subscription, topic, partition_no, record_offset) DO NOTHING"
+            ))
+            .bind(subscription)
+            .bind(d.key.topic.as_str())
+            .bind(i64::from(d.key.partition))
+            .bind(to_i64(d.key.offset))
+            .bind(d.partition_key.as_deref())
+            .bind(i64::from(d.attempts))
+            .bind(d.first_attempt_at_ms)
+            .bind(d.next_attempt_at_ms)
+            .bind(d.last_error.as_deref().map(clip_error))
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+            inserted += done.rows_affected();
+        }
+        if let Some(cursor) = &cursor_after {
+            advance(
+                &mut tx,
+                OP,
+                subscription,
+                &cursor.topic,
+                cursor.partition,
+                cursor.offset,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(inserted)
+    }
+
+    async fn due(&self, subscription: &str, now_ms: i64, limit: u32) -> Result<Vec<Delivery>> {
+        const OP: &str = "due";
+        validate_name("subscription", subscription)?;
+        let mut tx = self.read(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries \
+             WHERE subscription = ? AND next_attempt_at_ms <= ? \
+             ORDER BY next_attempt_at_ms, topic, partition_no, record_offset LIMIT ?"
+        ))
+        .bind(subscription)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows.iter()
+            .map(|r| delivery_from_row(r, "deliveries"))
+            .collect()
+    }
+
+    async fn in_flight(
+        &self,
+        subscription: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>> {
+        const OP: &str = "in_flight";
+        validate_name("subscription", subscription)?;
+        check_topic(topic)?;
+        let mut tx = self.read(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries \
+             WHERE subscription = ? AND topic = ? AND partition_no = ? \
+             ORDER BY record_offset"
+        ))
+        .bind(subscription)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows.iter()
+            .map(|r| delivery_from_row(r, "deliveries"))
+            .collect()
+    }
+
+    async fn ack(&self, key: &DeliveryKey) -> Result<bool> {
+        const OP: &str = "ack";
+        validate_key(key)?;
+        let mut tx = self.write(OP).await?;
+        let done = bind_key(
+            sqlx::query(&format!("DELETE FROM deliveries WHERE {KEY_MATCH}")),
+            key,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retry_later(
+        &self,
+        key: &DeliveryKey,
+        attempted_at_ms: i64,
+        next_attempt_at_ms: i64,
+        error: &str,
+    ) -> Result<Delivery> {
+        const OP: &str = "retry_later";
+        validate_key(key)?;
+        let error = clip_error(error);
+        let mut tx = self.write(OP).await?;
+        let row = bind_key(
+            sqlx::query(&format!(
+                "UPDATE deliveries SET \
+                 attempts = CASE WHEN attempts < 4294967295 THEN attempts + 1 ELSE attempts END, \
+                 first_attempt_at_ms = COALESCE(first_attempt_at_ms, ?), \
+                 next_attempt_at_ms = ?, last_error = ? \
+                 WHERE {KEY_MATCH} RETURNING {DELIVERY_COLS}"
+            ))
+            .bind(attempted_at_ms)
+            .bind(next_attempt_at_ms)
+            .bind(error.as_str()),
+            key,
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        let Some(row) = row else {
+            return Err(missing(&mut tx, OP, key, "delivery").await);
+        };
+        let delivery = delivery_from_row(&row, "deliveries")?;
+        record_error(&mut tx, OP, &key.subscription, &error, attempted_at_ms).await?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(delivery)
+    }
+
+    async fn park(&self, key: &DeliveryKey, now_ms: i64, reason: &str) -> Result<Parked> {
+        const OP: &str = "park";
+        validate_key(key)?;
+        let reason = clip_error(reason);
+        let mut tx = self.write(OP).await?;
+        let row = bind_key(
+            sqlx::query(&format!(
+                "DELETE FROM deliveries WHERE {KEY_MATCH} RETURNING {DELIVERY_COLS}"
+            )),
+            key,
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        let Some(row) = row else {
+            return Err(missing(&mut tx, OP, key, "delivery").await);
+        };
+        let mut delivery = delivery_from_row(&row, "deliveries")?;
+        delivery.attempts = delivery.attempts.saturating_add(1);
+        delivery.first_attempt_at_ms = Some(delivery.first_attempt_at_ms.unwrap_or(now_ms));
+        delivery.last_error = Some(reason.clone());
+        let already = bind_key(
+            sqlx::query(&format!("SELECT 1 FROM parked WHERE {KEY_MATCH}")),
+            key,
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        if already.is_some() {
+            return Err(Error::Conflict {
+                what: "delivery",
+                name: key.to_string(),
+                reason: "it is already parked".into(),
+            });
+        }
+        sqlx::query(&format!(
+            "INSERT INTO parked ({PARKED_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(key.subscription.as_str())
+        .bind(key.topic.as_str())
+        .bind(i64::from(key.partition))
+        .bind(to_i64(key.offset))
+        .bind(delivery.partition_key.as_deref())
+        .bind(i64::from(delivery.attempts))
+        .bind(delivery.first_attempt_at_ms)
+        .bind(delivery.next_attempt_at_ms)
+        .bind(delivery.last_error.as_deref())
+        .bind(reason.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        record_error(&mut tx, OP, &key.subscription, &reason, now_ms).await?;
+        tx.commit().await.map_err(be(OP))?;
+        Ok(Parked {
+            delivery,
+            reason,
+            parked_at_ms: now_ms,
+        })
+    }
+
+    async fn parked(
+        &self,
+        subscription: &str,
+        after: Option<&DeliveryKey>,
+        limit: u32,
+    ) -> Result<Vec<Parked>> {
+        const OP: &str = "parked";
+        validate_name("subscription", subscription)?;
+        if let Some(after) = after {
+            after.validate("after.")?;
+            if after.subscription != subscription {
+                return Err(Error::invalid(
+                    "after.subscription",
+                    format!(
+                        "is `{}`, but the listing is of `{subscription}`",
+                        after.subscription
+                    ),
+                ));
+            }
+        }
+        let mut tx = self.read(OP).await?;
+        require_subscription(&mut tx, OP, subscription).await?;
+        let first_page = format!(
+            "SELECT {PARKED_COLS} FROM parked WHERE subscription = ? \
+             ORDER BY topic, partition_no, record_offset LIMIT ?"
+        );
+        // Row-value comparison spelled out, for databases without `(a, b) > (?, ?)`.
+        let next_page = format!(
+            "SELECT {PARKED_COLS} FROM parked WHERE subscription = ? \
+             AND (topic > ? OR (topic = ? AND (partition_no > ? \
+                  OR (partition_no = ? AND record_offset > ?)))) \
+             ORDER BY topic, partition_no, record_offset LIMIT ?"
+        );
+        let rows = match after {
+            None => sqlx::query(&first_page)
+                .bind(subscription)
+                .bind(i64::from(limit)),
+            Some(after) => sqlx::query(&next_page)
+                .bind(subscription)
+                .bind(after.topic.as_str())
+                .bind(after.topic.as_str())
+                .bind(i64::from(after.partition))
+                .bind(i64::from(after.partition))
+                .bind(to_i64(after.offset))
+                .bind(i64::from(limit)),
+        }
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows.iter().map(parked_from_row).collect()
+    }
+
+    async fn unpark(&self, key: &DeliveryKey, now_ms: i64) -> Result<Delivery> {
+        const OP: &str = "unpark";
+        validate_key(key)?;
+        let mut tx = self.write(OP).await?;
+        let row = bind_key(
+            sqlx::query(&format!(
+                "DELETE FROM parked WHERE {KEY_MATCH} RETURNING {PARKED_COLS}"
+            )),
+            key,
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        let Some(row) = row else {
+            return Err(missing(&mut tx, OP, key, "parked delivery").await);
+        };
+        let parked = parked_from_row(&row)?;
+        let delivery = Delivery::new(key.clone(), parked.delivery.partition_key, now_ms);
+        let done = sqlx::query(&format!(
+            "INSERT INTO deliveries ({DELIVERY_COLS}) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, NULL) \
+             ON CONFLICT (subscription, topic, partition_no, record_offset) DO NOTHING"
+        ))
+        .bind(key.subscription.as_str())
+        .bind(key.topic.as_str())
+        .bind(i64::from(key.partition))
+        .bind(to_i64(key.offset))
+        .bind(delivery.partition_key.as_deref())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        if done.rows_affected() == 0 {
+            // Dropping `tx` rolls back: the parked row stays.
+            return Err(Error::Conflict {
+                what: "delivery",
+                name: key.to_string(),
+                reason: "it is also in flight".into(),
+            });
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(delivery)
+    }
+
+    async fn discard(&self, key: &DeliveryKey) -> Result<()> {
+        const OP: &str = "discard";
+        validate_key(key)?;
+        let mut tx = self.write(OP).await?;
+        let done = bind_key(
+            sqlx::query(&format!("DELETE FROM parked WHERE {KEY_MATCH}")),
+            key,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        if done.rows_affected() == 0 {
+            return Err(missing(&mut tx, OP, key, "parked delivery").await);
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(())
+    }
+
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        const OP: &str = "stats";
+        validate_name("subscription", subscription)?;
+        let mut tx = self.read(OP).await?;
+        let row = sqlx::query(
+            "SELECT last_error, last_error_at_ms, \
+             (SELECT COUNT(*) FROM deliveries WHERE subscription = ?) AS in_flight, \
+             (SELECT COUNT(*) FROM parked WHERE subscription = ?) AS parked \
+             FROM subscriptions WHERE name = ?",
+        )
+        .bind(subscription)
+        .bind(subscription)
+        .bind(subscription)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        let Some(row) = row else {
+            return Err(Error::not_found("subscription", subscription));
+        };
+        let table = "subscriptions";
+        Ok(SubscriptionStats {
+            in_flight: col_u64(&row, "in_flight", table, subscription)?,
+            parked: col_u64(&row, "parked", table, subscription)?,
+            last_error: col(&row, "last_error", table, subscription)?,
+            last_error_at_ms: col(&row, "last_error_at_ms", table, subscription)?,
+        })
+    }
+}
