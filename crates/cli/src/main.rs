@@ -62,6 +62,17 @@ enum Command {
             switchyard tail orders.v1\n  \
             switchyard tail orders.v1 --from earliest --json")]
     Tail(remote::TailArgs),
+
+    /// Subscriptions on a running server: list, show, parked (retry, discard), seek.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            switchyard subs ls\n  \
+            switchyard subs show shipping\n  \
+            switchyard subs parked shipping --retry orders.v1/0@42\n  \
+            switchyard subs seek shipping orders.v1 2026-11-22T10:00:00Z"
+    )]
+    Subs(remote::SubsCommand),
 }
 
 /// An error with the exit code it should produce.
@@ -120,6 +131,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Publish(args) => remote::publish(args).await,
             Command::Tail(args) => remote::tail(args).await,
+            Command::Subs(cmd) => remote::subs(cmd).await,
         }
     });
     // Don't wait for a blocked stdin reader thread (append from a pipe that stays open).

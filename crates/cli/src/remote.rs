@@ -255,3 +255,162 @@ pub async fn tail(args: TailArgs) -> Result<u8, Exit> {
         }
     }
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SubsCommand {
+    /// List subscriptions.
+    Ls {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// A subscription: its spec, in-flight and parked counts, last error, cursors and lag.
+    Show {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Parked deliveries; `--retry` or `--discard` one of them by TOPIC/PARTITION@OFFSET.
+    Parked {
+        name: String,
+        /// Put this parked delivery back in flight (TOPIC/PARTITION@OFFSET).
+        #[arg(long, value_name = "KEY", conflicts_with = "discard")]
+        retry: Option<String>,
+        /// Drop this parked delivery for good (TOPIC/PARTITION@OFFSET).
+        #[arg(long, value_name = "KEY")]
+        discard: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Move a subscription's position in a topic: replay or skip.
+    Seek {
+        name: String,
+        topic: String,
+        /// An offset (with --partition), a position, an RFC 3339 time, earliest or latest.
+        to: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+/// `TOPIC/PARTITION@OFFSET` as a JSON key body.
+fn parse_key(s: &str) -> anyhow::Result<Value> {
+    let bad = || anyhow!("{s:?} is not TOPIC/PARTITION@OFFSET (for example orders.v1/0@42)");
+    let (topic, rest) = s.rsplit_once('/').ok_or_else(bad)?;
+    let (p, o) = rest.split_once('@').ok_or_else(bad)?;
+    let partition: u32 = p.parse().map_err(|_| bad())?;
+    let offset: u64 = o.parse().map_err(|_| bad())?;
+    Ok(json!({"topic": topic, "partition": partition, "offset": offset}))
+}
+
+async fn call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut r = server.request(method, path)?;
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r
+        .send()
+        .await
+        .with_context(|| format!("connecting to {}", server.server))?;
+    if !r.status().is_success() {
+        return Err(problem(r).await);
+    }
+    if r.status() == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    r.json().await.context("reading the server's answer")
+}
+
+pub async fn subs(cmd: SubsCommand) -> Result<u8, Exit> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        SubsCommand::Ls { server } => {
+            let v = call(&server, reqwest::Method::GET, "/v1/subscriptions", None).await?;
+            for n in v["subscriptions"].as_array().into_iter().flatten() {
+                writeln!(out, "{}", n.as_str().unwrap_or_default())?;
+            }
+        }
+        SubsCommand::Show { name, server } => {
+            let v = call(
+                &server,
+                reqwest::Method::GET,
+                &format!("/v1/subscriptions/{name}"),
+                None,
+            )
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            )?;
+        }
+        SubsCommand::Parked {
+            name,
+            retry,
+            discard,
+            server,
+        } => {
+            let action = match (&retry, &discard) {
+                (Some(k), _) => Some(("retry", k)),
+                (_, Some(k)) => Some(("discard", k)),
+                _ => None,
+            };
+            if let Some((what, key)) = action {
+                call(
+                    &server,
+                    reqwest::Method::POST,
+                    &format!("/v1/subscriptions/{name}/parked/{what}"),
+                    Some(parse_key(key)?),
+                )
+                .await?;
+                writeln!(out, "{what}: {key}")?;
+            } else {
+                let v = call(
+                    &server,
+                    reqwest::Method::GET,
+                    &format!("/v1/subscriptions/{name}/parked"),
+                    None,
+                )
+                .await?;
+                for p in v["parked"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "{}/{}@{}  attempts {}  {}",
+                        p["key"]["topic"].as_str().unwrap_or_default(),
+                        p["key"]["partition"],
+                        p["key"]["offset"],
+                        p["attempts"],
+                        p["reason"].as_str().unwrap_or_default()
+                    )?;
+                }
+            }
+        }
+        SubsCommand::Seek {
+            name,
+            topic,
+            to,
+            partition,
+            server,
+        } => {
+            let mut body = json!({"topic": topic, "to": to});
+            if let Some(p) = partition {
+                body["partition"] = json!(p);
+            }
+            let v = call(
+                &server,
+                reqwest::Method::POST,
+                &format!("/v1/subscriptions/{name}/seek"),
+                Some(body),
+            )
+            .await?;
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(0)
+}

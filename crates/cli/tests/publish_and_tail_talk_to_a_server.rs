@@ -3,51 +3,12 @@
 mod common;
 use common::*;
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-
-/// The server, its address, and its stderr (kept open while the server runs).
-fn start_server(s: &Scratch) -> (Child, String, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data", s.data_str(), "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (child, base, stderr)
-}
-
-fn cli(base: &str, args: &[&str], stdin: &str) -> Run {
-    let mut c = Command::new(BIN)
-        .args(args)
-        .env("SWITCHYARD_URL", base)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cli");
-    std::io::Write::write_all(&mut c.stdin.take().expect("stdin"), stdin.as_bytes())
-        .expect("stdin");
-    let out = c.wait_with_output().expect("wait");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn publish_then_tail_from_the_start() {
     let s = Scratch::new();
-    let (mut server, base, _stderr) = start_server(&s);
+    let (mut server, base, _stderr) = start_server(s.data_str(), "127.0.0.1:0");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,7 +23,7 @@ fn publish_then_tail_from_the_start() {
             .expect("put");
         assert_eq!(r.status(), 201);
     });
-    let r = cli(
+    let r = run_against(
         &base,
         &[
             "publish",
@@ -80,7 +41,7 @@ fn publish_then_tail_from_the_start() {
     )
     .expect_code(0);
     assert_eq!(r.stdout.trim(), "partition 0 offset 0");
-    let r = cli(
+    let r = run_against(
         &base,
         &[
             "publish",
@@ -96,21 +57,21 @@ fn publish_then_tail_from_the_start() {
     )
     .expect_code(0);
     assert_eq!(r.stdout.trim(), "partition 0 offset 0 (duplicate)");
-    let r = cli(
+    let r = run_against(
         &base,
         &["publish", "orders.v1", "--type", "order.imported"],
         "{\"n\":1}\n\n{\"n\":2}\n",
     )
     .expect_code(0);
     assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
-    let r = cli(
+    let r = run_against(
         &base,
         &["publish", "orders.v1", "--type", "t", "--data", "{nope"],
         "",
     )
     .expect_code(2);
     assert!(r.stderr.contains("--data is not JSON"), "{}", r.stderr);
-    let r = cli(
+    let r = run_against(
         &base,
         &["publish", "nope.v1", "--type", "t", "--data", "1"],
         "",
@@ -138,7 +99,7 @@ fn publish_then_tail_from_the_start() {
     let _ = tail.kill();
     let _ = tail.wait();
 
-    let r = cli(&base, &["tail", "nope.v1"], "").expect_code(2);
+    let r = run_against(&base, &["tail", "nope.v1"], "").expect_code(2);
     assert!(r.stderr.contains("topic-not-found"), "{}", r.stderr);
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

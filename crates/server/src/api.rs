@@ -220,7 +220,46 @@ async fn describe_topic(
     Path(topic): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     let topic = topic_name(&topic)?;
-    Ok(Json(topic_json(&s.journal.describe_topic(&topic).await?)))
+    let info = s.journal.describe_topic(&topic).await?;
+    let mut v = topic_json(&info);
+    if let Some(bus) = &s.options.bus {
+        v["subscriptions"] = Value::Array(subscription_lag(bus, &info).await?);
+    }
+    Ok(Json(v))
+}
+
+/// Each subscription reading the topic: how many of its events it has not read yet.
+async fn subscription_lag(
+    bus: &switchyard_bus::Bus,
+    info: &switchyard_journal::TopicInfo,
+) -> Result<Vec<Value>, Problem> {
+    let mut out = Vec::new();
+    for sub in bus.list().await? {
+        if !sub.spec.topics.iter().any(|t| t == info.name.as_str()) {
+            continue;
+        }
+        let name = &sub.spec.name;
+        let cursors = bus.store().cursors(name).await?;
+        let lag: u64 = info
+            .partitions
+            .iter()
+            .map(|p| {
+                let at = cursors
+                    .iter()
+                    .find(|c| c.topic == info.name.as_str() && c.partition == p.partition)
+                    .map_or(0, |c| c.offset);
+                p.next_offset.saturating_sub(at.max(p.first_offset))
+            })
+            .sum();
+        let stats = bus.store().stats(name).await?;
+        out.push(json!({
+            "name": name,
+            "lag": lag,
+            "in-flight": stats.in_flight,
+            "parked": stats.parked,
+        }));
+    }
+    Ok(out)
 }
 
 async fn put_topic(

@@ -241,6 +241,13 @@ async fn every_event_is_delivered_or_parked_in_key_order() {
         }
     }
 
+    // The topic shows the subscription's lag.
+    let (_, topic) = s.get("/v1/topics/orders.v1").await;
+    assert_eq!(
+        topic["subscriptions"],
+        json!([{"name": "shipping", "lag": 0, "in-flight": 0, "parked": bad.len()}])
+    );
+
     // A parked event can be retried (now accepted) or discarded.
     sub.accept_all
         .store(true, std::sync::atomic::Ordering::SeqCst);

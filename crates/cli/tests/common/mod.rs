@@ -97,3 +97,50 @@ pub fn path_of(v: &serde_json::Value, base: &Path) -> PathBuf {
     let p = PathBuf::from(v.as_str().expect("path string"));
     if p.is_absolute() { p } else { base.join(p) }
 }
+
+/// A running `switchyard serve` on `listen` (port 0: a free one), its base URL, and its
+/// stderr (kept open while the server runs: a closed pipe would fail its last lines).
+pub fn start_server(
+    data: &str,
+    listen: &str,
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data", data, "--listen", listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("first line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, base, stderr)
+}
+
+/// Runs `switchyard ARGS` against the server at `base` (SWITCHYARD_URL).
+pub fn run_against(base: &str, args: &[&str], stdin: &str) -> Run {
+    let mut c = Command::new(BIN)
+        .args(args)
+        .env("SWITCHYARD_URL", base)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    Run::from(c.wait_with_output().expect("wait for switchyard"))
+}
