@@ -67,6 +67,7 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     /// Turns true when the server shuts down: live streams end.
     pub stop: watch::Receiver<bool>,
+    pub schemas: Arc<crate::schemas::Schemas>,
 }
 
 /// The API's router. `stop` turning true ends live streams (for graceful shutdown).
@@ -79,6 +80,7 @@ pub fn router(journal: Arc<dyn Journal>, options: Options, stop: watch::Receiver
         options: Arc::new(options),
         metrics: Arc::new(Metrics::default()),
         stop,
+        schemas: Arc::default(),
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -224,6 +226,8 @@ async fn describe_topic(
     let mut v = topic_json(&info);
     if let Some(bus) = &s.options.bus {
         v["subscriptions"] = Value::Array(subscription_lag(bus, &info).await?);
+        v["schemas"] =
+            serde_json::to_value(bus.store().schemas(topic.as_str()).await?).unwrap_or_default();
     }
     Ok(Json(v))
 }
@@ -271,13 +275,37 @@ async fn put_topic(
     let topic = topic_name(&topic)?;
     let raw = body(raw)?;
     require_json(&headers, &raw)?;
-    let config: TopicConfig = if raw.iter().all(u8::is_ascii_whitespace) {
-        TopicConfig::default()
+    let mut settings: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        json!({})
     } else {
-        serde_json::from_slice(&raw).map_err(|e| {
-            Problem::bad_request("invalid-topic-config", format!("topic settings: {e}"))
-        })?
+        serde_json::from_slice(&raw)
+            .map_err(|e| Problem::bad_request("malformed-json", format!("body is not JSON: {e}")))?
     };
+    // `schemas` belongs to the server (kept in the store), the rest to the journal.
+    let schemas = match settings.as_object_mut().map(|m| m.remove("schemas")) {
+        Some(Some(v)) => {
+            let map: switchyard_store::EventSchemas = serde_json::from_value(v).map_err(|_| {
+                Problem::bad_request(
+                    "invalid-schema",
+                    "`schemas` maps event types to JSON Schemas",
+                )
+                .at("/schemas")
+            })?;
+            crate::schemas::compile(&map)?;
+            if s.options.bus.is_none() {
+                return Err(Problem::bad_request(
+                    "schemas-unavailable",
+                    "this server runs without a store: event schemas are off",
+                )
+                .at("/schemas"));
+            }
+            Some(map)
+        }
+        _ => None,
+    };
+    let config: TopicConfig = serde_json::from_value(settings).map_err(|e| {
+        Problem::bad_request("invalid-topic-config", format!("topic settings: {e}"))
+    })?;
     config
         .validate()
         .map_err(|e| Problem::bad_request("invalid-topic-config", e.to_string()).at(e.field))?;
@@ -292,6 +320,10 @@ async fn put_topic(
             s.journal.update_topic(&topic, config).await?,
         ),
     };
+    if let (Some(map), Some(bus)) = (schemas, &s.options.bus) {
+        bus.store().put_schemas(topic.as_str(), map).await?;
+        s.schemas.forget(topic.as_str());
+    }
     Ok((status, Json(topic_json(&info))).into_response())
 }
 
@@ -318,6 +350,12 @@ async fn delete_topic(
 ) -> Result<StatusCode, Problem> {
     let topic = topic_name(&topic)?;
     s.journal.delete_topic(&topic).await?;
+    if let Some(bus) = &s.options.bus {
+        bus.store()
+            .put_schemas(topic.as_str(), Default::default())
+            .await?;
+        s.schemas.forget(topic.as_str());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -394,6 +432,10 @@ async fn publish(
     };
     let expectation = expectation(&headers, &events)?;
     let info = s.journal.describe_topic(&topic).await?;
+    if let Some(bus) = &s.options.bus {
+        let compiled = s.schemas.for_topic(&**bus.store(), topic.as_str()).await?;
+        crate::schemas::check(&compiled, &events, essence == BATCH)?;
+    }
     let partitions = info.partitions.len() as Partition;
 
     // Group by partition, keeping each event's place in the answer.

@@ -16,6 +16,7 @@ pub mod cloudevents;
 mod metrics;
 pub mod position;
 pub mod problem;
+mod schemas;
 mod stream;
 mod subs;
 

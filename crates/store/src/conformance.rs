@@ -62,6 +62,57 @@ pub async fn run_all(store: Arc<dyn Store>) {
     subscriptions_are_isolated(&*store, &unique_prefix("isolated")).await;
     concurrent_enqueue_and_ack(store.clone(), &unique_prefix("concurrent")).await;
     concurrent_duplicate_enqueues_insert_once(store.clone(), &unique_prefix("race")).await;
+    event_schemas_are_replaced_whole(&*store, &unique_prefix("schemas")).await;
+}
+
+/// Schemas per topic: put replaces them all, an empty map removes them, topics are
+/// separate, and bad names or shapes change nothing.
+pub async fn event_schemas_are_replaced_whole(store: &dyn Store, prefix: &str) {
+    let topic = format!("{prefix}.events");
+    let other = format!("{prefix}.other");
+    let mut first = crate::EventSchemas::new();
+    first.insert("order.placed".into(), serde_json::json!({"type": "object"}));
+    first.insert("order.paid".into(), serde_json::json!(true));
+    ok(
+        store.put_schemas(&topic, first.clone()).await,
+        "put schemas",
+    );
+    assert_eq!(ok(store.schemas(&topic).await, "schemas"), first);
+    assert!(ok(store.schemas(&other).await, "other topic").is_empty());
+    let mut second = crate::EventSchemas::new();
+    second.insert(
+        "order.shipped".into(),
+        serde_json::json!({"required": ["id"]}),
+    );
+    ok(store.put_schemas(&topic, second.clone()).await, "replace");
+    assert_eq!(ok(store.schemas(&topic).await, "replaced"), second);
+    let mut bad = second.clone();
+    bad.insert("order.lost".into(), serde_json::json!("not a schema"));
+    assert_invalid(
+        store.put_schemas(&topic, bad).await,
+        "schemas.order.lost",
+        "string schema",
+    );
+    let mut unnamed = crate::EventSchemas::new();
+    unnamed.insert(String::new(), serde_json::json!({}));
+    assert_invalid(
+        store.put_schemas(&topic, unnamed).await,
+        "schemas",
+        "empty type",
+    );
+    assert_invalid(
+        store
+            .put_schemas("bad topic", crate::EventSchemas::new())
+            .await,
+        "topic",
+        "bad topic",
+    );
+    assert_eq!(ok(store.schemas(&topic).await, "unchanged"), second);
+    ok(
+        store.put_schemas(&topic, crate::EventSchemas::new()).await,
+        "remove",
+    );
+    assert!(ok(store.schemas(&topic).await, "removed").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

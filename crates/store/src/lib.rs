@@ -188,4 +188,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts of in-flight and parked deliveries, and the latest error.
     async fn stats(&self, subscription: &str) -> Result<SubscriptionStats>;
+
+    // ---- event schemas ----
+
+    /// Replaces every JSON Schema of `topic` (event type -> schema, a JSON object or
+    /// boolean); an empty map removes them. The store checks names and shapes, not the
+    /// schemas' meaning (the server compiles them before it calls this).
+    async fn put_schemas(&self, topic: &str, schemas: EventSchemas) -> Result<()>;
+
+    /// The JSON Schemas of `topic`'s event types (empty when it has none).
+    async fn schemas(&self, topic: &str) -> Result<EventSchemas>;
 }
+
+/// Event type -> JSON Schema, for one topic.
+pub type EventSchemas = std::collections::BTreeMap<String, serde_json::Value>;

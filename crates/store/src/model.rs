@@ -246,6 +246,33 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a topic's event schemas: valid topic, event types of 1 to [`MAX_TYPE_LEN`]
+/// characters, at most [`MAX_FILTERS`] of them, each schema a JSON object or boolean.
+pub(crate) fn validate_schemas(topic: &str, schemas: &crate::EventSchemas) -> Result<()> {
+    validate_topic("topic", topic)?;
+    if schemas.len() > MAX_FILTERS {
+        return Err(Error::invalid(
+            "schemas",
+            format!("at most {MAX_FILTERS} event types may have a schema"),
+        ));
+    }
+    for (t, schema) in schemas {
+        if t.is_empty() || t.len() > MAX_TYPE_LEN {
+            return Err(Error::invalid(
+                "schemas",
+                format!("event type {t:?} must be 1 to {MAX_TYPE_LEN} characters"),
+            ));
+        }
+        if !(schema.is_object() || schema.is_boolean()) {
+            return Err(Error::invalid(
+                format!("schemas.{t}"),
+                "a JSON Schema is an object or a boolean",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_topic(field: &str, topic: &str) -> Result<()> {
     TopicName::new(topic)
         .map(drop)

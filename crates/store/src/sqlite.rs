@@ -133,7 +133,13 @@ impl SqliteStore {
     /// Reads every table once, so that a database whose tables exist but are not ours (or
     /// are damaged) is reported at open rather than at the first operation.
     async fn check_readable(&self) -> Result<()> {
-        for table in ["subscriptions", "cursors", "deliveries", "parked"] {
+        for table in [
+            "subscriptions",
+            "cursors",
+            "deliveries",
+            "parked",
+            "event_schemas",
+        ] {
             sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.reader)
                 .await
@@ -1018,5 +1024,60 @@ impl Store for SqliteStore {
             last_error: col(&row, "last_error", table, subscription)?,
             last_error_at_ms: col(&row, "last_error_at_ms", table, subscription)?,
         })
+    }
+
+    async fn put_schemas(&self, topic: &str, schemas: crate::EventSchemas) -> Result<()> {
+        const OP: &str = "put_schemas";
+        crate::model::validate_schemas(topic, &schemas)?;
+        let mut tx = self.write(OP).await?;
+        sqlx::query("DELETE FROM event_schemas WHERE topic = ?")
+            .bind(topic)
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+        for (event_type, schema) in &schemas {
+            sqlx::query(
+                "INSERT INTO event_schemas (topic, event_type, schema_json) VALUES (?, ?, ?)",
+            )
+            .bind(topic)
+            .bind(event_type)
+            .bind(schema.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(())
+    }
+
+    async fn schemas(&self, topic: &str) -> Result<crate::EventSchemas> {
+        const OP: &str = "schemas";
+        crate::model::validate_schemas(topic, &crate::EventSchemas::new())?;
+        let mut tx = self.read(OP).await?;
+        let rows = sqlx::query(
+            "SELECT event_type, schema_json FROM event_schemas WHERE topic = ? \
+             ORDER BY event_type",
+        )
+        .bind(topic)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        let mut out = crate::EventSchemas::new();
+        for row in rows {
+            let key = format!(
+                "{topic} {}",
+                row.try_get::<String, _>("event_type").unwrap_or_default()
+            );
+            let event_type: String = col(&row, "event_type", "event_schemas", &key)?;
+            let text: String = col(&row, "schema_json", "event_schemas", &key)?;
+            let schema = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                table: "event_schemas",
+                key: key.clone(),
+                reason: format!("column `schema_json` is not JSON: {e}"),
+            })?;
+            out.insert(event_type, schema);
+        }
+        Ok(out)
     }
 }
