@@ -1,8 +1,9 @@
 //! `switchyard-bench`: Switchyard's benchmarks, measured side by side with peers in the same
-//! run. Each suite is a subcommand (`journal` now; `sdk`, `bus`, ... as those crates land)
+//! run. Each suite is a subcommand (`journal`, `bus`; `sdk`, ... as those crates land)
 //! built from the shared pieces: the closed-loop [`load`] driver, the [`report`] table / JSON
 //! lines, and peer servers such as [`nats_server`].
 
+mod bus;
 mod env;
 mod ids;
 mod journal;
@@ -52,6 +53,10 @@ enum Suite {
     /// journal, then of NATS JetStream file storage (default sync and sync_interval: always),
     /// for 256 B and 4 KiB records, 1 and 64 appenders.
     Journal(journal::Args),
+    /// Publish throughput and publish-to-ack latency (p50, p99) of Switchyard's HTTP API
+    /// (batched CloudEvents, durability always and os), then of NATS JetStream publish over
+    /// its own protocol (default sync and sync_interval: always), 256 B events, 16 publishers.
+    Bus(bus::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +76,7 @@ fn main() -> std::process::ExitCode {
         let suite = async {
             match cli.suite {
                 Suite::Journal(args) => journal::run(args).await,
+                Suite::Bus(args) => bus::run(args).await,
             }
         };
         // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.

@@ -1,5 +1,6 @@
 //! Results: one row per case, printed as it completes, as a table or as JSON lines.
 
+use crate::load::Measured;
 use serde::Serialize;
 use std::io::Write as _;
 
@@ -14,6 +15,10 @@ pub struct CaseResult {
     pub payload_bytes: usize,
     pub appenders: usize,
     pub in_flight_per_appender: usize,
+    /// Events per operation when an operation carries a batch (the `bus` suite's HTTP
+    /// publishes); absent when every operation is one event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_op: Option<usize>,
     /// Acknowledged events in the measured window (of the median repeat).
     pub events: u64,
     /// Length of the measured window (of the median repeat).
@@ -27,6 +32,51 @@ pub struct CaseResult {
     pub repeats: usize,
     /// Each repeat's events/s, in the order run (the first starts with a cold process).
     pub repeat_events_per_s: Vec<f64>,
+}
+
+/// What a case is, before it is measured.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub suite: &'static str,
+    pub case: String,
+    pub system: &'static str,
+    pub durability: String,
+    pub payload_bytes: usize,
+    pub appenders: usize,
+    pub in_flight_per_appender: usize,
+    pub events_per_op: Option<usize>,
+}
+
+impl CaseResult {
+    /// The case's result over its repeats: the median repeat by throughput gives events and
+    /// seconds; latencies and CPU are medians over repeats. `None` without any repeat.
+    pub fn from_runs(case: Case, runs: &[Measured]) -> Option<CaseResult> {
+        let eps = median(runs.iter().map(Measured::events_per_s).collect());
+        let mid = runs.iter().min_by(|a, b| {
+            (a.events_per_s() - eps)
+                .abs()
+                .total_cmp(&(b.events_per_s() - eps).abs())
+        })?;
+        Some(CaseResult {
+            suite: case.suite,
+            case: case.case,
+            system: case.system,
+            durability: case.durability,
+            payload_bytes: case.payload_bytes,
+            appenders: case.appenders,
+            in_flight_per_appender: case.in_flight_per_appender,
+            events_per_op: case.events_per_op,
+            events: mid.events,
+            seconds: mid.seconds,
+            events_per_s: eps,
+            p50_us: median(runs.iter().map(|m| m.quantile_us(0.5)).collect()),
+            p99_us: median(runs.iter().map(|m| m.quantile_us(0.99)).collect()),
+            max_us: median(runs.iter().map(Measured::max_us).collect()),
+            cpu_cores: median(runs.iter().map(|m| m.cpu_cores).collect()),
+            repeats: runs.len(),
+            repeat_events_per_s: runs.iter().map(Measured::events_per_s).collect(),
+        })
+    }
 }
 
 /// Prints results as they come.

@@ -356,3 +356,140 @@ async fn bad_subscriptions_are_refused_and_unknown_ones_are_404() {
     assert_eq!(list["subscriptions"], json!([]));
     s.stop().await;
 }
+
+/// Connection resets and timeouts are retried; after `max-attempts` the event parks with
+/// the reason; pointing the subscription elsewhere restarts delivery there; `deliverat`
+/// holds an event back until its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_timeouts_retry_then_park_and_deliverat_waits() {
+    // A "subscriber" that accepts connections and drops them at once.
+    let rude = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let rude_url = format!("http://{}/hook", rude.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = rude.accept().await {
+            drop(sock);
+        }
+    });
+    let s = Server::with_bus(
+        Default::default(),
+        switchyard_bus::BusOptions {
+            push_timeout: Duration::from_millis(300),
+            poll: Duration::from_millis(20),
+            ..Default::default()
+        },
+    )
+    .await;
+    s.topic("t.v1", json!({})).await;
+    let spec = |endpoint: &str| {
+        json!({"topics": ["t.v1"], "endpoint": endpoint,
+               "retry": {"initial-backoff-ms": 10, "max-backoff-ms": 20, "max-attempts": 3,
+                         "max-age-ms": 60000, "multiplier": 2.0, "jitter": 0.0}})
+    };
+    let r = s
+        .client
+        .put(s.url("/v1/subscriptions/s1"))
+        .json(&spec(&rude_url))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    s.publish("t.v1", &event("r-1", "k", json!(1))).await;
+    let v = settle(&s, "s1").await;
+    assert_eq!(v["parked"], json!(1), "{v}");
+    let (_, parked) = s.get("/v1/subscriptions/s1/parked").await;
+    let p = &parked["parked"][0];
+    assert_eq!(p["attempts"], json!(3), "{p}");
+    assert!(
+        p["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("gave up after 3 attempt(s)"),
+        "{p}"
+    );
+
+    // A subscriber that is slow on first attempts (timeouts), then answers.
+    let (sub, good_url) = subscriber().await;
+    let slow = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let slow_app = {
+        let slow = slow.clone();
+        let good = good_url.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let slow = slow.clone();
+                let good = good.clone();
+                async move {
+                    let id = headers
+                        .get("ce-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    if slow.lock().expect("lock").insert(id) {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    // Forward to the recording subscriber.
+                    let mut req = reqwest::Client::new().post(&good).body(body);
+                    for (k, v) in &headers {
+                        if k.as_str().starts_with("ce-") {
+                            req = req.header(k, v);
+                        }
+                    }
+                    let code = req.send().await.map(|r| r.status().as_u16()).unwrap_or(500);
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            }),
+        )
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let slow_url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, slow_app).await });
+    let r = s
+        .client
+        .put(s.url("/v1/subscriptions/s1"))
+        .json(&spec(&slow_url))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(r.status(), 200);
+    let key = parked["parked"][0]["key"].clone();
+    let r = s
+        .client
+        .post(s.url("/v1/subscriptions/s1/parked/retry"))
+        .json(
+            &json!({"topic": key["topic"], "partition": key["partition"], "offset": key["offset"]}),
+        )
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(r.status(), 204);
+    // Delayed: not before its time.
+    let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    let mut delayed = event("later-1", "k2", json!(2));
+    delayed["deliverat"] = json!(
+        at.format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    );
+    let published = Instant::now();
+    let (st, _) = s.publish("t.v1", &delayed).await;
+    assert_eq!(st, 200);
+    let v = settle(&s, "s1").await;
+    assert_eq!(v["parked"], json!(0), "{v}");
+    let hits = sub.hits.lock().expect("lock").clone();
+    let ids: Vec<&str> = hits
+        .iter()
+        .filter(|h| h.status == 200)
+        .map(|h| h.id.as_str())
+        .collect();
+    assert!(ids.contains(&"r-1") && ids.contains(&"later-1"), "{ids:?}");
+    let later = hits.iter().find(|h| h.id == "later-1").expect("delivered");
+    assert!(
+        later.at.duration_since(published) >= Duration::from_millis(1400),
+        "delivered {:?} after publishing, before its deliverat",
+        later.at.duration_since(published)
+    );
+    s.stop().await;
+}

@@ -7,13 +7,13 @@
 //! outstanding. Cases: payload 256 B and 4096 B x durability x 1 and 64 appenders.
 
 mod file;
-mod nats;
+pub(crate) mod nats;
 
 use crate::env;
 use crate::load::{self, Load, Measured};
 use crate::nats_server::{self, NatsBinary};
-use crate::report::{CaseResult, Reporter, median, thousands};
-use anyhow::Result;
+use crate::report::{Case, CaseResult, Reporter, thousands};
+use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use switchyard_journal::Durability;
@@ -265,18 +265,7 @@ where
                 runs.push(m);
             }
             let (durability, system) = label;
-            // The median repeat by throughput gives events and seconds; latencies and CPU are
-            // medians over repeats.
-            let eps = median(runs.iter().map(Measured::events_per_s).collect());
-            let mid = runs
-                .iter()
-                .min_by(|a, b| {
-                    (a.events_per_s() - eps)
-                        .abs()
-                        .total_cmp(&(b.events_per_s() - eps).abs())
-                })
-                .expect("at least one repeat");
-            let r = CaseResult {
+            let case = Case {
                 suite: SUITE,
                 case: format!(
                     "append-{payload}B-{durability}-{appenders}x{}",
@@ -287,16 +276,9 @@ where
                 payload_bytes: payload,
                 appenders,
                 in_flight_per_appender: load.in_flight,
-                events: mid.events,
-                seconds: mid.seconds,
-                events_per_s: eps,
-                p50_us: median(runs.iter().map(|m| m.quantile_us(0.5)).collect()),
-                p99_us: median(runs.iter().map(|m| m.quantile_us(0.99)).collect()),
-                max_us: median(runs.iter().map(Measured::max_us).collect()),
-                cpu_cores: median(runs.iter().map(|m| m.cpu_cores).collect()),
-                repeats: runs.len(),
-                repeat_events_per_s: runs.iter().map(Measured::events_per_s).collect(),
+                events_per_op: None,
             };
+            let r = CaseResult::from_runs(case, &runs).context("a case ran no repeat")?;
             out.row(&r)?;
             results.push(r);
         }

@@ -1,0 +1,376 @@
+//! `switchyard-bench bus`: publish throughput and publish-to-ack latency of Switchyard's HTTP
+//! API (in process, over loopback), then of NATS JetStream over its own protocol, with the
+//! same closed-loop workload.
+//!
+//! Workload: one topic (stream) with one partition; `publishers` tasks. A Switchyard
+//! publisher keeps `in_flight` POSTs of `batch` CloudEvents (batch mode, each event with a
+//! 26-character ULID-like id and `payload` bytes of text data) outstanding on one shared,
+//! pooled HTTP/1.1 client. A NATS publisher keeps `in_flight × batch` single-message async
+//! publishes of `payload` bytes pending (the same events outstanding), through the
+//! `journal` suite's NATS source (`Nats-Msg-Id` set, one shared connection).
+//! Durability pairs: Switchyard `always` with NATS `sync_interval: always`, Switchyard `os`
+//! with NATS's default sync.
+
+mod http;
+
+use crate::env;
+use crate::journal::SystemArg;
+use crate::journal::nats;
+use crate::load::{Load, Measured};
+use crate::nats_server::{self, NatsBinary};
+use crate::report::{Case, CaseResult, Reporter, thousands};
+use anyhow::{Context as _, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use switchyard_journal::Durability;
+
+/// Arguments of `switchyard-bench bus`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Short fixed durations: one repeat of 1 s per case after a 0.25 s warm-up; the whole
+    /// suite, peer included, finishes within 60 s.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// One JSON object per case on stdout (notes go to stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds measured per repeat [default: 1 with --quick, else 3].
+    #[arg(long, value_name = "SECONDS")]
+    pub seconds: Option<f64>,
+
+    /// Warm-up seconds before each measurement; the warm-up also lasts until every in-flight
+    /// slot has been acknowledged once [default: 0.25 with --quick, else 1].
+    #[arg(long, value_name = "SECONDS")]
+    pub warmup: Option<f64>,
+
+    /// Repeats per case; the median is reported [default: 1 with --quick, else 3].
+    #[arg(long, value_name = "N")]
+    pub repeats: Option<usize>,
+
+    /// Concurrent publishers (the same number for every system).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub publishers: usize,
+
+    /// Events per HTTP publish request (batch mode).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub batch: usize,
+
+    /// HTTP publish requests each publisher keeps in flight.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub in_flight: usize,
+
+    /// Acks each NATS publisher keeps pending [default: --in-flight × --batch, the same
+    /// events outstanding as over HTTP].
+    #[arg(long, value_name = "N")]
+    pub nats_pending: Option<usize>,
+
+    /// Bytes of each event's data.
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    pub payload: usize,
+
+    /// Switchyard durabilities to run: always, os, interval(<N>ms).
+    #[arg(long, value_name = "DURABILITY", value_delimiter = ',', default_values = ["always", "os"])]
+    pub durability: Vec<Durability>,
+
+    /// Run only one system.
+    #[arg(long, value_enum)]
+    pub only: Option<SystemArg>,
+
+    /// Directory for benchmark data [default: $TMPDIR, or ~/.cache/switchyard-bench when
+    /// $TMPDIR is tmpfs]. Must be on the disk being measured.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The nats-server binary [default: $SWITCHYARD_NATS_SERVER, pip's scripts directory,
+    /// then $PATH; version 2.10 or later].
+    #[arg(long, value_name = "PATH")]
+    pub nats_server: Option<PathBuf>,
+}
+
+const SUITE: &str = "bus";
+
+struct Plan {
+    load: Load,
+    repeats: usize,
+    /// Start no case after this instant (the --quick time budget).
+    start_by: Option<Instant>,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(
+        (1..=1024).contains(&args.publishers),
+        "--publishers must be within 1..=1024"
+    );
+    anyhow::ensure!(
+        (1..=10_000).contains(&args.batch),
+        "--batch must be within 1..=10000 (the server's default batch limit)"
+    );
+    anyhow::ensure!(args.in_flight >= 1, "--in-flight must be at least 1");
+    anyhow::ensure!(args.payload >= 1, "--payload must be at least 1 byte");
+    let nats_pending = args.nats_pending.unwrap_or(args.in_flight * args.batch);
+    anyhow::ensure!(nats_pending >= 1, "--nats-pending must be at least 1");
+    let secs = |v: Option<f64>, quick: f64, full: f64, name: &str| -> Result<Duration> {
+        let s = v.unwrap_or(if args.quick { quick } else { full });
+        anyhow::ensure!(
+            s.is_finite() && s >= 0.0,
+            "{name} must be a non-negative number of seconds"
+        );
+        Ok(Duration::from_secs_f64(s))
+    };
+    let measure = secs(args.seconds, 1.0, 3.0, "--seconds")?;
+    anyhow::ensure!(!measure.is_zero(), "--seconds must be more than 0");
+    let warmup = secs(args.warmup, 0.25, 1.0, "--warmup")?;
+    let repeats = args.repeats.unwrap_or(if args.quick { 1 } else { 3 });
+    anyhow::ensure!(repeats >= 1, "--repeats must be at least 1");
+    let plan = Plan {
+        load: Load {
+            appenders: args.publishers,
+            in_flight: args.in_flight,
+            warmup,
+            measure,
+            max_warmup: warmup + Duration::from_secs(if args.quick { 6 } else { 30 }),
+            max_measure: measure + Duration::from_secs(if args.quick { 6 } else { 30 }),
+            drain: true,
+        },
+        repeats,
+        // --quick must finish within 60 s: start no case after 40 s (a case takes at most
+        // ~15 s; four cases normally take about 10 s together).
+        start_by: args.quick.then(|| Instant::now() + Duration::from_secs(40)),
+    };
+    let shape = http::Shape {
+        batch: args.batch,
+        payload: args.payload,
+    };
+
+    let (base, fs) = env::data_base_dir(args.data_dir.as_deref())?;
+    let mut out = Reporter::new(args.json);
+    out.note(&format!(
+        "switchyard-bench bus{}: {} s measured per repeat after >= {} s warm-up, median of {} \
+         repeat(s); {} publishers; {} B of data per event; 1 partition; data in {} ({fs}); \
+         {} CPU(s)",
+        if args.quick { " --quick" } else { "" },
+        measure.as_secs_f64(),
+        warmup.as_secs_f64(),
+        repeats,
+        args.publishers,
+        args.payload,
+        base.display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    ))?;
+    out.note(&format!(
+        "switchyard: the HTTP API in this process (file journal), one pooled HTTP/1.1 \
+         keep-alive client; each publisher keeps {} POSTs of {} CloudEvents in flight \
+         (application/cloudevents-batch+json, unique ids); events/s = acknowledged batches/s \
+         x {}; p50/p99 are per request",
+        args.in_flight, args.batch, args.batch
+    ))?;
+    out.note(
+        "columns: events/s acknowledged; p50/p99 publish-to-ack latency; cpu = CPU cores busy \
+         during the window (bench process with the in-process server, plus the peer's server \
+         process); appenders = publishers",
+    )?;
+
+    let mut results = Vec::new();
+    if args.only != Some(SystemArg::Nats) {
+        for &durability in &args.durability {
+            let case = Case {
+                suite: SUITE,
+                case: format!(
+                    "publish-http-{}B-{durability}-{}x{}-batch{}",
+                    args.payload, args.publishers, args.in_flight, args.batch
+                ),
+                system: http::SYSTEM,
+                durability: durability.to_string(),
+                payload_bytes: args.payload,
+                appenders: args.publishers,
+                in_flight_per_appender: args.in_flight,
+                events_per_op: Some(args.batch),
+            };
+            measure_case(&plan, &mut out, &mut results, case, |load| {
+                http::run_once(&base, durability, shape, load)
+            })
+            .await?;
+        }
+    }
+    if args.only != Some(SystemArg::Switchyard) {
+        match nats_server::find(args.nats_server.as_deref()) {
+            Err(why) => out.note(&format!("note: skipping NATS JetStream: {why}"))?,
+            Ok(bin) => {
+                let nats_plan = Plan {
+                    load: Load {
+                        in_flight: nats_pending,
+                        ..plan.load
+                    },
+                    ..plan
+                };
+                run_nats(
+                    &nats_plan,
+                    &bin,
+                    &base,
+                    args.payload,
+                    &mut out,
+                    &mut results,
+                )
+                .await?
+            }
+        }
+    }
+    summarize(&out, &results)?;
+    out.note(
+        "note: skipped publish-to-push-delivery latency at 1,000 events/s: push subscriptions \
+         are not implemented yet, so there is nothing to measure (no figure is reported)",
+    )?;
+    Ok(())
+}
+
+async fn run_nats(
+    plan: &Plan,
+    bin: &NatsBinary,
+    base: &Path,
+    payload: usize,
+    out: &mut Reporter,
+    results: &mut Vec<CaseResult>,
+) -> Result<()> {
+    out.note(&format!(
+        "nats-jetstream: {} ({}), file storage, 1 replica, a private server per repeat on a \
+         free loopback port; all publishers share one connection; async publish of single \
+         {payload} B messages with {} acks pending per publisher, Nats-Msg-Id set (dedup \
+         window 2 min)",
+        bin.path.display(),
+        bin.version,
+        plan.load.in_flight
+    ))?;
+    // `always` first: the slowest to measure, and the comparison that matters most.
+    for sync in [nats_server::Sync::Always, nats_server::Sync::Default] {
+        let durability = nats::durability_label(sync);
+        let case = Case {
+            suite: SUITE,
+            case: format!(
+                "publish-nats-{payload}B-{durability}-{}x{}",
+                plan.load.appenders, plan.load.in_flight
+            ),
+            system: nats::SYSTEM,
+            durability: durability.to_string(),
+            payload_bytes: payload,
+            appenders: plan.load.appenders,
+            in_flight_per_appender: plan.load.in_flight,
+            events_per_op: None,
+        };
+        measure_case(plan, out, results, case, |load| {
+            nats::run_once(bin, base, sync, nats::Connections::Shared, payload, load)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `case` `plan.repeats` times with `once`, reporting the medians.
+async fn measure_case<F, Fut>(
+    plan: &Plan,
+    out: &mut Reporter,
+    results: &mut Vec<CaseResult>,
+    case: Case,
+    once: F,
+) -> Result<()>
+where
+    F: Fn(Load) -> Fut,
+    Fut: std::future::Future<Output = Result<Measured>>,
+{
+    if plan.start_by.is_some_and(|t| Instant::now() > t) {
+        out.note(&format!(
+            "note: skipped {} ({}): over the --quick time budget",
+            case.case, case.system
+        ))?;
+        return Ok(());
+    }
+    let mut runs = Vec::with_capacity(plan.repeats);
+    for _ in 0..plan.repeats {
+        let m = once(plan.load)
+            .await
+            .with_context(|| format!("{} ({})", case.case, case.system))?;
+        runs.push(m);
+    }
+    let r = CaseResult::from_runs(case, &runs).context("a case ran no repeat")?;
+    out.row(&r)?;
+    results.push(r);
+    Ok(())
+}
+
+/// The issue's targets: durable publish over HTTP (Switchyard `always`) at least 2x NATS
+/// JetStream with its default sync, and at least 50x NATS with `sync_interval: always`.
+fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
+    let find = |system: &str, durability: &str| {
+        results
+            .iter()
+            .find(|r| r.system == system && r.durability == durability)
+    };
+    out.note("")?;
+    let ratio_line = |ours: &CaseResult, peer: &CaseResult, what: &str, target: Option<f64>| {
+        if peer.events_per_s <= 0.0 {
+            return format!(
+                "{what}: nats-jetstream {} acknowledged nothing inside the window ({:.0} s); \
+                 ratio not computed (NATS acknowledges in bursts: run without --quick, or on a \
+                 quieter machine)",
+                peer.durability, peer.seconds
+            );
+        }
+        let ratio = ours.events_per_s / peer.events_per_s;
+        let verdict = match target {
+            Some(t) => format!(
+                " (target >= {t}x: {})",
+                if ratio >= t { "met" } else { "NOT met" }
+            ),
+            None => " (no target; same durability class)".to_string(),
+        };
+        format!(
+            "{what}: {} / {} events/s = {ratio:.2}x{verdict}",
+            thousands(ours.events_per_s),
+            thousands(peer.events_per_s),
+        )
+    };
+    let durable = find(http::SYSTEM, "always");
+    let fast = find(http::SYSTEM, "os");
+    let nats_default = find(
+        nats::SYSTEM,
+        nats::durability_label(nats_server::Sync::Default),
+    );
+    let nats_always = find(
+        nats::SYSTEM,
+        nats::durability_label(nats_server::Sync::Always),
+    );
+    if let (Some(o), Some(p)) = (durable, nats_default) {
+        out.note(&ratio_line(
+            o,
+            p,
+            "switchyard always over HTTP vs nats-jetstream default sync",
+            Some(2.0),
+        ))?;
+    }
+    if let (Some(o), Some(p)) = (durable, nats_always) {
+        out.note(&ratio_line(
+            o,
+            p,
+            "switchyard always over HTTP vs nats-jetstream sync_interval: always",
+            Some(50.0),
+        ))?;
+    }
+    if let (Some(o), Some(p)) = (fast, nats_default) {
+        out.note(&ratio_line(
+            o,
+            p,
+            "switchyard os over HTTP vs nats-jetstream default sync",
+            None,
+        ))?;
+    }
+    if durable.is_none() || (nats_default.is_none() && nats_always.is_none()) {
+        out.note(
+            "note: the targets need switchyard `always` and a nats-jetstream case; not all \
+             were run",
+        )?;
+    }
+    Ok(())
+}
