@@ -11,6 +11,7 @@
 //! Durability pairs: Switchyard `always` with NATS `sync_interval: always`, Switchyard `os`
 //! with NATS's default sync.
 
+mod delivery;
 mod http;
 
 use crate::env;
@@ -219,11 +220,41 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    if args.only != Some(SystemArg::Nats) {
+        out.note(
+            "publish-to-delivery: single events POSTed at 1,000/s (open loop, durability \
+             always), pushed by a subscription to an HTTP subscriber in this process; latency \
+             from just before the POST to the subscriber's receipt",
+        )?;
+        let case = Case {
+            suite: SUITE,
+            case: "publish-to-delivery".into(),
+            system: http::SYSTEM,
+            durability: "always".into(),
+            payload_bytes: args.payload,
+            appenders: 1,
+            in_flight_per_appender: 0,
+            events_per_op: None,
+        };
+        measure_case(&plan, &mut out, &mut results, case, |load| {
+            delivery::run_once(&base, 1_000, args.payload, load)
+        })
+        .await?;
+    }
     summarize(&out, &results)?;
-    out.note(
-        "note: skipped publish-to-push-delivery latency at 1,000 events/s: push subscriptions \
-         are not implemented yet, so there is nothing to measure (no figure is reported)",
-    )?;
+    if let Some(d) = results.iter().find(|r| r.case == "publish-to-delivery") {
+        out.note(&format!(
+            "publish-to-delivery at 1,000 events/s: p50 {:.0} µs, p99 {:.0} µs (target p99 <= \
+             2,000 µs: {})",
+            d.p50_us,
+            d.p99_us,
+            if d.p99_us <= 2_000.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        ))?;
+    }
     Ok(())
 }
 
@@ -304,9 +335,9 @@ where
 /// JetStream with its default sync, and at least 50x NATS with `sync_interval: always`.
 fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
     let find = |system: &str, durability: &str| {
-        results
-            .iter()
-            .find(|r| r.system == system && r.durability == durability)
+        results.iter().find(|r| {
+            r.system == system && r.durability == durability && r.case != "publish-to-delivery"
+        })
     };
     out.note("")?;
     let ratio_line = |ours: &CaseResult, peer: &CaseResult, what: &str, target: Option<f64>| {
