@@ -6,6 +6,15 @@
 //! with `SQLITE_BUSY`; reads use a small pool of their own and see a consistent snapshot
 //! (each read is one deferred transaction). The schema is created and upgraded at open by
 //! the embedded migrations in `migrations/sqlite/`.
+//!
+//! Two kinds of writes: definitions (subscriptions, schemas) and operator actions (seek,
+//! unpark, discard) commit with `synchronous=FULL`, waiting for the disk; dispatcher progress
+//! (`enqueue`, `advance_cursor`, `ack`, `retry_later`, `park`) commits with
+//! `synchronous=NORMAL`, which survives a crash of the process but may lose the latest
+//! commits on a power loss. That loses nothing: progress is re-derived from the journal
+//! (a lost enqueue rolls back its cursor too, so the records are read again; a lost ack
+//! means one more delivery, which at-least-once allows), and it keeps an fsync off every
+//! delivery's path. A later FULL commit also makes every earlier NORMAL one durable.
 
 use crate::model::clip_error;
 use crate::{
@@ -39,6 +48,8 @@ const KEY_MATCH: &str = "subscription = ? AND topic = ? AND partition_no = ? AND
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// Writes of dispatcher progress: `synchronous=NORMAL` (see the module docs).
+    progress: SqlitePool,
     reader: SqlitePool,
     path: Option<PathBuf>,
 }
@@ -72,6 +83,11 @@ impl SqliteStore {
                 BackendErrorSource::Migrate(e),
             )
         })?;
+        let progress = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
@@ -79,6 +95,7 @@ impl SqliteStore {
             .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
         let store = Self {
             writer,
+            progress,
             reader,
             path: Some(path),
         };
@@ -113,6 +130,7 @@ impl SqliteStore {
             .map_err(|e| open_err("cannot create the schema", BackendErrorSource::Migrate(e)))?;
         Ok(Self {
             writer: pool.clone(),
+            progress: pool.clone(),
             reader: pool,
             path: None,
         })
@@ -126,6 +144,12 @@ impl SqliteStore {
     /// Closes every connection, waiting for operations in progress. Operations after this
     /// fail.
     pub async fn close(&self) {
+        self.progress.close().await;
+        // A checkpoint on the FULL connection makes the progress written without fsync
+        // durable too; if it fails the WAL is still there and replays at the next open.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -154,6 +178,14 @@ impl SqliteStore {
 
     async fn write(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
         self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(be(op))
+    }
+
+    /// A write of dispatcher progress (no fsync at commit; see the module docs).
+    async fn write_progress(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.progress
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(be(op))
@@ -601,7 +633,7 @@ impl Store for SqliteStore {
         validate_name("subscription", subscription)?;
         check_topic(topic)?;
         check_offset(offset)?;
-        let mut tx = self.write(OP).await?;
+        let mut tx = self.write_progress(OP).await?;
         require_subscription(&mut tx, OP, subscription).await?;
         let moved = advance(&mut tx, OP, subscription, topic, partition, offset).await?;
         tx.commit().await.map_err(be(OP))?;
@@ -674,7 +706,7 @@ impl Store for SqliteStore {
                 other => other,
             })?;
         }
-        let mut tx = self.write(OP).await?;
+        let mut tx = self.write_progress(OP).await?;
         require_subscription(&mut tx, OP, subscription).await?;
         let mut inserted = 0;
         for d in &deliveries {
@@ -774,7 +806,7 @@ impl Store for SqliteStore {
     async fn ack(&self, key: &DeliveryKey) -> Result<bool> {
         const OP: &str = "ack";
         validate_key(key)?;
-        let mut tx = self.write(OP).await?;
+        let mut tx = self.write_progress(OP).await?;
         let done = bind_key(
             sqlx::query(&format!("DELETE FROM deliveries WHERE {KEY_MATCH}")),
             key,
@@ -796,7 +828,7 @@ impl Store for SqliteStore {
         const OP: &str = "retry_later";
         validate_key(key)?;
         let error = clip_error(error);
-        let mut tx = self.write(OP).await?;
+        let mut tx = self.write_progress(OP).await?;
         let row = bind_key(
             sqlx::query(&format!(
                 "UPDATE deliveries SET \
@@ -826,7 +858,7 @@ impl Store for SqliteStore {
         const OP: &str = "park";
         validate_key(key)?;
         let reason = clip_error(reason);
-        let mut tx = self.write(OP).await?;
+        let mut tx = self.write_progress(OP).await?;
         let row = bind_key(
             sqlx::query(&format!(
                 "DELETE FROM deliveries WHERE {KEY_MATCH} RETURNING {DELIVERY_COLS}"
