@@ -156,11 +156,43 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+    let mut text = s.metrics.render();
+    if let Some(bus) = &s.options.bus {
+        text.push_str(&subscription_metrics(bus).await);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Per-subscription gauges; a subscription whose stats cannot be read is left out.
+async fn subscription_metrics(bus: &switchyard_bus::Bus) -> String {
+    use std::fmt::Write as _;
+    let Ok(subs) = bus.list().await else {
+        return String::new();
+    };
+    let mut in_flight = String::new();
+    let mut parked = String::new();
+    for sub in subs {
+        let name = &sub.spec.name;
+        if let Ok(st) = bus.store().stats(name).await {
+            // Names are [A-Za-z0-9._-]: nothing to escape in a label value.
+            let _ = writeln!(
+                in_flight,
+                "switchyard_subscription_in_flight{{subscription=\"{name}\"}} {}",
+                st.in_flight
+            );
+            let _ = writeln!(
+                parked,
+                "switchyard_subscription_parked{{subscription=\"{name}\"}} {}",
+                st.parked
+            );
+        }
+    }
+    format!(
+        "# HELP switchyard_subscription_in_flight Deliveries not yet acknowledged (due or waiting for a retry).\n\
+         # TYPE switchyard_subscription_in_flight gauge\n{in_flight}\
+         # HELP switchyard_subscription_parked Deliveries given up on, waiting for a person.\n\
+         # TYPE switchyard_subscription_parked gauge\n{parked}"
     )
-        .into_response()
 }
 
 /// The OpenAPI 3.1 description of this API (`src/openapi.json`).

@@ -241,6 +241,28 @@ async fn every_event_is_delivered_or_parked_in_key_order() {
         }
     }
 
+    // Metrics show the subscription's gauges.
+    let m = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.contains(&format!(
+            "switchyard_subscription_parked{{subscription=\"shipping\"}} {}",
+            bad.len()
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_subscription_in_flight{subscription=\"shipping\"} 0"),
+        "{m}"
+    );
+
     // The topic shows the subscription's lag.
     let (_, topic) = s.get("/v1/topics/orders.v1").await;
     assert_eq!(
