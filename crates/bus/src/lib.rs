@@ -143,6 +143,13 @@ impl Bus {
 
     /// Stops a subscription's dispatcher and deletes it with all its state.
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.stop_dispatcher(name).await;
+        self.store.delete_subscription(name).await
+    }
+
+    /// Stops `name`'s dispatcher, if one runs, and waits for it (attempts in progress
+    /// record their outcome first).
+    async fn stop_dispatcher(&self, name: &str) {
         let old = self
             .running
             .lock()
@@ -152,7 +159,6 @@ impl Bus {
             let _ = old.stop.send(true);
             let _ = old.task.await;
         }
-        self.store.delete_subscription(name).await
     }
 
     pub async fn get(&self, name: &str) -> Result<(Subscription, SubscriptionStats), StoreError> {
@@ -194,15 +200,7 @@ impl Bus {
         offset: u64,
     ) -> Result<u64, StoreError> {
         let sub = self.store.get_subscription(name).await?;
-        let old = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        if let Some(old) = old {
-            let _ = old.stop.send(true);
-            let _ = old.task.await;
-        }
+        self.stop_dispatcher(name).await;
         let dropped = self.store.seek(name, topic, partition, offset).await;
         self.launch(sub);
         dropped

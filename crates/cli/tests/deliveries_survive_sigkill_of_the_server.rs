@@ -63,14 +63,7 @@ fn deliveries_resume_after_sigkill() {
     let n = 200;
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let r = c
-            .put(format!("{base}/v1/topics/jobs.v1"))
-            .header("content-type", "application/json")
-            .body(r#"{"partitions": 2}"#)
-            .send()
-            .await
-            .expect("topic");
-        assert_eq!(r.status(), 201);
+        create_topic(&base, "jobs.v1", r#"{"partitions": 2}"#).await;
         let r = c
             .put(format!("{base}/v1/subscriptions/worker"))
             .json(&serde_json::json!({

@@ -13,16 +13,7 @@ fn publish_then_tail_from_the_start() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .put(format!("{base}/v1/topics/orders.v1"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(r.status(), 201);
-    });
+    rt.block_on(create_topic(&base, "orders.v1", "{}"));
     let r = run_against(
         &base,
         &[

@@ -32,14 +32,7 @@ fn serve_answers_then_stops_on_sigterm() {
         .expect("runtime");
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let r = c
-            .put(format!("{base}/v1/topics/orders.v1"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(r.status(), 201);
+        create_topic(&base, "orders.v1", "{}").await;
         let r = c
             .post(format!("{base}/v1/topics/orders.v1/events"))
             .header("content-type", "application/cloudevents+json")

@@ -29,15 +29,8 @@ fn parked_deliveries_are_listed_retried_and_discarded() {
     let s = Scratch::new();
     let (mut server, base, _stderr) = start_server(s.data_str(), "127.0.0.1:0");
     rt.block_on(async {
+        create_topic(&base, "mail.v1", "{}").await;
         let c = reqwest::Client::new();
-        let r = c
-            .put(format!("{base}/v1/topics/mail.v1"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .expect("topic");
-        assert_eq!(r.status(), 201);
         let r = c
             .put(format!("{base}/v1/subscriptions/mailer"))
             .json(&serde_json::json!({"topics": ["mail.v1"], "endpoint": hook}))

@@ -144,3 +144,15 @@ pub fn run_against(base: &str, args: &[&str], stdin: &str) -> Run {
         .expect("write stdin");
     Run::from(c.wait_with_output().expect("wait for switchyard"))
 }
+
+/// `PUT {base}/v1/topics/{topic}` with `settings` (JSON), expecting 201 Created.
+pub async fn create_topic(base: &str, topic: &str, settings: &str) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/topics/{topic}"))
+        .header("content-type", "application/json")
+        .body(settings.to_string())
+        .send()
+        .await
+        .expect("PUT topic");
+    assert_eq!(r.status(), 201, "creating {topic}");
+}
