@@ -20,7 +20,15 @@ struct Clock {
     /// Send time of each event id published inside the measured window.
     sent: Mutex<HashMap<String, Instant>>,
     latency_ns: Mutex<Option<Histogram<u64>>>,
+    /// POST-to-answer of the same events: the publish (journal fsync included) alone.
+    publish_ns: Mutex<Option<Histogram<u64>>>,
     delivered: Mutex<u64>,
+}
+
+/// What one delivery run measured: the delivery latencies, and the publish part of them.
+pub struct DeliveryRun {
+    pub measured: Measured,
+    pub publish_ns: Histogram<u64>,
 }
 
 async fn receive(
@@ -53,7 +61,7 @@ async fn receive(
 
 /// One repeat at `rate` events/s: warm up for `load.warmup`, measure events sent during
 /// `load.measure`, then wait (up to 30 s) for every measured event to arrive.
-pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Result<Measured> {
+pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Result<DeliveryRun> {
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-delivery-")
         .tempdir_in(base)
@@ -139,6 +147,8 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
                 cpu_at_start = cpu_seconds(None).map(|c| (c, Instant::now()));
                 *clock.latency_ns.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(Histogram::new_with_bounds(1, 600_000_000_000, 3)?);
+                *clock.publish_ns.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Histogram::new_with_bounds(1, 600_000_000_000, 3)?);
             }
             clock
                 .sent
@@ -155,10 +165,21 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
             .header("content-type", "application/cloudevents+json")
             .body(body)
             .send();
+        let (clock2, measured) = (clock.clone(), now >= measure_from);
+        let start = Instant::now();
         publishes.spawn(async move {
             let r = req.await?;
             if !r.status().is_success() {
                 bail!("publish answered {}", r.status());
+            }
+            if measured
+                && let Some(h) = clock2
+                    .publish_ns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+            {
+                let _ = h.record(start.elapsed().as_nanos().max(1) as u64);
             }
             Ok(())
         });
@@ -196,10 +217,19 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
     store.close().await;
     hook_task.abort();
     journal.close().await.context("closing the journal")?;
-    Ok(Measured {
-        events: measured_sent,
-        seconds: load.measure.as_secs_f64(),
-        latency_ns,
-        cpu_cores,
+    let publish_ns = clock
+        .publish_ns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .context("no publish was measured")?;
+    Ok(DeliveryRun {
+        measured: Measured {
+            events: measured_sent,
+            seconds: load.measure.as_secs_f64(),
+            latency_ns,
+            cpu_cores,
+        },
+        publish_ns,
     })
 }

@@ -236,10 +236,38 @@ pub async fn run(args: Args) -> Result<()> {
             in_flight_per_appender: 0,
             events_per_op: None,
         };
-        measure_case(&plan, &mut out, &mut results, case, |load| {
-            delivery::run_once(&base, 1_000, args.payload, load)
+        // The publish part of each repeat, to show where the time goes.
+        let publish_parts = std::sync::Mutex::new(Vec::new());
+        let (base_ref, parts_ref, payload) = (&base, &publish_parts, args.payload);
+        measure_case(&plan, &mut out, &mut results, case, |load| async move {
+            let run = delivery::run_once(base_ref, 1_000, payload, load).await?;
+            parts_ref
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(run.publish_ns);
+            Ok(run.measured)
         })
         .await?;
+        let parts = publish_parts
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if !parts.is_empty() {
+            let q = |p: f64| {
+                crate::report::median(
+                    parts
+                        .iter()
+                        .map(|h| h.value_at_quantile(p) as f64 / 1000.0)
+                        .collect(),
+                )
+            };
+            out.note(&format!(
+                "  of which the publish alone (POST to its answer, journal fsync included): \
+                 p50 {:.0} µs, p99 {:.0} µs; the rest is the subscription's read, store \
+                 writes and the push",
+                q(0.5),
+                q(0.99)
+            ))?;
+        }
     }
     summarize(&out, &results)?;
     if let Some(d) = results.iter().find(|r| r.case == "publish-to-delivery") {
