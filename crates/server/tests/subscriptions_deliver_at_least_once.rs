@@ -515,3 +515,36 @@ async fn resets_and_timeouts_retry_then_park_and_deliverat_waits() {
     );
     s.stop().await;
 }
+
+/// A subscription with a type filter gets only those types, and its cursor still moves past
+/// the others (its lag reaches 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_filter_delivers_only_its_types() {
+    let (sub, url) = subscriber().await;
+    let s = Server::with_bus(Default::default(), fast_bus()).await;
+    s.topic("mixed.v1", json!({})).await;
+    let r = s
+        .client
+        .put(s.url("/v1/subscriptions/picky"))
+        .json(&json!({"topics": ["mixed.v1"], "types": ["wanted"], "endpoint": url}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    for i in 0..10 {
+        let mut e = event(&format!("ok-{i}"), "k", json!(i));
+        e["type"] = json!(if i % 2 == 0 { "wanted" } else { "other" });
+        s.publish("mixed.v1", &e).await;
+    }
+    let v = settle(&s, "picky").await;
+    assert_eq!(v["partitions"][0]["cursor"], json!(10), "{v}");
+    let ids: Vec<String> = sub
+        .hits
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|h| h.id.clone())
+        .collect();
+    assert_eq!(ids, ["ok-0", "ok-2", "ok-4", "ok-6", "ok-8"]);
+    s.stop().await;
+}
