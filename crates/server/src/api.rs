@@ -39,6 +39,10 @@ pub struct Options {
     pub slow_client_timeout: Duration,
     /// Events buffered per stream between the journal and the client.
     pub stream_buffer: usize,
+    /// A connection whose writes have been stuck this long is closed: the last resort for
+    /// a client that does not read at all (a slow one gets `slow_client_timeout`'s `end`
+    /// message first, so keep this longer).
+    pub stalled_write_timeout: Duration,
     /// Bearer tokens; empty means the API is open (see [`crate::auth`]).
     pub tokens: Vec<Token>,
     /// The subscriptions; without it `/v1/subscriptions` answers 503.
@@ -54,6 +58,7 @@ impl Default for Options {
             heartbeat: Duration::from_secs(15),
             slow_client_timeout: Duration::from_secs(30),
             stream_buffer: 1024,
+            stalled_write_timeout: Duration::from_secs(60),
             tokens: Vec::new(),
             bus: None,
         }

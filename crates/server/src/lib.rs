@@ -34,7 +34,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let write_timeout = options.stalled_write_timeout;
     let app = router(journal, options, stop_rx);
+    let listener = StallGuardedListener {
+        inner: listener,
+        write_timeout,
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -42,4 +47,30 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         })
         .await
+}
+
+/// A TCP listener whose connections fail a write that has made no progress for
+/// `write_timeout`: a client that stops reading (a stream it never consumes, a response it
+/// never takes) is disconnected instead of holding its connection and buffers forever.
+/// Idle connections are not affected: the clock only runs while a write is blocked.
+struct StallGuardedListener {
+    inner: tokio::net::TcpListener,
+    write_timeout: std::time::Duration,
+}
+
+impl axum::serve::Listener for StallGuardedListener {
+    type Io = std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = stream.set_nodelay(true);
+        let mut guarded = tokio_io_timeout::TimeoutStream::new(stream);
+        guarded.set_write_timeout(Some(self.write_timeout));
+        (Box::pin(guarded), addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }

@@ -225,3 +225,80 @@ async fn a_slow_client_is_ended_with_a_position_that_loses_nothing() {
     assert_eq!(seen, (0..n as u64).collect::<Vec<_>>());
     s.stop().await;
 }
+
+/// A client that opens a stream and never reads is disconnected once the server's writes to
+/// it have been stuck for `stalled_write_timeout`; its stream is counted closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::with(switchyard_server::Options {
+        stream_buffer: 4,
+        slow_client_timeout: Duration::from_millis(300),
+        stalled_write_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    s.topic("deaf.v1", json!({})).await;
+    let blob = "x".repeat(64 * 1024);
+    for chunk in 0..10 {
+        let batch: Vec<Value> = (0..40)
+            .map(|i| event(&format!("d{chunk}-{i}"), "k", json!({"blob": blob})))
+            .collect();
+        let (st, _) = s
+            .post(
+                "deaf.v1",
+                "application/cloudevents-batch+json",
+                Value::Array(batch).to_string(),
+            )
+            .await;
+        assert_eq!(st, 200);
+    }
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    sock.write_all(
+        format!(
+            "GET /v1/topics/deaf.v1/stream?from=0 HTTP/1.1\r\nhost: {addr}\r\n\
+             accept: application/x-ndjson\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request");
+    let gauge = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchyard_streams_open "))
+            .map(|v| v.trim().to_string())
+    };
+    let metrics = || async {
+        s.client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // The stream opens ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gauge(&metrics().await).as_deref() != Some("1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and is closed by the server while the client still holds its socket unread.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while gauge(&metrics().await).as_deref() != Some("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client that never reads still holds its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(sock);
+    s.stop().await;
+}
