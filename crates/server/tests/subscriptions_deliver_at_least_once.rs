@@ -548,3 +548,61 @@ async fn a_type_filter_delivers_only_its_types() {
     assert_eq!(ids, ["ok-0", "ok-2", "ok-4", "ok-6", "ok-8"]);
     s.stop().await;
 }
+
+/// A subscription whose endpoint is down does not hold up another subscription on the same
+/// topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_subscriber_does_not_hold_up_the_others() {
+    let (healthy, healthy_url) = subscriber().await;
+    // A port with nothing listening: every push is refused.
+    let dead_url = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+        drop(l);
+        url
+    };
+    let s = Server::with_bus(Default::default(), fast_bus()).await;
+    s.topic("shared.v1", json!({"partitions": 2})).await;
+    for (name, url) in [("down", &dead_url), ("up", &healthy_url)] {
+        let r = s
+            .client
+            .put(s.url(&format!("/v1/subscriptions/{name}")))
+            .json(&json!({"topics": ["shared.v1"], "endpoint": url,
+                          "retry": {"initial-backoff-ms": 1000, "max-attempts": 100}}))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), 201);
+    }
+    for i in 0..40 {
+        s.publish(
+            "shared.v1",
+            &event(&format!("e{i}"), &format!("k{}", i % 5), json!(i)),
+        )
+        .await;
+    }
+    let v = settle(&s, "up").await;
+    assert_eq!(v["parked"], json!(0));
+    assert_eq!(
+        healthy
+            .hits
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|h| h.status == 200)
+            .count(),
+        40
+    );
+    let down = status(&s, "down").await;
+    assert_eq!(down["in-flight"], json!(40), "{down}");
+    assert!(
+        down["last-error"]
+            .as_str()
+            .expect("error")
+            .contains("could not reach"),
+        "{down}"
+    );
+    s.stop().await;
+}
