@@ -47,7 +47,11 @@ enum Command {
             curl -X PUT localhost:7400/v1/topics/orders.v1 -H 'content-type: application/json' -d '{\"partitions\":3}'\n  \
             curl localhost:7400/v1/topics/orders.v1/events -H 'content-type: application/cloudevents+json' \\\n    \
             -d '{\"specversion\":\"1.0\",\"id\":\"o-1\",\"source\":\"/shop\",\"type\":\"order.placed\",\"subject\":\"order-1\",\"data\":{\"total\":42}}'\n  \
-            curl -N localhost:7400/v1/topics/orders.v1/stream?from=earliest")]
+            curl -N localhost:7400/v1/topics/orders.v1/stream?from=earliest\n\n\
+            switchyard.toml, table [server] (every key optional): listen, data, max-body-bytes, \
+            max-batch-events, heartbeat-seconds, slow-client-seconds, stalled-write-seconds, and \
+            [[server.tokens]] entries (name, secret-env or secret-file, scopes = publish | read | \
+            admin, topics). The journal and the store (store.sqlite) live in the data directory.")]
     Serve(serve::ServeArgs),
 
     /// Publish an event (or one per line of stdin) to a running server.

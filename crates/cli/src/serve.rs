@@ -39,6 +39,8 @@ struct ServerConfig {
     heartbeat_seconds: Option<u64>,
     /// Seconds a stream waits for a client that does not read before ending it.
     slow_client_seconds: Option<u64>,
+    /// Seconds a connection's writes may stay stuck before it is closed.
+    stalled_write_seconds: Option<u64>,
     /// Bearer tokens. With none, the API is open and listens on loopback only.
     #[serde(default)]
     tokens: Vec<TokenConfig>,
@@ -158,6 +160,9 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     }
     if let Some(v) = config.slow_client_seconds {
         options.slow_client_timeout = Duration::from_secs(v.max(1));
+    }
+    if let Some(v) = config.stalled_write_seconds {
+        options.stalled_write_timeout = Duration::from_secs(v.max(1));
     }
     let journal = FileJournal::open(&data)
         .with_context(|| format!("opening the journal in {}", data.display()))?;
