@@ -48,9 +48,7 @@ impl Default for BusOptions {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    switchyard_types::Timestamp::now().millis()
 }
 
 struct Running {

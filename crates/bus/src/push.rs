@@ -78,7 +78,9 @@ pub fn request(
                 .map_err(|e| format!("the stored event's data_base64 is not base64: {e}"))?,
             "application/octet-stream",
         ),
-        (_, Some(Value::String(s))) if content_type.is_some_and(|ct| !is_json(ct)) => {
+        (_, Some(Value::String(s)))
+            if content_type.is_some_and(|ct| !switchyard_types::is_json_media_type(ct)) =>
+        {
             (s.clone().into_bytes(), "text/plain")
         }
         (_, Some(data)) => (data.to_string().into_bytes(), "application/json"),
@@ -86,16 +88,6 @@ pub fn request(
     };
     r = r.header("content-type", content_type.unwrap_or(default_type));
     Ok(r.body(body))
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// Sends `request` and classifies the answer.
@@ -124,13 +116,7 @@ pub async fn attempt(request: reqwest::RequestBuilder) -> Outcome {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let snippet: String = resp
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect();
+    let snippet = body_snippet(resp).await;
     let error = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
     match status.as_u16() {
         429 | 503 => Outcome::Retry {
@@ -144,6 +130,24 @@ pub async fn attempt(request: reqwest::RequestBuilder) -> Outcome {
         },
     }
 }
+
+/// The start of an error answer's body, for the delivery's `last-error`. At most
+/// [`SNIPPET_BYTES`] are read: a subscriber that answers with an endless or huge body costs
+/// no more memory than one that answers with a line.
+async fn body_snippet(mut resp: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < SNIPPET_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes.truncate(SNIPPET_BYTES);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// How much of an error answer's body is kept.
+const SNIPPET_BYTES: usize = 300;
 
 /// `Retry-After`: delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(v: &str) -> Option<Duration> {

@@ -281,16 +281,8 @@ async fn subscription_lag(
         }
         let name = &sub.spec.name;
         let cursors = bus.store().cursors(name).await?;
-        let lag: u64 = info
-            .partitions
-            .iter()
-            .map(|p| {
-                let at = cursors
-                    .iter()
-                    .find(|c| c.topic == info.name.as_str() && c.partition == p.partition)
-                    .map_or(0, |c| c.offset);
-                p.next_offset.saturating_sub(at.max(p.first_offset))
-            })
+        let lag: u64 = subs::positions(info, &cursors)
+            .map(|(_, _, behind)| behind)
             .sum();
         let stats = bus.store().stats(name).await?;
         out.push(json!({
@@ -369,8 +361,7 @@ fn require_json(headers: &HeaderMap, raw: &Bytes) -> Result<(), Problem> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if raw.is_empty() || essence.eq_ignore_ascii_case("application/json") {
+    if raw.is_empty() || switchyard_types::media_type_essence(ct) == "application/json" {
         Ok(())
     } else {
         Err(Problem::new(
@@ -445,12 +436,7 @@ async fn publish(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = switchyard_types::media_type_essence(ct);
     let events = if essence == BATCH {
         cloudevents::parse_batch(&raw, s.options.max_batch_events)?
     } else if essence == STRUCTURED {
@@ -468,25 +454,24 @@ async fn publish(
         ));
     };
     let expectation = expectation(&headers, &events)?;
-    let info = s.journal.describe_topic(&topic).await?;
+    // The journal picks each event's partition (and answers 404 for an unknown topic)
+    // before anything else looks at the topic.
+    let mut places = Vec::with_capacity(events.len());
+    for e in &events {
+        let choice = match e.partition_key() {
+            Some(k) => PartitionChoice::Key(Bytes::copy_from_slice(k.as_bytes())),
+            None => PartitionChoice::RoundRobin,
+        };
+        places.push(s.journal.choose_partition(&topic, &choice).await?);
+    }
     if let Some(bus) = &s.options.bus {
         let compiled = s.schemas.for_topic(&**bus.store(), topic.as_str()).await?;
         crate::schemas::check(&compiled, &events, essence == BATCH)?;
     }
-    let partitions = info.partitions.len() as Partition;
 
     // Group by partition, keeping each event's place in the answer.
     let mut groups: Vec<(Partition, Vec<usize>, Vec<switchyard_journal::Record>)> = Vec::new();
-    for (i, e) in events.into_iter().enumerate() {
-        let p = match (e.partition_key(), partitions) {
-            (_, 1) => 0,
-            (Some(k), _) => switchyard_types::partition_for_key(k.as_bytes(), partitions),
-            (None, _) => {
-                s.journal
-                    .choose_partition(&topic, &PartitionChoice::RoundRobin)
-                    .await?
-            }
-        };
+    for (i, (e, p)) in events.into_iter().zip(places).enumerate() {
         let g = match groups.iter().position(|g| g.0 == p) {
             Some(g) => g,
             None => {

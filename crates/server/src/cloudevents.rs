@@ -182,7 +182,7 @@ pub fn parse_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, Problem> 
     }
     if !body.is_empty() {
         let ct = content_type.as_deref().unwrap_or("application/json");
-        if is_json(ct) {
+        if switchyard_types::is_json_media_type(ct) {
             let data: Value = serde_json::from_slice(&body).map_err(|e| {
                 Problem::bad_request(
                     "malformed-json",
@@ -203,16 +203,6 @@ pub fn parse_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, Problem> 
         }
     }
     validate(Value::Object(map), "")
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json") || essence == "text/json"
 }
 
 /// Decodes `%XX` sequences; None on a malformed escape or invalid UTF-8.

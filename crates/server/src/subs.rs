@@ -113,17 +113,13 @@ pub(crate) async fn get(
         let Ok(info) = s.journal.describe_topic(&topic_name(t)?).await else {
             continue;
         };
-        for p in &info.partitions {
-            let at = cursors
-                .iter()
-                .find(|c| c.topic == *t && c.partition == p.partition)
-                .map_or(0, |c| c.offset);
+        for (p, at, behind) in positions(&info, &cursors) {
             lag.push(json!({
                 "topic": t,
                 "partition": p.partition,
                 "cursor": at,
                 "next-offset": p.next_offset,
-                "lag": p.next_offset.saturating_sub(at.max(p.first_offset)),
+                "lag": behind,
             }));
         }
     }
@@ -133,6 +129,21 @@ pub(crate) async fn get(
     v["last-error"] = stats.last_error.map_or(Value::Null, Value::from);
     v["partitions"] = Value::Array(lag);
     Ok(Json(v))
+}
+
+/// For each partition of `info`: the subscription's cursor there (0 before its first read)
+/// and how many retained events it has not read yet.
+pub(crate) fn positions<'a>(
+    info: &'a switchyard_journal::TopicInfo,
+    cursors: &'a [switchyard_store::Cursor],
+) -> impl Iterator<Item = (&'a switchyard_journal::PartitionInfo, u64, u64)> + 'a {
+    info.partitions.iter().map(move |p| {
+        let at = cursors
+            .iter()
+            .find(|c| c.topic == info.name.as_str() && c.partition == p.partition)
+            .map_or(0, |c| c.offset);
+        (p, at, p.next_offset.saturating_sub(at.max(p.first_offset)))
+    })
 }
 
 pub(crate) async fn delete(

@@ -5,11 +5,13 @@
 //! store, the server, the SDK) can depend on it without pulling in a runtime.
 
 mod config;
+mod media;
 mod partition;
 mod record;
 mod topic;
 
 pub use config::{ConfigError, Durability, Retention, TopicConfig};
+pub use media::{is_json_media_type, media_type_essence};
 pub use partition::{murmur2, partition_for_key};
 pub use record::{Expectation, Expected, Record, StoredRecord, Timestamp};
 pub use topic::{TopicName, TopicNameError};
