@@ -10,6 +10,7 @@ mod journal;
 mod load;
 mod nats_server;
 mod report;
+mod run;
 
 use clap::{Parser, Subcommand};
 

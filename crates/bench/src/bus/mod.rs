@@ -20,6 +20,7 @@ use crate::journal::nats;
 use crate::load::{Load, Measured};
 use crate::nats_server::{self, NatsBinary};
 use crate::report::{Case, CaseResult, Reporter, thousands};
+use crate::run::Timing as Plan;
 use anyhow::{Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,27 +29,8 @@ use switchyard_journal::Durability;
 /// Arguments of `switchyard-bench bus`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Short fixed durations: one repeat of 1 s per case after a 0.25 s warm-up; the whole
-    /// suite, peer included, finishes within 60 s.
-    #[arg(long)]
-    pub quick: bool,
-
-    /// One JSON object per case on stdout (notes go to stderr).
-    #[arg(long)]
-    pub json: bool,
-
-    /// Seconds measured per repeat [default: 1 with --quick, else 3].
-    #[arg(long, value_name = "SECONDS")]
-    pub seconds: Option<f64>,
-
-    /// Warm-up seconds before each measurement; the warm-up also lasts until every in-flight
-    /// slot has been acknowledged once [default: 0.25 with --quick, else 1].
-    #[arg(long, value_name = "SECONDS")]
-    pub warmup: Option<f64>,
-
-    /// Repeats per case; the median is reported [default: 1 with --quick, else 3].
-    #[arg(long, value_name = "N")]
-    pub repeats: Option<usize>,
+    #[command(flatten)]
+    pub run: crate::run::RunArgs,
 
     /// Concurrent publishers (the same number for every system).
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -92,13 +74,6 @@ pub struct Args {
 
 const SUITE: &str = "bus";
 
-struct Plan {
-    load: Load,
-    repeats: usize,
-    /// Start no case after this instant (the --quick time budget).
-    start_by: Option<Instant>,
-}
-
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(
         (1..=1024).contains(&args.publishers),
@@ -112,46 +87,24 @@ pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.payload >= 1, "--payload must be at least 1 byte");
     let nats_pending = args.nats_pending.unwrap_or(args.in_flight * args.batch);
     anyhow::ensure!(nats_pending >= 1, "--nats-pending must be at least 1");
-    let secs = |v: Option<f64>, quick: f64, full: f64, name: &str| -> Result<Duration> {
-        let s = v.unwrap_or(if args.quick { quick } else { full });
-        anyhow::ensure!(
-            s.is_finite() && s >= 0.0,
-            "{name} must be a non-negative number of seconds"
-        );
-        Ok(Duration::from_secs_f64(s))
-    };
-    let measure = secs(args.seconds, 1.0, 3.0, "--seconds")?;
-    anyhow::ensure!(!measure.is_zero(), "--seconds must be more than 0");
-    let warmup = secs(args.warmup, 0.25, 1.0, "--warmup")?;
-    let repeats = args.repeats.unwrap_or(if args.quick { 1 } else { 3 });
-    anyhow::ensure!(repeats >= 1, "--repeats must be at least 1");
-    let plan = Plan {
-        load: Load {
-            appenders: args.publishers,
-            in_flight: args.in_flight,
-            warmup,
-            measure,
-            max_warmup: warmup + Duration::from_secs(if args.quick { 6 } else { 30 }),
-            max_measure: measure + Duration::from_secs(if args.quick { 6 } else { 30 }),
-            drain: true,
-        },
-        repeats,
-        // --quick must finish within 60 s: start no case after 40 s (a case takes at most
-        // ~15 s; four cases normally take about 10 s together).
-        start_by: args.quick.then(|| Instant::now() + Duration::from_secs(40)),
-    };
+    // --quick must finish within 60 s: start no case after 40 s (a case takes at most ~15 s;
+    // four cases normally take about 10 s together).
+    let plan = args
+        .run
+        .timing(args.publishers, args.in_flight, Duration::from_secs(40))?;
+    let (warmup, measure, repeats) = (plan.load.warmup, plan.load.measure, plan.repeats);
     let shape = http::Shape {
         batch: args.batch,
         payload: args.payload,
     };
 
     let (base, fs) = env::data_base_dir(args.data_dir.as_deref())?;
-    let mut out = Reporter::new(args.json);
+    let mut out = Reporter::new(args.run.json);
     out.note(&format!(
         "switchyard-bench bus{}: {} s measured per repeat after >= {} s warm-up, median of {} \
          repeat(s); {} publishers; {} B of data per event; 1 partition; data in {} ({fs}); \
          {} CPU(s)",
-        if args.quick { " --quick" } else { "" },
+        if args.run.quick { " --quick" } else { "" },
         measure.as_secs_f64(),
         warmup.as_secs_f64(),
         repeats,

@@ -21,27 +21,8 @@ use switchyard_journal::Durability;
 /// Arguments of `switchyard-bench journal`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Short fixed durations: one repeat of 1 s per case after a 0.25 s warm-up; the whole
-    /// suite, peers included, finishes within 60 s.
-    #[arg(long)]
-    pub quick: bool,
-
-    /// One JSON object per case on stdout (notes go to stderr).
-    #[arg(long)]
-    pub json: bool,
-
-    /// Seconds measured per repeat [default: 1 with --quick, else 3].
-    #[arg(long, value_name = "SECONDS")]
-    pub seconds: Option<f64>,
-
-    /// Warm-up seconds before each measurement; the warm-up also lasts until every in-flight
-    /// slot has been acknowledged once [default: 0.25 with --quick, else 1].
-    #[arg(long, value_name = "SECONDS")]
-    pub warmup: Option<f64>,
-
-    /// Repeats per case; the median is reported [default: 1 with --quick, else 3].
-    #[arg(long, value_name = "N")]
-    pub repeats: Option<usize>,
+    #[command(flatten)]
+    pub run: crate::run::RunArgs,
 
     /// Single-record appends each appender keeps in flight.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -106,44 +87,27 @@ pub async fn run(args: Args) -> Result<()> {
         args.appenders.iter().all(|&a| (1..=4096).contains(&a)),
         "--appenders: every count must be within 1..=4096"
     );
-    let secs = |v: Option<f64>, quick: f64, full: f64, name: &str| -> Result<Duration> {
-        let s = v.unwrap_or(if args.quick { quick } else { full });
-        anyhow::ensure!(
-            s.is_finite() && s >= 0.0,
-            "{name} must be a non-negative number of seconds"
-        );
-        Ok(Duration::from_secs_f64(s))
-    };
-    let measure = secs(args.seconds, 1.0, 3.0, "--seconds")?;
-    anyhow::ensure!(!measure.is_zero(), "--seconds must be more than 0");
-    let warmup = secs(args.warmup, 0.25, 1.0, "--warmup")?;
-    let repeats = args.repeats.unwrap_or(if args.quick { 1 } else { 3 });
-    anyhow::ensure!(repeats >= 1, "--repeats must be at least 1");
+    // --quick must finish within 60 s: start no case after 45 s (a case takes at most ~13 s,
+    // and the important ones run first).
+    let timing = args
+        .run
+        .timing(1, args.in_flight, Duration::from_secs(45))?;
+    let (warmup, measure, repeats) = (timing.load.warmup, timing.load.measure, timing.repeats);
     let plan = Plan {
-        load: Load {
-            appenders: 1,
-            in_flight: args.in_flight,
-            warmup,
-            measure,
-            max_warmup: warmup + Duration::from_secs(if args.quick { 6 } else { 30 }),
-            max_measure: measure + Duration::from_secs(if args.quick { 6 } else { 30 }),
-            drain: true,
-        },
+        load: timing.load,
         repeats,
         payloads: args.payloads.clone(),
         appenders: args.appenders.clone(),
-        // --quick must finish within 60 s: start no case after 45 s (a case takes at most
-        // ~13 s, and the important ones run first).
-        start_by: args.quick.then(|| Instant::now() + Duration::from_secs(45)),
+        start_by: timing.start_by,
     };
 
     let (base, fs) = env::data_base_dir(args.data_dir.as_deref())?;
-    let mut out = Reporter::new(args.json);
+    let mut out = Reporter::new(args.run.json);
     out.note(&format!(
         "switchyard-bench journal{}: {} s measured per repeat after >= {} s warm-up, median of {} \
          repeat(s); each appender keeps {} single-record appends in flight; 1 partition, \
          records with a 26-char id and no key; data in {} ({fs}); {} CPU(s)",
-        if args.quick { " --quick" } else { "" },
+        if args.run.quick { " --quick" } else { "" },
         measure.as_secs_f64(),
         warmup.as_secs_f64(),
         repeats,
