@@ -251,18 +251,15 @@ where
     })
 }
 
-fn col_u64(row: &SqliteRow, name: &str, table: &'static str, key: &str) -> Result<u64> {
+/// An unsigned column (stored as a signed 64-bit integer), checked for range.
+fn col_unsigned<T: TryFrom<i64>>(
+    row: &SqliteRow,
+    name: &str,
+    table: &'static str,
+    key: &str,
+) -> Result<T> {
     let v: i64 = col(row, name, table, key)?;
-    u64::try_from(v).map_err(|_| Error::Corrupt {
-        table,
-        key: key.to_owned(),
-        reason: format!("column `{name}` is negative ({v})"),
-    })
-}
-
-fn col_u32(row: &SqliteRow, name: &str, table: &'static str, key: &str) -> Result<u32> {
-    let v: i64 = col(row, name, table, key)?;
-    u32::try_from(v).map_err(|_| Error::Corrupt {
+    T::try_from(v).map_err(|_| Error::Corrupt {
         table,
         key: key.to_owned(),
         reason: format!("column `{name}` is out of range ({v})"),
@@ -296,11 +293,11 @@ fn delivery_from_row(row: &SqliteRow, table: &'static str) -> Result<Delivery> {
         key: DeliveryKey {
             subscription: col(row, "subscription", table, k)?,
             topic: col(row, "topic", table, k)?,
-            partition: col_u32(row, "partition_no", table, k)?,
-            offset: col_u64(row, "record_offset", table, k)?,
+            partition: col_unsigned::<u32>(row, "partition_no", table, k)?,
+            offset: col_unsigned::<u64>(row, "record_offset", table, k)?,
         },
         partition_key: col(row, "partition_key", table, k)?,
-        attempts: col_u32(row, "attempts", table, k)?,
+        attempts: col_unsigned::<u32>(row, "attempts", table, k)?,
         first_attempt_at_ms: col(row, "first_attempt_at_ms", table, k)?,
         next_attempt_at_ms: col(row, "next_attempt_at_ms", table, k)?,
         last_error: col(row, "last_error", table, k)?,
@@ -338,7 +335,7 @@ fn subscription_from_row(row: &SqliteRow) -> Result<Subscription> {
     Ok(Subscription {
         created_at_ms: col(row, "created_at_ms", table, &name)?,
         updated_at_ms: col(row, "updated_at_ms", table, &name)?,
-        generation: col_u64(row, "generation", table, &name)?,
+        generation: col_unsigned::<u64>(row, "generation", table, &name)?,
         spec,
     })
 }
@@ -487,7 +484,7 @@ impl Store for SqliteStore {
                 let table = "subscriptions";
                 let created_at_ms: i64 = col(&row, "created_at_ms", table, &spec.name)?;
                 let updated_at_ms: i64 = col(&row, "updated_at_ms", table, &spec.name)?;
-                let generation = col_u64(&row, "generation", table, &spec.name)?;
+                let generation = col_unsigned::<u64>(&row, "generation", table, &spec.name)?;
                 // A stored spec that no longer parses is replaced: putting a good spec is
                 // how such a row is repaired.
                 let old: Option<SubscriptionSpec> = row
@@ -615,8 +612,8 @@ impl Store for SqliteStore {
                 let key = format!("{subscription} {topic}/{partition}");
                 Ok(Cursor {
                     topic: col(row, "topic", "cursors", &key)?,
-                    partition: col_u32(row, "partition_no", "cursors", &key)?,
-                    offset: col_u64(row, "next_offset", "cursors", &key)?,
+                    partition: col_unsigned::<u32>(row, "partition_no", "cursors", &key)?,
+                    offset: col_unsigned::<u64>(row, "next_offset", "cursors", &key)?,
                 })
             })
             .collect()
@@ -1051,8 +1048,8 @@ impl Store for SqliteStore {
         };
         let table = "subscriptions";
         Ok(SubscriptionStats {
-            in_flight: col_u64(&row, "in_flight", table, subscription)?,
-            parked: col_u64(&row, "parked", table, subscription)?,
+            in_flight: col_unsigned::<u64>(&row, "in_flight", table, subscription)?,
+            parked: col_unsigned::<u64>(&row, "parked", table, subscription)?,
             last_error: col(&row, "last_error", table, subscription)?,
             last_error_at_ms: col(&row, "last_error_at_ms", table, subscription)?,
         })
