@@ -106,8 +106,12 @@ pub(crate) async fn get(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    let (sub, stats) = bus(&s)?.get(&name).await?;
+    // Cursors first: a cursor moves in the same transaction that adds its in-flight rows,
+    // so counts read after it include every delivery behind it. (The other order could show
+    // an advanced cursor with the deliveries it added not yet counted: "lag 0, nothing in
+    // flight" while something is.)
     let cursors = bus(&s)?.store().cursors(&name).await?;
+    let (sub, stats) = bus(&s)?.get(&name).await?;
     let mut lag = Vec::new();
     for t in &sub.spec.topics {
         let Ok(info) = s.journal.describe_topic(&topic_name(t)?).await else {
