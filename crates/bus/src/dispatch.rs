@@ -1,17 +1,26 @@
 //! One subscription's dispatcher: readers that move records from the journal into the
 //! store's in-flight table, and a deliverer that pushes what is due.
+//!
+//! Two ways into a push. The fast way: a reader hands each record it read to the
+//! deliverer together with the event itself, before the store has committed the
+//! enqueue, and the deliverer pushes at once when per-key order allows; the outcome is
+//! recorded only after that commit, so a push never gets ahead of the store's record of
+//! it (a crash in between means one more delivery, never a lost one). The slow way: the
+//! deliverer scans the store for what is due (retries, delayed events, parked events put
+//! back, whatever the fast way could not take) and reads each event from the journal.
 
 use crate::push::{self, Outcome};
 use crate::{BusOptions, now_ms};
+use bytes::Bytes;
 use rand::Rng as _;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_journal::{Journal, Partition, ReadLimits, TopicName};
 use switchyard_store::{Cursor, Delivery, DeliveryKey, RetryPolicy, Store, Subscription};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 pub(crate) struct Dispatcher {
     pub sub: Subscription,
@@ -20,6 +29,140 @@ pub(crate) struct Dispatcher {
     pub client: reqwest::Client,
     pub options: BusOptions,
     pub stop: watch::Receiver<bool>,
+    /// Woken by the bus when the store changed behind the dispatcher's back (a parked
+    /// delivery was put back in flight): the deliverer scans the store at once.
+    pub poke: Arc<Notify>,
+}
+
+/// What orders deliveries: topic, partition and partition key.
+type OrderKey = (String, u32, String);
+
+fn order_key(d: &Delivery) -> Option<OrderKey> {
+    d.partition_key
+        .clone()
+        .map(|k| (d.key.topic.clone(), d.key.partition, k))
+}
+
+/// Turns true once the store has committed a reader's enqueue; its sender is dropped
+/// without that when the dispatcher stops first.
+type Commit = watch::Receiver<bool>;
+
+/// From a reader to the deliverer: records just read, with their events, on their way
+/// into the store.
+struct Handoff {
+    deliveries: Vec<(Delivery, Bytes)>,
+    commit: Commit,
+}
+
+/// From a reader to its partition's enqueuer: what to write to the store, in read order.
+struct Enqueue {
+    deliveries: Vec<Delivery>,
+    cursor_after: Cursor,
+    committed: watch::Sender<bool>,
+}
+
+/// How an attempt ended, for the deliverer's board.
+enum Settled {
+    /// Acknowledged or parked: no longer in flight.
+    Done,
+    /// Scheduled for another attempt.
+    Retrying,
+    /// Nothing was recorded (the dispatcher stopped before its enqueue committed).
+    NotRecorded,
+}
+
+/// The deliverer's picture of the subscription: every delivery it knows to be in the
+/// store's in-flight table, which of them are being attempted, and which settled lately.
+#[derive(Default)]
+struct Board {
+    /// Enqueued and not yet acknowledged or parked, with the key that orders each.
+    outstanding: HashMap<DeliveryKey, Option<OrderKey>>,
+    /// The outstanding offsets of each order key: only the first may be attempted.
+    by_key: HashMap<OrderKey, BTreeSet<u64>>,
+    busy: HashSet<DeliveryKey>,
+    busy_keys: HashSet<OrderKey>,
+    /// Deliveries whose attempt ended, with the count of finished attempts at that moment:
+    /// a scan of the store that began before may still list them as due.
+    settled: HashMap<DeliveryKey, u64>,
+    finished: u64,
+}
+
+impl Board {
+    fn learn(&mut self, d: &Delivery) {
+        if self.settled.contains_key(&d.key) || self.outstanding.contains_key(&d.key) {
+            return;
+        }
+        let k = order_key(d);
+        if let Some(k) = &k {
+            self.by_key
+                .entry(k.clone())
+                .or_default()
+                .insert(d.key.offset);
+        }
+        self.outstanding.insert(d.key.clone(), k);
+    }
+
+    fn forget(&mut self, key: &DeliveryKey) {
+        if let Some(Some(k)) = self.outstanding.remove(key)
+            && let Some(offsets) = self.by_key.get_mut(&k)
+        {
+            offsets.remove(&key.offset);
+            if offsets.is_empty() {
+                self.by_key.remove(&k);
+            }
+        }
+    }
+
+    /// Whether `d` may be attempted now: not in progress or just settled, and no earlier
+    /// delivery of its key is outstanding or in progress.
+    fn may_start(&self, d: &Delivery) -> bool {
+        if self.busy.contains(&d.key) || self.settled.contains_key(&d.key) {
+            return false;
+        }
+        match order_key(d) {
+            None => true,
+            Some(k) => {
+                !self.busy_keys.contains(&k)
+                    && self
+                        .by_key
+                        .get(&k)
+                        .and_then(|offsets| offsets.first())
+                        .is_none_or(|&first| first >= d.key.offset)
+            }
+        }
+    }
+
+    fn start(&mut self, d: &Delivery) {
+        self.busy.insert(d.key.clone());
+        if let Some(k) = order_key(d) {
+            self.busy_keys.insert(k);
+        }
+    }
+
+    fn finish(&mut self, d: &Delivery, how: Settled) {
+        self.busy.remove(&d.key);
+        if let Some(k) = order_key(d) {
+            self.busy_keys.remove(&k);
+        }
+        match how {
+            Settled::Done => {
+                self.finished += 1;
+                self.settled.insert(d.key.clone(), self.finished);
+                self.forget(&d.key);
+            }
+            Settled::Retrying => {
+                self.finished += 1;
+                self.settled.insert(d.key.clone(), self.finished);
+            }
+            Settled::NotRecorded => self.forget(&d.key),
+        }
+    }
+
+    /// Whether a scan of the store could find something to start: an outstanding
+    /// delivery that is not being attempted.
+    fn waiting(&self) -> bool {
+        self.outstanding.len() > self.busy.len()
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -34,17 +177,17 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 impl Dispatcher {
     pub async fn run(self) {
         let me = Arc::new(self);
-        let wake = Arc::new(Notify::new());
-        let mut readers = Vec::new();
+        let name = me.sub.spec.name.clone();
+        let mut partitions = Vec::new();
         for topic in &me.sub.spec.topics {
             let Ok(topic) = TopicName::new(topic) else {
                 continue; // validated by the store: cannot happen
             };
-            let partitions = loop {
+            let count = loop {
                 match me.journal.describe_topic(&topic).await {
                     Ok(info) => break info.partitions.len() as Partition,
                     Err(e) => {
-                        tracing::warn!(subscription = %me.sub.spec.name, %topic, "waiting for the topic: {e}");
+                        tracing::warn!(subscription = %name, %topic, "waiting for the topic: {e}");
                         let mut stop = me.stop.clone();
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -53,22 +196,64 @@ impl Dispatcher {
                     }
                 }
             };
-            for p in 0..partitions {
-                readers.push(tokio::spawn(me.clone().read(
-                    topic.clone(),
-                    p,
-                    wake.clone(),
-                )));
+            partitions.extend((0..count).map(|p| (topic.clone(), p)));
+        }
+        // The board starts from the store's in-flight table, before any reader adds to it.
+        let mut board = Board::default();
+        for (topic, p) in &partitions {
+            loop {
+                match me.store.in_flight(&name, topic.as_str(), *p).await {
+                    Ok(all) => {
+                        all.iter().for_each(|d| board.learn(d));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(subscription = %name, "reading in-flight deliveries: {e}");
+                        let mut stop = me.stop.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stopped(&mut stop) => return,
+                        }
+                    }
+                }
             }
         }
-        me.deliver(wake).await;
-        for r in readers {
-            r.abort();
+        let outstanding = Arc::new(AtomicUsize::new(board.outstanding.len()));
+        let wake = Arc::new(Notify::new());
+        // A few batches per partition in transit at most; readers wait when it is full.
+        let (handoff, handoffs) = mpsc::channel(8 * partitions.len().max(1));
+        let mut tasks = Vec::new();
+        for (topic, p) in partitions {
+            // A few batches ahead at most: the reader waits when the store falls behind.
+            let (enqueue, enqueues) = mpsc::channel(4);
+            tasks.push(tokio::spawn(
+                me.clone().enqueue_in_order(enqueues, wake.clone()),
+            ));
+            tasks.push(tokio::spawn(me.clone().read(
+                topic,
+                p,
+                handoff.clone(),
+                enqueue,
+                outstanding.clone(),
+            )));
+        }
+        drop(handoff);
+        me.deliver(board, handoffs, wake, outstanding).await;
+        for t in tasks {
+            t.abort();
         }
     }
 
-    /// Moves one partition's records into the in-flight table, behind the cursor.
-    async fn read(self: Arc<Self>, topic: TopicName, partition: Partition, wake: Arc<Notify>) {
+    /// Reads one partition from the cursor: hands each batch to the deliverer and to the
+    /// partition's enqueuer, and goes on reading without waiting for the store.
+    async fn read(
+        self: Arc<Self>,
+        topic: TopicName,
+        partition: Partition,
+        handoff: mpsc::Sender<Handoff>,
+        enqueue: mpsc::Sender<Enqueue>,
+        outstanding: Arc<AtomicUsize>,
+    ) {
         let name = &self.sub.spec.name;
         let mut stop = self.stop.clone();
         let mut cursor = match self.store.cursors(name).await {
@@ -87,20 +272,12 @@ impl Dispatcher {
                 return;
             }
             // Backpressure: do not read further ahead than the subscriber can take.
-            match self.store.stats(name).await {
-                Ok(s) if s.in_flight >= self.options.max_in_flight => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        _ = stopped(&mut stop) => return,
-                    }
-                    continue;
+            if outstanding.load(Ordering::Relaxed) >= self.options.max_in_flight as usize {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stopped(&mut stop) => return,
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(subscription = %name, "reading stats: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+                continue;
             }
             let batch = match self
                 .journal
@@ -134,141 +311,242 @@ impl Dispatcher {
                 continue;
             }
             let now = now_ms();
-            let deliveries: Vec<Delivery> = batch
+            let fresh: Vec<(Delivery, Bytes)> = batch
                 .records
-                .iter()
-                .filter(|r| {
-                    types.is_empty() || event_type(&r.payload).is_some_and(|t| types.contains(&t))
-                })
-                .map(|r| {
-                    Delivery::new(
-                        DeliveryKey::new(name.clone(), topic.as_str(), partition, r.offset),
-                        r.key
+                .into_iter()
+                .filter_map(|r| {
+                    let event: Option<Value> = serde_json::from_slice(&r.payload).ok();
+                    // With no type filter a record that is not a CloudEvent is delivered
+                    // too: the attempt parks it with the reason, so it is accounted for.
+                    let wanted = types.is_empty()
+                        || event
                             .as_ref()
-                            .map(|k| String::from_utf8_lossy(k).into_owned()),
-                        deliver_at(&r.payload).unwrap_or(now),
-                    )
+                            .and_then(|e| e.get("type"))
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| types.iter().any(|w| w == t));
+                    wanted.then(|| {
+                        let d = Delivery::new(
+                            DeliveryKey::new(name.clone(), topic.as_str(), partition, r.offset),
+                            r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                            event.as_ref().and_then(deliver_at).unwrap_or(now),
+                        );
+                        (d, r.payload)
+                    })
                 })
                 .collect();
-            let next = Cursor::new(topic.as_str(), partition, batch.next_offset);
-            match self.store.enqueue(name, deliveries, Some(next)).await {
-                Ok(_) => {
-                    cursor = batch.next_offset;
-                    wake.notify_one();
-                }
-                Err(e) => {
-                    tracing::error!(subscription = %name, "enqueue: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            let deliveries: Vec<Delivery> = fresh.iter().map(|(d, _)| d.clone()).collect();
+            let (committed, commit) = watch::channel(false);
+            let enqueue_this = Enqueue {
+                deliveries,
+                cursor_after: Cursor::new(topic.as_str(), partition, batch.next_offset),
+                committed,
+            };
+            let sent = tokio::select! {
+                r = async {
+                    if !fresh.is_empty() {
+                        handoff.send(Handoff { deliveries: fresh, commit }).await.ok()?;
+                    }
+                    enqueue.send(enqueue_this).await.ok()
+                } => r.is_some(),
+                _ = stopped(&mut stop) => return,
+            };
+            if !sent {
+                return; // the dispatcher is stopping
             }
+            cursor = batch.next_offset;
         }
     }
 
-    /// Pushes due deliveries, at most `concurrency` at once, one at a time per key.
-    async fn deliver(self: &Arc<Self>, wake: Arc<Notify>) {
+    /// Writes one partition's batches to the store in read order, each with the cursor
+    /// after it, several at once when they queue up; a failed write is retried (the
+    /// deliveries it carries wait, since an outcome is recorded only after the enqueue).
+    async fn enqueue_in_order(
+        self: Arc<Self>,
+        mut enqueues: mpsc::Receiver<Enqueue>,
+        wake: Arc<Notify>,
+    ) {
+        let name = &self.sub.spec.name;
+        let mut stop = self.stop.clone();
+        while let Some(first) = enqueues.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 16 {
+                match enqueues.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let deliveries: Vec<Delivery> = batch
+                .iter()
+                .flat_map(|e| e.deliveries.iter().cloned())
+                .collect();
+            let cursor = batch.last().map(|e| e.cursor_after.clone());
+            while let Err(e) = self
+                .store
+                .enqueue(name, deliveries.clone(), cursor.clone())
+                .await
+            {
+                tracing::error!(subscription = %name, "enqueue (retrying in 1 s): {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+            for e in batch {
+                let _ = e.committed.send(true);
+            }
+            wake.notify_one();
+        }
+    }
+
+    /// Pushes what may go now, at most `concurrency` at once, one at a time per key: fresh
+    /// records as they are handed over, and what a scan of the store finds due.
+    async fn deliver(
+        self: &Arc<Self>,
+        board: Board,
+        mut handoffs: mpsc::Receiver<Handoff>,
+        wake: Arc<Notify>,
+        outstanding: Arc<AtomicUsize>,
+    ) {
         let name = self.sub.spec.name.clone();
         let permits = Arc::new(Semaphore::new(self.sub.spec.concurrency as usize));
-        // Deliveries being attempted now, and their keys (topic, partition, partition key).
-        let busy: Arc<Mutex<HashSet<DeliveryKey>>> = Arc::default();
-        let busy_keys: Arc<Mutex<HashSet<(String, u32, String)>>> = Arc::default();
-        // Deliveries whose outcome was recorded, with a count of finished attempts at that
-        // moment: a `due` list read while an attempt was finishing may still hold it.
-        let settled: Arc<Mutex<HashMap<DeliveryKey, u64>>> = Arc::default();
-        let finished = Arc::new(AtomicU64::new(0));
+        let board = Arc::new(Mutex::new(board));
         let mut stop = self.stop.clone();
-        loop {
+        let mut scan = true;
+        let mut poll = tokio::time::interval(self.options.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'run: loop {
             if *stop.borrow() {
                 break;
             }
-            let now = now_ms();
-            let before = finished.load(Ordering::Acquire);
-            // Outcomes recorded before this read are in what it returns.
-            lock(&settled).retain(|_, at| *at > before);
-            let due = match self.store.due(&name, now, 512).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(subscription = %name, "due: {e}");
-                    Vec::new()
-                }
-            };
-            // Per-key order: a delivery waits while an earlier one of its key is in flight.
-            let mut blocked_before: HashMap<(String, u32, String), u64> = HashMap::new();
-            let mut partitions: Vec<(String, u32)> = due
-                .iter()
-                .filter(|d| d.partition_key.is_some())
-                .map(|d| (d.key.topic.clone(), d.key.partition))
-                .collect();
-            partitions.sort();
-            partitions.dedup();
-            for (topic, p) in partitions {
-                if let Ok(all) = self.store.in_flight(&name, &topic, p).await {
-                    for d in all {
-                        if let Some(k) = d.partition_key {
-                            let e = blocked_before
-                                .entry((topic.clone(), p, k))
-                                .or_insert(u64::MAX);
-                            *e = (*e).min(d.key.offset);
-                        }
+            // Scan before taking handoffs: a record the scan finds was handed over before
+            // its enqueue committed, so the board learns it below before it is started.
+            let mut due = Vec::new();
+            if scan {
+                let before = lock(&board).finished;
+                due = match self.store.due(&name, now_ms(), 512).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(subscription = %name, "due: {e}");
+                        Vec::new()
                     }
-                }
+                };
+                // Attempts that ended before the scan began are reflected in what it read.
+                lock(&board).settled.retain(|_, at| *at > before);
+            }
+            while let Ok(h) = handoffs.try_recv() {
+                self.take(h, &board, &permits, &wake);
+            }
+            {
+                let mut b = lock(&board);
+                due.iter().for_each(|d| b.learn(d));
             }
             for d in due {
-                let key_of = d
-                    .partition_key
-                    .clone()
-                    .map(|k| (d.key.topic.clone(), d.key.partition, k));
-                if lock(&busy).contains(&d.key) || lock(&settled).contains_key(&d.key) {
+                if !lock(&board).may_start(&d) {
                     continue;
                 }
-                if let Some(k) = &key_of {
-                    if lock(&busy_keys).contains(k) {
-                        continue;
-                    }
-                    if blocked_before
-                        .get(k)
-                        .is_some_and(|&first| first < d.key.offset)
-                    {
-                        continue;
-                    }
-                }
                 let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => break,
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'run },
+                    _ = stopped(&mut stop) => break 'run,
                 };
-                lock(&busy).insert(d.key.clone());
-                if let Some(k) = &key_of {
-                    lock(&busy_keys).insert(k.clone());
+                // Fresh handoffs may have started the same key meanwhile: check again.
+                let mut b = lock(&board);
+                if !b.may_start(&d) {
+                    continue;
                 }
-                let me = self.clone();
-                let (busy, busy_keys, wake) = (busy.clone(), busy_keys.clone(), wake.clone());
-                let (settled, finished) = (settled.clone(), finished.clone());
-                tokio::spawn(async move {
-                    me.attempt(&d).await;
-                    let n = finished.fetch_add(1, Ordering::AcqRel) + 1;
-                    lock(&settled).insert(d.key.clone(), n);
-                    lock(&busy).remove(&d.key);
-                    if let Some(k) = &key_of {
-                        lock(&busy_keys).remove(k);
-                    }
-                    drop(permit);
-                    wake.notify_one();
-                });
+                b.start(&d);
+                drop(b);
+                self.spawn_attempt(d, None, permit, &board, &wake);
             }
+            outstanding.store(lock(&board).outstanding.len(), Ordering::Relaxed);
             tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.options.poll) => {}
+                h = handoffs.recv() => {
+                    match h {
+                        Some(h) => self.take(h, &board, &permits, &wake),
+                        None => break,
+                    }
+                    scan = false;
+                }
+                _ = wake.notified() => scan = lock(&board).waiting(),
+                _ = self.poke.notified() => scan = true,
+                _ = poll.tick() => scan = true,
                 _ = stopped(&mut stop) => break,
             }
         }
-        // Let attempts in progress finish (their outcome is recorded), up to a bound.
+        // Let attempts in progress finish and record their outcome, up to a bound.
         let all = self.sub.spec.concurrency;
-        let _ = tokio::time::timeout(self.options.push_timeout, permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(self.options.push_timeout, async {
+            let _ = permits.acquire_many(all).await;
+            while !lock(&board).busy.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 
-    /// One attempt of `d`: push, then ack, retry later or park.
-    async fn attempt(&self, d: &Delivery) {
+    /// Takes a reader's handoff: learns the records and starts those that may go now and
+    /// are due (delayed ones and those that must wait are left to a scan of the store).
+    fn take(
+        self: &Arc<Self>,
+        handoff: Handoff,
+        board: &Arc<Mutex<Board>>,
+        permits: &Arc<Semaphore>,
+        wake: &Arc<Notify>,
+    ) {
+        let Handoff { deliveries, commit } = handoff;
         let now = now_ms();
-        let outcome = match self.load(d).await {
+        for (d, _) in &deliveries {
+            lock(board).learn(d);
+        }
+        for (d, event) in deliveries {
+            if d.next_attempt_at_ms > now {
+                continue;
+            }
+            let mut b = lock(board);
+            if !b.may_start(&d) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break; // the rest waits for a scan once an attempt ends
+            };
+            b.start(&d);
+            drop(b);
+            self.spawn_attempt(d, Some((event, commit.clone())), permit, board, wake);
+        }
+    }
+
+    fn spawn_attempt(
+        self: &Arc<Self>,
+        d: Delivery,
+        fresh: Option<(Bytes, Commit)>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        board: &Arc<Mutex<Board>>,
+        wake: &Arc<Notify>,
+    ) {
+        let me = self.clone();
+        let (board, wake) = (board.clone(), wake.clone());
+        tokio::spawn(async move {
+            let how = me.attempt(&d, fresh, permit).await;
+            lock(&board).finish(&d, how);
+            wake.notify_one();
+        });
+    }
+
+    /// One attempt of `d`: push, then ack, retry later or park. A fresh delivery carries
+    /// its event and waits for its enqueue to commit before recording anything. The
+    /// concurrency permit covers the push only: recording does not hold up the next push
+    /// (the delivery's key stays busy until it is recorded).
+    async fn attempt(
+        &self,
+        d: &Delivery,
+        fresh: Option<(Bytes, Commit)>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Settled {
+        let now = now_ms();
+        let (event, commit) = match fresh {
+            Some((payload, commit)) => (event_of(&payload, d), Some(commit)),
+            None => (self.load(d).await, None),
+        };
+        let outcome = match event {
             Ok(event) => match push::request(
                 &self.client,
                 &self.sub.spec.endpoint,
@@ -282,11 +560,18 @@ impl Dispatcher {
             },
             Err(error) => Outcome::Reject { error },
         };
-        let result = match outcome {
-            Outcome::Delivered => self.store.ack(&d.key).await.map(|_| ()),
-            Outcome::Reject { error } => {
-                self.store.park(&d.key, now_ms(), &error).await.map(|_| ())
-            }
+        drop(permit);
+        if let Some(mut commit) = commit
+            && commit.wait_for(|&done| done).await.is_err()
+        {
+            return Settled::NotRecorded;
+        }
+        let (result, how) = match outcome {
+            Outcome::Delivered => (self.store.ack(&d.key).await.map(|_| ()), Settled::Done),
+            Outcome::Reject { error } => (
+                self.store.park(&d.key, now_ms(), &error).await.map(|_| ()),
+                Settled::Done,
+            ),
             Outcome::Retry { error, not_before } => {
                 let policy = &self.sub.spec.retry;
                 let first = d.first_attempt_at_ms.unwrap_or(now);
@@ -295,19 +580,23 @@ impl Dispatcher {
                     || now_ms().saturating_sub(first) >= policy.max_age_ms as i64
                 {
                     let reason = format!("gave up after {attempts} attempt(s): {error}");
-                    self.store.park(&d.key, now_ms(), &reason).await.map(|_| ())
+                    let r = self.store.park(&d.key, now_ms(), &reason).await;
+                    (r.map(|_| ()), Settled::Done)
                 } else {
                     let delay = not_before.unwrap_or_else(|| backoff(policy, d.attempts));
                     let at = now_ms().saturating_add(delay.as_millis() as i64);
-                    self.store
-                        .retry_later(&d.key, now, at, &error)
-                        .await
-                        .map(|_| ())
+                    let r = self.store.retry_later(&d.key, now, at, &error).await;
+                    (r.map(|_| ()), Settled::Retrying)
                 }
             }
         };
-        if let Err(e) = result {
-            tracing::error!(subscription = %self.sub.spec.name, key = %d.key, "recording the outcome: {e}");
+        match result {
+            Ok(()) => how,
+            Err(e) => {
+                tracing::error!(subscription = %self.sub.spec.name, key = %d.key, "recording the outcome: {e}");
+                // Still in flight in the store: a later scan attempts it again.
+                Settled::Retrying
+            }
         }
     }
 
@@ -334,16 +623,19 @@ impl Dispatcher {
             .ok_or_else(|| {
                 "the event is no longer in the journal (retention removed it)".to_string()
             })?;
-        match serde_json::from_slice::<Value>(&record.payload) {
-            Ok(Value::Object(mut m)) => {
-                m.insert("partition".into(), d.key.partition.into());
-                m.insert("sequence".into(), d.key.offset.to_string().into());
-                Ok(m)
-            }
-            _ => {
-                Err("the record is not a CloudEvent (it was not published through the API)".into())
-            }
+        event_of(&record.payload, d)
+    }
+}
+
+/// The event a record holds, with the `partition` and `sequence` extensions of `d`.
+fn event_of(payload: &[u8], d: &Delivery) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut m)) => {
+            m.insert("partition".into(), d.key.partition.into());
+            m.insert("sequence".into(), d.key.offset.to_string().into());
+            Ok(m)
         }
+        _ => Err("the record is not a CloudEvent (it was not published through the API)".into()),
     }
 }
 
@@ -359,17 +651,9 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
     Duration::from_millis((capped * (1.0 - jitter)).max(1.0) as u64)
 }
 
-fn event_type(payload: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<Value>(payload).ok()? {
-        Value::Object(m) => m.get("type")?.as_str().map(str::to_string),
-        _ => None,
-    }
-}
-
 /// The `deliverat` extension (RFC 3339): the event is not delivered before it.
-fn deliver_at(payload: &[u8]) -> Option<i64> {
-    let v: Value = serde_json::from_slice(payload).ok()?;
-    let t = v.get("deliverat")?.as_str()?;
+fn deliver_at(event: &Value) -> Option<i64> {
+    let t = event.get("deliverat")?.as_str()?;
     let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
@@ -377,6 +661,51 @@ fn deliver_at(payload: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(offset: u64, key: Option<&str>) -> Delivery {
+        Delivery::new(
+            DeliveryKey::new("s", "t", 0, offset),
+            key.map(str::to_string),
+            0,
+        )
+    }
+
+    #[test]
+    fn the_board_starts_one_delivery_per_key_in_offset_order() {
+        let mut b = Board::default();
+        let (a1, a2, b1, free) = (
+            delivery(1, Some("a")),
+            delivery(2, Some("a")),
+            delivery(3, Some("b")),
+            delivery(4, None),
+        );
+        // Learned out of order (a scan can list a later one first): still offset order.
+        for d in [&a2, &b1, &a1, &free] {
+            b.learn(d);
+        }
+        assert!(!b.may_start(&a2), "a2 waits for a1");
+        assert!(b.may_start(&a1) && b.may_start(&b1) && b.may_start(&free));
+        b.start(&a1);
+        assert!(!b.may_start(&a1), "a1 is in progress");
+        assert!(b.waiting());
+        // A retry keeps a1 first in line: a2 still waits.
+        b.finish(&a1, Settled::Retrying);
+        assert!(!b.may_start(&a2));
+        assert!(
+            !b.may_start(&a1),
+            "just settled: a stale scan must not restart it"
+        );
+        b.settled.clear();
+        b.start(&a1);
+        b.finish(&a1, Settled::Done);
+        assert!(b.may_start(&a2), "a1 acknowledged: a2 may go");
+        b.learn(&a1);
+        assert!(b.may_start(&a2), "a settled delivery is not learned again");
+        // An attempt that recorded nothing leaves no trace.
+        b.start(&b1);
+        b.finish(&b1, Settled::NotRecorded);
+        assert!(!b.outstanding.contains_key(&b1.key) && !b.settled.contains_key(&b1.key));
+    }
 
     #[test]
     fn backoff_grows_and_stays_capped() {
@@ -399,11 +728,10 @@ mod tests {
 
     #[test]
     fn deliver_at_reads_the_extension() {
-        assert_eq!(
-            deliver_at(br#"{"deliverat":"1970-01-01T00:00:01Z"}"#),
-            Some(1000)
-        );
-        assert_eq!(deliver_at(br#"{"deliverat":"later"}"#), None);
-        assert_eq!(deliver_at(b"not json"), None);
+        let at = |s: &str| deliver_at(&serde_json::from_str(s).unwrap());
+        assert_eq!(at(r#"{"deliverat":"1970-01-01T00:00:01Z"}"#), Some(1000));
+        assert_eq!(at(r#"{"deliverat":"later"}"#), None);
+        assert_eq!(at(r#"{"deliverat":5}"#), None);
+        assert_eq!(at("[1]"), None);
     }
 }

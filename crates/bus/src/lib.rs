@@ -22,7 +22,7 @@ use switchyard_journal::Journal;
 use switchyard_store::{
     DeliveryKey, Parked, Store, Subscription, SubscriptionSpec, SubscriptionStats,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub use switchyard_store::Error as StoreError;
 
@@ -54,6 +54,7 @@ pub(crate) fn now_ms() -> i64 {
 struct Running {
     generation: u64,
     stop: watch::Sender<bool>,
+    poke: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -113,6 +114,7 @@ impl Bus {
         let (stop, stop_rx) = watch::channel(false);
         let name = sub.spec.name.clone();
         let generation = sub.generation;
+        let poke = Arc::new(Notify::new());
         let d = dispatch::Dispatcher {
             sub,
             journal: self.journal.clone(),
@@ -120,6 +122,7 @@ impl Bus {
             client: self.client.clone(),
             options: self.options.clone(),
             stop: stop_rx,
+            poke: poke.clone(),
         };
         let task = tokio::spawn(d.run());
         running.insert(
@@ -127,6 +130,7 @@ impl Bus {
             Running {
                 generation,
                 stop,
+                poke,
                 task,
             },
         );
@@ -181,7 +185,17 @@ impl Bus {
 
     /// Puts a parked delivery back in flight, due now.
     pub async fn retry_parked(&self, key: &DeliveryKey) -> Result<(), StoreError> {
-        self.store.unpark(key, now_ms()).await.map(|_| ())
+        self.store.unpark(key, now_ms()).await?;
+        // The dispatcher does not watch the parked table: tell it to look.
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.subscription)
+        {
+            r.poke.notify_one();
+        }
+        Ok(())
     }
 
     pub async fn discard_parked(&self, key: &DeliveryKey) -> Result<(), StoreError> {

@@ -7,11 +7,13 @@
 //! Layouts (as documented in the backend's sidecar module), all integers little-endian:
 //!
 //! ```text
-//! .index: "SYIX" u32 version | u64 base | u64 log_len | u64 next_offset | i64 max_ts
+//! .index: "SYIX" u32 version (1) | u64 base | u64 log_len | u64 next_offset | i64 max_ts
 //!         | u64 count | count * (u32 rel_offset, u32 position, i64 timestamp) | u32 crc32c
-//! .keys:  "SYKY" u32 version | u64 base | u64 log_len | u64 count
+//! .keys:  "SYKY" u32 version (2) | u64 base | u64 log_len | u64 count
 //!         | count * (u128 key hash, u64 offset) | u32 crc32c
 //! ```
+//!
+//! `.keys` entries are sorted by key hash; version 1 sorted them by offset.
 
 mod common;
 
@@ -116,6 +118,22 @@ fn edit_index_entry(path: &Path, i: usize, edit: impl Fn(&mut [u8])) {
     assert!(at + INDEX_ENTRY <= b.len(), "{}: entry {i}", path.display());
     edit(&mut b[at..at + INDEX_ENTRY]);
     std::fs::write(path, with_crc(b)).expect("write index");
+}
+
+/// Rewrites a valid `.keys` with `edit` applied to its entries, keeping the CRC valid.
+fn edit_keys(path: &Path, edit: impl Fn(&mut Vec<[u8; KEY_ENTRY]>)) {
+    let mut b = body(path);
+    let mut entries: Vec<[u8; KEY_ENTRY]> = b[KEYS_HEADER..]
+        .chunks_exact(KEY_ENTRY)
+        .map(|e| e.try_into().expect("entry"))
+        .collect();
+    assert!(entries.len() >= 2, "{}: several keys", path.display());
+    edit(&mut entries);
+    b.truncate(KEYS_HEADER);
+    for e in entries {
+        b.extend_from_slice(&e);
+    }
+    std::fs::write(path, with_crc(b)).expect("write keys");
 }
 
 fn index_entries(path: &Path) -> usize {
@@ -240,6 +258,54 @@ fn damages() -> Vec<(&'static str, &'static str, Damage)> {
             }),
         ),
         (
+            "a missing .keys",
+            "keys",
+            Box::new(|p: &Path| std::fs::remove_file(p).expect("remove")),
+        ),
+        (
+            "a truncated .keys",
+            "keys",
+            Box::new(|p: &Path| {
+                let len = std::fs::metadata(p).expect("keys").len();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .expect("open");
+                f.set_len(len - KEY_ENTRY as u64).expect("set_len");
+            }),
+        ),
+        (
+            "a .keys with a flipped byte",
+            "keys",
+            Box::new(|p: &Path| {
+                let mut b = std::fs::read(p).expect("read");
+                b[KEYS_HEADER + 5] ^= 0x04;
+                std::fs::write(p, b).expect("write");
+            }),
+        ),
+        (
+            "a version 1 .keys (sorted by offset) with a valid CRC",
+            "keys",
+            Box::new(|p: &Path| {
+                edit_keys(p, |e| {
+                    e.sort_by_key(|e| u64::from_le_bytes(e[16..].try_into().expect("8")))
+                });
+                let mut b = body(p);
+                b[4..8].copy_from_slice(&1u32.to_le_bytes());
+                std::fs::write(p, with_crc(b)).expect("write");
+            }),
+        ),
+        (
+            "a .keys whose entries are out of hash order, with a valid CRC",
+            "keys",
+            Box::new(|p: &Path| {
+                edit_keys(p, |e| {
+                    let n = e.len();
+                    e.swap(0, n - 1)
+                })
+            }),
+        ),
+        (
             "a .keys with an entry before the segment's base",
             "keys",
             Box::new(|p: &Path| {
@@ -316,8 +382,10 @@ async fn bad_sidecars_are_ignored_and_rebuilt() {
             let sidecar = log.with_extension(ext);
             damage(&sidecar);
             // (The huge ones are told apart by their size: they are never read whole.)
-            let damaged_len = std::fs::metadata(&sidecar).expect("sidecar").len();
-            let damaged = (damaged_len < 1 << 20).then(|| std::fs::read(&sidecar).expect("read"));
+            let damaged_len = std::fs::metadata(&sidecar).map_or(0, |m| m.len());
+            let damaged = (damaged_len < 1 << 20)
+                .then(|| std::fs::read(&sidecar).ok())
+                .flatten();
 
             let j = FileJournal::open(&copy).unwrap_or_else(|e| panic!("{what}: open: {e}"));
             // Rebuilt: small again, and not what was there.

@@ -11,6 +11,7 @@
 
 mod dedup;
 mod format;
+mod keys;
 mod offline;
 mod partition;
 mod segment;
@@ -166,6 +167,13 @@ impl FileJournal {
             ));
         }
         Ok(())
+    }
+
+    /// How many keys partition `partition` of `topic` holds in memory for optimistic
+    /// concurrency: the active segment's (see `ARCHITECTURE.md`, "Memory"). For tests.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn keys_in_memory(&self, topic: &TopicName, partition: Partition) -> Result<usize> {
+        Ok(self.partition(topic, partition)?.keys_in_memory())
     }
 
     fn check_open(&self) -> Result<()> {

@@ -9,14 +9,15 @@
 
 use super::dedup::{HashedMap, Placed, id_hash};
 use super::format::{self, FRAME_HEADER_LEN, Scanned, Scanner};
+use super::keys::{KeyTable, Keys};
 use super::segment::{
     ScanSummary, SegIndex, SegState, Segment, open_for_read, parse_segment_file_name, path_of,
     resync_end, scan_segment,
 };
-use super::sidecar::{self, IndexEntry, SealedIndex, SealedSummary};
+use super::sidecar::{self, IndexEntry, SealedIndex, SealedKeys, SealedSummary};
 use super::topic::TopicShared;
 use crate::{Appended, Error, ReadBatch, ReadLimits, Result};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,8 @@ struct SyncCounters {
     /// Sync jobs sent to the syncer and not yet answered. While any is outstanding, even an
     /// `os` cycle goes through the syncer, so the tip never passes an unsynced `always` cycle.
     outstanding: AtomicUsize,
+    /// Keys the writer holds in memory for optimistic concurrency, published for tests.
+    keys_in_memory: AtomicUsize,
 }
 
 impl PartitionShared {
@@ -145,6 +148,13 @@ impl PartitionShared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How many keys the writer holds in memory (see [`Keys::in_memory`]), as of its last
+    /// cycle: at most the active segment's.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn keys_in_memory(&self) -> usize {
+        self.counters.keys_in_memory.load(Ordering::Acquire)
     }
 
     pub fn failed(&self) -> Option<String> {
@@ -245,7 +255,9 @@ impl PartitionShared {
             let (mut pos, mut expected) = seg
                 .seek(|e| e.offset <= from)
                 .map_err(|e| Error::io("read index of", &seg.path, e))?;
-            let mut scanner = Scanner::new(&seg.file, pos, limit, limits.max_bytes.min(4 << 20));
+            // Chunks of 64 KiB: a read of a few records must not allocate (and zero) the
+            // whole byte limit; returned records share their chunk, so big ones pin memory.
+            let mut scanner = Scanner::new(&seg.file, pos, limit, limits.max_bytes.min(64 << 10));
             loop {
                 if out.len() >= limits.max_records || (bytes >= limits.max_bytes && !out.is_empty())
                 {
@@ -533,28 +545,28 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         bases.push(0);
     }
     let interval = u64::from(cfg.index_interval_bytes);
-    let mut keys: HashedMap<u64> = HashedMap::default();
+    let mut keys = Keys::default();
     let mut segments = Vec::with_capacity(bases.len());
     let mut last_ts = i64::MIN;
     for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
         let path = path_of(&dir, base);
         let (file, len) = open_for_read(&path)?;
         let next_base = bases[i + 1];
-        let seg_keys = sidecar::read_keys(&path, base, next_base, len);
+        // Validated here (streaming through the file once) and searched on demand later:
+        // no sealed segment's keys stay in memory.
+        let seg_keys = SealedKeys::open(&path, base, next_base, len);
         let index = SealedIndex::open(&path, base, len)
             .filter(|ix| ix.summary.next_offset == next_base && seg_keys.is_some());
-        let (index, summary) = match index {
-            Some(ix) => {
+        let (index, summary) = match (index, seg_keys) {
+            (Some(ix), Some(seg_keys)) => {
                 let s = ix.summary;
-                for (h, off) in seg_keys.unwrap_or_default() {
-                    keys.insert(h, off);
-                }
+                keys.push_sealed(base, KeyTable::File(seg_keys));
                 (SegIndex::Disk(ix), s)
             }
-            None => {
+            _ => {
                 // Rebuild both sidecars from the log. A corrupt sealed segment keeps the
                 // offsets its successor's name implies; reads report the bad record.
-                let mut seg_keys = HashMap::new();
+                let mut seg_keys: HashedMap<u64> = HashedMap::default();
                 let scan = scan_segment(&file, base, len, interval, |f| {
                     if let Ok(ks) = f.keys() {
                         for (off, k) in ks {
@@ -570,13 +582,9 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
                     entries: scan.index.len() as u64,
                 };
                 let mut sorted: Vec<_> = seg_keys.into_iter().collect();
-                sorted.sort_unstable_by_key(|&(_, o)| o);
-                for &(h, off) in &sorted {
-                    keys.insert(h, off);
-                }
-                let written = sidecar::write_index(&path, base, summary, &scan.index)
-                    .and_then(|()| sidecar::write_keys(&path, base, len, &sorted));
-                let index = match written
+                sorted.sort_unstable_by_key(|&(h, _)| h);
+                keys.push_sealed(base, KeyTable::write(&path, base, next_base, len, sorted));
+                let index = match sidecar::write_index(&path, base, summary, &scan.index)
                     .ok()
                     .and_then(|()| SealedIndex::open(&path, base, len))
                 {
@@ -613,7 +621,7 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
     let scan: ScanSummary = scan_segment(&append, base, len, interval, |f| {
         if let Ok(ks) = f.keys() {
             for (off, k) in ks {
-                keys.insert(key_hash(&k), off);
+                keys.insert_active(key_hash(&k), off);
             }
         }
     })
@@ -677,6 +685,10 @@ pub(crate) fn open(topic: Arc<TopicShared>, id: u32, dir: PathBuf) -> Result<Ope
         active_file: Mutex::new(file.clone()),
         counters: CacheLine::default(),
     });
+    shared
+        .counters
+        .keys_in_memory
+        .store(keys.in_memory(), Ordering::Release);
     let writer = Writer {
         shared: shared.clone(),
         rx: None,
@@ -763,8 +775,9 @@ struct Writer {
     next_offset: u64,
     last_ts: i64,
     since_index: u64,
-    /// Every key's last offset in the retained log (128-bit hashes).
-    keys: HashedMap<u64>,
+    /// Each key's last offset in the retained log: the active segment's keys in memory,
+    /// the sealed segments' searched in their `.keys` sidecars.
+    keys: Keys,
     /// Per-request scratch, reused so a cycle allocates only what it returns.
     slots: Vec<Slot>,
     fresh: Vec<(usize, Option<u128>)>,
@@ -940,6 +953,7 @@ impl Writer {
         }
         drop(dedup);
         self.id_hashes = id_hashes;
+        self.publish_key_count();
 
         if !self.buf.is_empty() {
             if let Err(e) = (&*self.file).write_all(&self.buf) {
@@ -1041,7 +1055,14 @@ impl Writer {
             return Placement::Done(Answer::Full(Ok(out)));
         }
         if let Some(exp) = &req.expectation {
-            let actual = self.keys.get(&key_hash(&exp.key)).copied();
+            let actual = match self.keys.last_offset(key_hash(&exp.key)) {
+                Ok(a) => a,
+                // Never "no record": that would let a conflicting append through.
+                Err(e) => {
+                    let e = e.into_error(&self.shared.topic.name, self.shared.id);
+                    return Placement::Done(Answer::Full(Err(e)));
+                }
+            };
             let ok = match exp.expected {
                 Expected::NoRecord => actual.is_none(),
                 Expected::LastOffset(o) => actual == Some(o),
@@ -1100,7 +1121,7 @@ impl Writer {
             let offset = base + k as u64;
             if let Some(key) = &req.records[i].key {
                 let h = key_hash(key);
-                undo.keys.push((h, self.keys.insert(h, offset)));
+                undo.keys.push((h, self.keys.insert_active(h, offset)));
             }
             if let (Some(d), Some(h)) = (dedup.as_mut(), id) {
                 let at = Placed {
@@ -1150,18 +1171,24 @@ impl Writer {
         self.next_offset = next;
         self.since_index = since;
         for &(h, prev) in undo.keys.iter().rev() {
-            match prev {
-                Some(o) => self.keys.insert(h, o),
-                None => self.keys.remove(&h),
-            };
+            self.keys.restore_active(h, prev);
         }
         let mut d = self.shared.topic.dedup();
         for &(h, at) in &undo.dedup {
             d.remove_if(h, at);
         }
         drop(d);
+        self.publish_key_count();
         // Wake duplicates waiting on a record that will now never be written.
         self.shared.tip.send_modify(|t| t.rollbacks += 1);
+    }
+
+    /// Before any reply of the cycle is sent, so a caller that got one sees the count.
+    fn publish_key_count(&self) {
+        self.shared
+            .counters
+            .keys_in_memory
+            .store(self.keys.in_memory(), Ordering::Release);
     }
 
     /// Seals the active segment (sync, write its sidecars) and starts a new one.
@@ -1183,18 +1210,18 @@ impl Writer {
             max_timestamp: self.active.state().max_ts,
             entries: entries.len() as u64,
         };
-        let mut seg_keys: Vec<(u128, u64)> = self
-            .keys
-            .iter()
-            .filter(|&(_, &o)| o >= base)
-            .map(|(&h, &o)| (h, o))
-            .collect();
-        seg_keys.sort_unstable_by_key(|&(_, o)| o);
-        // Sidecars are derived: if writing them fails, the next open rebuilds them.
+        // Sidecars are derived: if writing them fails, the next open rebuilds them (until
+        // then the index and the keys stay in memory).
         let disk = sidecar::write_index(&path, base, summary, &entries)
-            .and_then(|()| sidecar::write_keys(&path, base, self.len, &seg_keys))
             .ok()
             .and_then(|()| SealedIndex::open(&path, base, self.len));
+        let keys = KeyTable::write(
+            &path,
+            base,
+            self.next_offset,
+            self.len,
+            self.keys.active_sorted(),
+        );
         let new_base = self.next_offset;
         let new_path = path_of(&self.shared.dir, new_base);
         let file = OpenOptions::new()
@@ -1209,6 +1236,8 @@ impl Writer {
             open_segment_file(&new_path).and_then(|read| sync_dir(&self.shared.dir).map(|()| read));
         match opened {
             Ok(read) => {
+                // Sealed: its keys leave memory (before retention may remove the segment).
+                self.keys.seal(base, keys);
                 self.install_segment(new_base, new_path, read, file, disk, cfg);
                 Ok(())
             }
@@ -1246,6 +1275,7 @@ impl Writer {
                 st.index = SegIndex::Disk(ix);
             }
         }
+        self.publish_key_count();
         let state = SegState {
             len: 0,
             next_offset: new_base,
@@ -1311,7 +1341,8 @@ impl Writer {
             .segments()
             .first()
             .map_or(self.next_offset, |s| s.base);
-        self.keys.retain(|_, o| *o >= first);
+        self.keys.forget_before(first);
+        self.publish_key_count();
         for s in removed {
             // Readers that hold the segment keep their open handle; the name goes now.
             let _ = std::fs::remove_file(&s.path);
