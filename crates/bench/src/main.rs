@@ -4,6 +4,7 @@
 //! lines, and peer servers such as [`nats_server`].
 
 mod bus;
+mod dev;
 mod env;
 mod ids;
 mod journal;
@@ -58,6 +59,11 @@ enum Suite {
     /// (batched CloudEvents, durability always and os), then of NATS JetStream publish over
     /// its own protocol (default sync and sync_interval: always), 256 B events, 16 publishers.
     Bus(bus::Args),
+    /// The local environment: time from `switchyard dev` start to every service of the demo
+    /// system healthy, the platform's idle memory, seeding 100,000 events until every
+    /// subscription caught up, and reset time. Needs the `switchyard` binary built next to
+    /// this one (cargo build --release -p switchyard).
+    Dev(dev::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +84,7 @@ fn main() -> std::process::ExitCode {
             match cli.suite {
                 Suite::Journal(args) => journal::run(args).await,
                 Suite::Bus(args) => bus::run(args).await,
+                Suite::Dev(args) => dev::run(args).await,
             }
         };
         // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.

@@ -1,9 +1,12 @@
 //! `switchyard`: the Switchyard command.
 //!
 //! Exit codes: 0 success; 1 the journal holds corrupt data (`journal verify` found a
-//! problem, or a read met a corrupt record); 2 bad arguments or an I/O error.
+//! problem, or a read met a corrupt record), or `check` found errors in the manifests; 2 bad
+//! arguments or an I/O error.
 
 mod args;
+mod check;
+mod dev;
 mod journal;
 mod output;
 mod remote;
@@ -19,7 +22,7 @@ use std::process::ExitCode;
     about = "Switchyard: an event-driven service platform in one binary",
     long_about = "Switchyard: an event-driven service platform in one binary.\n\n\
         Exit codes: 0 success; 1 corruption found (journal verify, or a read that met a corrupt \
-        record); 2 bad arguments or an I/O error."
+        record), or errors in the manifests (check); 2 bad arguments or an I/O error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -77,6 +80,47 @@ enum Command {
             switchyard subs seek shipping orders.v1 2026-11-22T10:00:00Z"
     )]
     Subs(remote::SubsCommand),
+
+    /// Check a system's manifests and print every problem with its file, line and key.
+    ///
+    /// Reads switchyard.toml and every services/<name>/service.toml, and checks their
+    /// syntax and keys, failure policies, topics and their producers, event types, schemas,
+    /// ports, `run` programs and migrations folders.
+    #[command(after_help = "Examples:\n  \
+            switchyard check\n  \
+            switchyard check ./shop --json\n\n\
+            Each line: SEVERITY[CODE]: FILE:LINE:COLUMN: KEY: MESSAGE, then a summary line. \
+            Exit 1 when there is an error; warnings (a topic nobody subscribes to, a published \
+            type nobody consumes) do not change the exit code. Exit 2 when DIR cannot be read.")]
+    Check(check::CheckArgs),
+
+    #[command(after_help = "Examples:\n  \
+            switchyard dev examples/shop\n  \
+            switchyard dev examples/shop --only orders,inventory\n  \
+            curl localhost:7400/v1/system/status\n\n\
+            Starts the platform (journal and store in DIR/.switchyard) and every service of the \
+            system as a child process, in dependency order, each once its health check answers. \
+            Services get PORT, SWITCHYARD_URL, SERVICE_NAME, DATABASE_URL (sqlite://PATH, migrations \
+            applied), TRACEPARENT and <DEPENDENCY>_URL for each dependency. A crashed service is \
+            restarted with backoff. Exit: 0 after Ctrl-C, 1 when the manifests have errors or a \
+            service does not start (its last lines are shown).")]
+    Dev(dev::DevArgs),
+
+    #[command(after_help = "Examples:\n  \
+            switchyard reset\n\n\
+            Empties the journal, the store and every service database of the system, then starts \
+            it again (through the running switchyard dev at SWITCHYARD_URL, or directly on \
+            DIR/.switchyard when none runs).")]
+    Reset(dev::ResetArgs),
+
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            switchyard snapshot save before-bug\n  \
+            switchyard snapshot restore before-bug\n  \
+            switchyard snapshot ls"
+    )]
+    Snapshot(dev::SnapshotCommand),
 }
 
 /// An error with the exit code it should produce.
@@ -136,6 +180,10 @@ fn main() -> ExitCode {
             Command::Publish(args) => remote::publish(args).await,
             Command::Tail(args) => remote::tail(args).await,
             Command::Subs(cmd) => remote::subs(cmd).await,
+            Command::Check(args) => check::run(args),
+            Command::Dev(args) => dev::run(args).await,
+            Command::Reset(args) => dev::reset(args).await,
+            Command::Snapshot(cmd) => dev::snapshot(cmd).await,
         }
     });
     // Don't wait for a blocked stdin reader thread (append from a pipe that stays open).

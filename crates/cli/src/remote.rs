@@ -23,7 +23,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn request(
+    pub(crate) fn request(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -164,22 +164,8 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     if let Some(v) = config.stalled_write_seconds {
         options.stalled_write_timeout = Duration::from_secs(v.max(1));
     }
-    let journal = FileJournal::open(&data)
-        .with_context(|| format!("opening the journal in {}", data.display()))?;
-    let store_path = data.join("store.sqlite");
-    let store = switchyard_store::sqlite::SqliteStore::open(&store_path)
-        .await
-        .with_context(|| format!("opening the store {}", store_path.display()))?;
-    let store = Arc::new(store);
-    let shared: Arc<dyn switchyard_journal::Journal> = Arc::new(journal.clone());
-    let bus = switchyard_bus::Bus::start(
-        shared.clone(),
-        store.clone(),
-        switchyard_bus::BusOptions::default(),
-    )
-    .await
-    .context("starting the subscriptions")?;
-    options.bus = Some(bus.clone());
+    let platform = Platform::open(&data).await?;
+    options.bus = Some(platform.bus.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -192,17 +178,61 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         "switchyard: serving http://{bound} (data in {}; {access})",
         data.display()
     ));
-    switchyard_server::serve(listener, shared, options, shutdown_signal())
+    switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
         .await
         .context("serving HTTP")?;
     note(format_args!(
         "switchyard: stopping: finishing deliveries in progress, flushing the journal"
     ));
-    bus.shutdown().await;
-    store.close().await;
-    journal.close().await.context("closing the journal")?;
+    platform.close().await?;
     note(format_args!("switchyard: stopped"));
     Ok(0)
+}
+
+/// The journal, the store and the subscriptions of one data directory: what `serve` runs
+/// and what `dev` runs (and restarts on reset and restore).
+pub struct Platform {
+    journal: FileJournal,
+    store: Arc<switchyard_store::sqlite::SqliteStore>,
+    pub bus: switchyard_bus::Bus,
+}
+
+impl Platform {
+    /// Opens the journal in `data` and the store `data/store.sqlite`, and starts the
+    /// subscriptions' dispatchers.
+    pub async fn open(data: &Path) -> anyhow::Result<Self> {
+        let journal = FileJournal::open(data)
+            .with_context(|| format!("opening the journal in {}", data.display()))?;
+        let store_path = data.join("store.sqlite");
+        let store = switchyard_store::sqlite::SqliteStore::open(&store_path)
+            .await
+            .with_context(|| format!("opening the store {}", store_path.display()))?;
+        let store = Arc::new(store);
+        let bus = switchyard_bus::Bus::start(
+            Arc::new(journal.clone()),
+            store.clone(),
+            switchyard_bus::BusOptions::default(),
+        )
+        .await
+        .context("starting the subscriptions")?;
+        Ok(Self {
+            journal,
+            store,
+            bus,
+        })
+    }
+
+    pub fn journal(&self) -> Arc<dyn switchyard_journal::Journal> {
+        Arc::new(self.journal.clone())
+    }
+
+    /// Stops the dispatchers (attempts in progress record their outcome), checkpoints the
+    /// store and flushes the journal.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.bus.shutdown().await;
+        self.store.close().await;
+        self.journal.close().await.context("closing the journal")
+    }
 }
 
 /// A progress line on stderr; a closed stderr must not stop the server.
@@ -212,7 +242,7 @@ fn note(line: std::fmt::Arguments<'_>) {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -36,16 +36,29 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let write_timeout = options.stalled_write_timeout;
     let app = router(journal, options, stop_rx);
+    serve_router(listener, app, write_timeout, async move {
+        shutdown.await;
+        // Live streams end so the graceful shutdown does not wait on them forever.
+        let _ = stop_tx.send(true);
+    })
+    .await
+}
+
+/// Serves `app` the way [`serve`] does (connections whose writes stall for
+/// `write_timeout` are dropped) until `shutdown` resolves, then drains requests in
+/// progress. For hosts that put more routes around the API (`switchyard dev`).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    write_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = StallGuardedListener {
         inner: listener,
         write_timeout,
     };
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Live streams end so the graceful shutdown does not wait on them forever.
-            let _ = stop_tx.send(true);
-        })
+        .with_graceful_shutdown(shutdown)
         .await
 }
 

@@ -1,0 +1,539 @@
+//! `switchyard dev`: the platform (embedded journal and store) and every service of a
+//! system, started in dependency order on one machine; `reset` and `snapshot`, which put
+//! a running (or stopped) dev system into a known state.
+//!
+//! One listener serves the API of the current platform and, around it, the runner's own
+//! routes under `/v1/system/`. Reset and snapshot stop the services and the platform, work
+//! on the files, and start both again, so what they copy is consistent; the listener stays
+//! up throughout (requests meanwhile get 503).
+
+mod client;
+mod services;
+mod state;
+
+pub use client::{ResetArgs, SnapshotCommand, reset, snapshot};
+
+use crate::Exit;
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::json;
+use services::{Board, ServiceStatus, Services, lock};
+use state::StateDir;
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_manifest::{Endpoint, System};
+use tokio::sync::{mpsc, oneshot, watch};
+use tower::ServiceExt as _;
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// The system directory: switchyard.toml and the services' folders.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Start only these services (comma-separated); the others count as down for their
+    /// dependents, which act on their `on-failure` policy.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Address of the platform's API.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Where journal, store, service databases and snapshots live. Default: DIR/.switchyard
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// How long a service may take to exit after SIGTERM before it gets SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Start from an empty state (as `switchyard reset` does) instead of the last one.
+    #[arg(long)]
+    fresh: bool,
+}
+
+/// What the control routes ask of the runner's loop.
+enum Request {
+    Reset,
+    Save(String),
+    Restore(String),
+}
+
+type Reply = oneshot::Sender<Result<serde_json::Value, String>>;
+
+#[derive(Clone)]
+struct Control {
+    /// The current platform's API (or a 503 while it restarts).
+    api: Arc<ArcSwap<Router>>,
+    board: Board,
+    system: Arc<System>,
+    requests: mpsc::Sender<(Request, Reply)>,
+    state: Arc<StateDir>,
+    url: String,
+}
+
+pub async fn run(args: DevArgs) -> Result<u8, Exit> {
+    let started = Instant::now();
+    let dir = args.dir.clone();
+    let loaded = switchyard_manifest::load(&dir)
+        .with_context(|| format!("reading the system in {}", dir.display()))?;
+    if !loaded.is_ok() {
+        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "switchyard dev: {} error(s) in the manifests; `switchyard check {}` lists them all",
+            loaded.errors(),
+            dir.display()
+        );
+        return Ok(1);
+    }
+    let system = Arc::new(loaded.system);
+    for name in &args.only {
+        if !system.services.contains_key(name) {
+            return Err(anyhow!(
+                "--only: no service named {name:?} (services: {})",
+                system
+                    .services
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .into());
+        }
+    }
+    let state = Arc::new(StateDir::new(
+        args.state
+            .clone()
+            .unwrap_or_else(|| dir.join(".switchyard")),
+    ));
+    if args.fresh {
+        state.wipe()?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (is another switchyard running?)",
+                args.listen
+            )
+        })?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().context("reading the bound address")?
+    );
+
+    // Ports are chosen once, so they stay the same across resets and restores.
+    let ports = assign_ports(&system)?;
+    let board: Board = Arc::new(std::sync::Mutex::new(
+        system
+            .services
+            .values()
+            .map(|s| {
+                let port = ports[&s.name];
+                let chosen = args.only.is_empty() || args.only.contains(&s.name);
+                let status = ServiceStatus {
+                    name: s.name.clone(),
+                    state: if chosen { "waiting" } else { "not-started" },
+                    port,
+                    url: format!("http://127.0.0.1:{port}"),
+                    pid: None,
+                    restarts: 0,
+                    last_exit: None,
+                };
+                (s.name.clone(), status)
+            })
+            .collect(),
+    ));
+    let (requests, mut incoming) = mpsc::channel(4);
+    let control = Control {
+        api: Arc::new(ArcSwap::from_pointee(restarting())),
+        board: board.clone(),
+        system: system.clone(),
+        requests,
+        state: state.clone(),
+        url: url.clone(),
+    };
+    let (stop_http, stop_http_rx) = watch::channel(false);
+    let http = tokio::spawn(switchyard_server::serve_router(
+        listener,
+        control_routes(control.clone()),
+        Duration::from_secs(60),
+        async move {
+            let mut rx = stop_http_rx;
+            let _ = rx.wait_for(|&s| s).await;
+        },
+    ));
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+
+    let mut first = true;
+    let mut pending: Option<(Reply, serde_json::Value)> = None;
+    let code = loop {
+        let up = match Up::start(&control, &args, &ports, colour).await {
+            Ok(up) => up,
+            Err(e) => {
+                eprintln!("switchyard dev: {e:#}");
+                if let Some((reply, _)) = pending.take() {
+                    let _ = reply.send(Err(format!("{e:#}")));
+                }
+                break 1;
+            }
+        };
+        if first {
+            print_ready(&system, &board, &url, started.elapsed());
+            first = false;
+        }
+        if let Some((reply, mut body)) = pending.take() {
+            body["ms"] = json!(up.started.elapsed().as_millis() as u64);
+            let _ = reply.send(Ok(body));
+        }
+        let next = tokio::select! {
+            _ = crate::serve::shutdown_signal() => None,
+            r = incoming.recv() => r,
+        };
+        let at = Instant::now();
+        up.stop(&control).await;
+        let Some((request, reply)) = next else {
+            break 0;
+        };
+        // The platform and the services are down: the files are ours.
+        let done = match request {
+            Request::Reset => state.wipe().map(|()| json!({"reset": true})),
+            Request::Save(name) => state.save(&name).map(|i| json!({"saved": i})),
+            Request::Restore(name) => state.restore(&name).map(|i| json!({"restored": i})),
+        };
+        match done {
+            Ok(body) => pending = Some((reply, body)),
+            Err(e) => {
+                // Nothing changed (save writes beside; restore checks first): start again.
+                let _ = reply.send(Err(format!("{e:#}")));
+            }
+        }
+        let _ = at;
+    };
+    let _ = stop_http.send(true);
+    let _ = http.await;
+    eprintln!("switchyard dev: stopped");
+    Ok(code)
+}
+
+/// The platform and the services, running.
+struct Up {
+    platform: crate::serve::Platform,
+    stop_streams: watch::Sender<bool>,
+    services: Services,
+    started: Instant,
+}
+
+impl Up {
+    async fn start(
+        control: &Control,
+        args: &DevArgs,
+        ports: &BTreeMap<String, u16>,
+        colour: bool,
+    ) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let system = &control.system;
+        let data = control.state.data();
+        let platform = crate::serve::Platform::open(&data).await?;
+        let (stop_streams, stop_rx) = watch::channel(false);
+        let options = switchyard_server::Options {
+            bus: Some(platform.bus.clone()),
+            ..Default::default()
+        };
+        control.api.store(Arc::new(switchyard_server::router(
+            platform.journal(),
+            options,
+            stop_rx,
+        )));
+        let only = &args.only;
+        let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+        if let Err(e) = register(control, system, ports, &chosen).await {
+            let _ = stop_streams.send(true);
+            control.api.store(Arc::new(restarting()));
+            platform.close().await?;
+            return Err(e);
+        }
+        let mut databases = BTreeMap::new();
+        for s in system.services.values().filter(|s| chosen(&s.name)) {
+            if let Some(url) = control.state.prepare_database(s).await? {
+                databases.insert(s.name.clone(), url);
+            }
+        }
+        let launches = services::launches(system, only, ports, &control.url, &databases);
+        let (services, outcome) =
+            Services::start(launches, control.board.clone(), args.grace, colour).await;
+        let up = Up {
+            platform,
+            stop_streams,
+            services,
+            started,
+        };
+        if let Err(f) = outcome {
+            up.stop(control).await;
+            let mut msg = format!("service {} did not start: {}", f.service, f.reason);
+            if f.last_lines.is_empty() {
+                msg.push_str("\n  (it printed nothing)");
+            } else {
+                msg.push_str("\n  its last lines:");
+                for l in f.last_lines {
+                    msg.push_str("\n    ");
+                    msg.push_str(&l);
+                }
+            }
+            return Err(anyhow!(msg));
+        }
+        Ok(up)
+    }
+
+    async fn stop(self, control: &Control) {
+        self.services.stop().await;
+        let _ = self.stop_streams.send(true);
+        control.api.store(Arc::new(restarting()));
+        if let Err(e) = self.platform.close().await {
+            eprintln!("switchyard dev: closing the platform: {e:#}");
+        }
+    }
+}
+
+/// Topics (with their schemas) and the subscriptions of the services that run, through the
+/// platform's own API, so they get the same checks as any client's.
+async fn register(
+    control: &Control,
+    system: &System,
+    ports: &BTreeMap<String, u16>,
+    chosen: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    for (name, topic) in &system.topics {
+        let mut body = serde_json::to_value(topic.config)?;
+        let schemas: serde_json::Map<String, serde_json::Value> = topic
+            .event_types
+            .iter()
+            .filter_map(|(t, e)| e.schema.clone().map(|s| (t.clone(), s)))
+            .collect();
+        if !schemas.is_empty() {
+            body["schemas"] = serde_json::Value::Object(schemas);
+        }
+        call(control, "PUT", &format!("/v1/topics/{name}"), body)
+            .await
+            .with_context(|| format!("creating topic {name} (switchyard.toml)"))?;
+    }
+    for sub in system.all_subscriptions() {
+        let endpoint = match &sub.endpoint {
+            Endpoint::Url(u) => u.clone(),
+            Endpoint::Service { service, path } => {
+                if !chosen(service) {
+                    continue; // not started: its events wait in the journal
+                }
+                format!("http://127.0.0.1:{}{path}", ports[service])
+            }
+        };
+        let r = &sub.retry;
+        let body = json!({
+            "topics": sub.topics,
+            "types": sub.types,
+            "endpoint": endpoint,
+            "concurrency": sub.concurrency,
+            "retry": {
+                "initial-backoff-ms": r.initial_backoff.as_millis() as u64,
+                "max-backoff-ms": r.max_backoff.as_millis() as u64,
+                "multiplier": r.multiplier,
+                "jitter": r.jitter,
+                "max-attempts": r.max_attempts,
+                "max-age-ms": r.max_age.as_millis() as u64,
+            },
+        });
+        call(
+            control,
+            "PUT",
+            &format!("/v1/subscriptions/{}", sub.name),
+            body,
+        )
+        .await
+        .with_context(|| format!("creating subscription {}", sub.name))?;
+    }
+    Ok(())
+}
+
+/// One request to the current platform's router, in process.
+async fn call(
+    control: &Control,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))?;
+    let router = control.api.load_full().as_ref().clone();
+    let resp = router.oneshot(req).await?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    Err(anyhow!("{status}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+fn assign_ports(system: &System) -> anyhow::Result<BTreeMap<String, u16>> {
+    let mut out = BTreeMap::new();
+    // Hold every picked port until all are picked, so two services never get the same.
+    let mut held = Vec::new();
+    for s in system.services.values() {
+        let port = match s.port {
+            Some(p) => p,
+            None => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")
+                    .context("finding a free port for a service")?;
+                let p = l.local_addr()?.port();
+                held.push(l);
+                p
+            }
+        };
+        out.insert(s.name.clone(), port);
+    }
+    Ok(out)
+}
+
+fn print_ready(system: &System, board: &Board, url: &str, took: Duration) {
+    let b = lock(board);
+    let width = b.keys().map(String::len).max().unwrap_or(7).max(7);
+    println!();
+    println!("{:width$}  {:>5}  {:27}  state", "service", "port", "url");
+    for s in b.values() {
+        println!(
+            "{:width$}  {:>5}  {:27}  {}",
+            s.name, s.port, s.url, s.state
+        );
+    }
+    println!();
+    println!(
+        "switchyard dev: {} ready in {} ms; API {url}, status {url}/v1/system/status; Ctrl-C stops",
+        system.name,
+        took.as_millis()
+    );
+}
+
+/// The runner's routes, with the platform's API behind them.
+fn control_routes(control: Control) -> Router {
+    Router::new()
+        .route("/v1/system/status", get(status))
+        .route("/v1/system/reset", post(reset_route))
+        .route("/v1/system/snapshots", get(list_snapshots))
+        .route("/v1/system/snapshots/{name}", put(save_snapshot))
+        .route(
+            "/v1/system/snapshots/{name}/restore",
+            post(restore_snapshot),
+        )
+        .fallback(forward)
+        .with_state(control)
+}
+
+async fn forward(State(c): State<Control>, req: axum::extract::Request) -> Response {
+    let router = c.api.load_full().as_ref().clone();
+    match router.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// The API while the platform restarts.
+fn restarting() -> Router {
+    Router::new().fallback(|| async {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "restarting",
+            "the platform is restarting (reset or snapshot restore); try again in a moment",
+        )
+    })
+}
+
+fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = json!({
+        "type": format!("https://switchyard.dev/problems/{code}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "code": code,
+        "detail": detail,
+    });
+    (
+        status,
+        [("content-type", "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn status(State(c): State<Control>) -> Response {
+    let services: Vec<ServiceStatus> = lock(&c.board).values().cloned().collect();
+    axum::Json(json!({
+        "system": c.system.name,
+        "api": c.url,
+        "state-dir": c.state.root.display().to_string(),
+        "services": services,
+    }))
+    .into_response()
+}
+
+async fn ask(c: &Control, request: Request) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if c.requests.send((request, tx)).await.is_err() {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the runner is stopping",
+        );
+    }
+    match rx.await {
+        Ok(Ok(body)) => axum::Json(body).into_response(),
+        Ok(Err(e)) => problem(StatusCode::CONFLICT, "state-operation-failed", &e),
+        Err(_) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the runner is stopping",
+        ),
+    }
+}
+
+async fn reset_route(State(c): State<Control>) -> Response {
+    ask(&c, Request::Reset).await
+}
+
+async fn save_snapshot(State(c): State<Control>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Err(e) = state::check_snapshot_name(&name) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-snapshot-name",
+            &e.to_string(),
+        );
+    }
+    ask(&c, Request::Save(name)).await
+}
+
+async fn restore_snapshot(State(c): State<Control>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Err(e) = state::check_snapshot_name(&name) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-snapshot-name",
+            &e.to_string(),
+        );
+    }
+    ask(&c, Request::Restore(name)).await
+}
+
+async fn list_snapshots(State(c): State<Control>) -> Response {
+    match c.state.list() {
+        Ok(l) => axum::Json(json!({ "snapshots": l })).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, "io", &format!("{e:#}")),
+    }
+}

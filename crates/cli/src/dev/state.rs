@@ -1,0 +1,318 @@
+//! The dev runner's state directory (`DIR/.switchyard` unless `--state` says otherwise):
+//!
+//! ```text
+//! data/                  the journal and the store (store.sqlite), as `switchyard serve` keeps them
+//! services/<name>/       each service's database (db.sqlite)
+//! snapshots/<name>/      saved copies of data/ and services/
+//! ```
+//!
+//! Everything here runs while the platform and the services are stopped, so the copies are
+//! consistent.
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use switchyard_manifest::{DatabaseKind, Service};
+
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+/// One saved snapshot, as `snapshot ls` lists it.
+#[derive(Debug, Serialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub saved_at: u64,
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn services(&self) -> PathBuf {
+        self.root.join("services")
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Removes the journal, the store and every service database (snapshots stay).
+    pub fn wipe(&self) -> anyhow::Result<()> {
+        for dir in [self.data(), self.services()] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, name: &str) -> anyhow::Result<SnapshotInfo> {
+        check_snapshot_name(name)?;
+        let dest = self.snapshots().join(name);
+        // Written beside, then renamed: a failed save leaves no half snapshot.
+        let tmp = self.snapshots().join(format!(".{name}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for (from, to) in [(self.data(), "data"), (self.services(), "services")] {
+            if from.exists() {
+                copy_tree(&from, &tmp.join(to))?;
+            }
+        }
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)
+                .with_context(|| format!("replacing {}", dest.display()))?;
+        }
+        std::fs::rename(&tmp, &dest).with_context(|| format!("saving {}", dest.display()))?;
+        self.info(name)
+    }
+
+    pub fn restore(&self, name: &str) -> anyhow::Result<SnapshotInfo> {
+        check_snapshot_name(name)?;
+        let src = self.snapshots().join(name);
+        if !src.is_dir() {
+            let known: Vec<String> = self.list()?.into_iter().map(|s| s.name).collect();
+            bail!(
+                "no snapshot named {name:?} in {} (there are: {})",
+                self.snapshots().display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        self.wipe()?;
+        for (from, to) in [
+            (src.join("data"), self.data()),
+            (src.join("services"), self.services()),
+        ] {
+            if from.exists() {
+                copy_tree(&from, &to)?;
+            }
+        }
+        self.info(name)
+    }
+
+    pub fn list(&self) -> anyhow::Result<Vec<SnapshotInfo>> {
+        let dir = self.snapshots();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.with_context(|| format!("reading {}", dir.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.path().is_dir() {
+                out.push(self.info(&name)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn info(&self, name: &str) -> anyhow::Result<SnapshotInfo> {
+        let dir = self.snapshots().join(name);
+        let meta = std::fs::metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let saved_at = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(SnapshotInfo {
+            name: name.to_string(),
+            bytes: tree_bytes(&dir),
+            saved_at,
+        })
+    }
+
+    /// Creates `service`'s database when it has one, applies its migrations, and returns
+    /// its `DATABASE_URL`.
+    pub async fn prepare_database(&self, service: &Service) -> anyhow::Result<Option<String>> {
+        let Some(db) = &service.database else {
+            return Ok(None);
+        };
+        if db.kind == DatabaseKind::Postgres {
+            bail!(
+                "service {}: `switchyard dev` does not create PostgreSQL databases yet; use \
+                 kind = \"sqlite\" for local runs",
+                service.name
+            );
+        }
+        let dir = self.services().join(&service.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("db.sqlite");
+        let url = format!("sqlite://{}", path.display());
+        if let Some(migrations) = &db.migrations {
+            migrate(&path, migrations).await.with_context(|| {
+                format!(
+                    "service {}: migrations in {}",
+                    service.name,
+                    migrations.display()
+                )
+            })?;
+        }
+        Ok(Some(url))
+    }
+}
+
+/// Applies every `*.sql` file of `dir` not applied yet, in name order, each in its own
+/// transaction, recorded in `switchyard_migrations`.
+async fn migrate(db: &Path, dir: &Path) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS switchyard_migrations \
+         (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .execute(&mut conn)
+    .await?;
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let done: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM switchyard_migrations WHERE name = ?")
+                .bind(&name)
+                .fetch_optional(&mut conn)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(&sql)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("applying {name}"))?;
+        sqlx::query("INSERT INTO switchyard_migrations (name) VALUES (?)")
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+pub fn check_snapshot_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "snapshot name {name:?}: use 1 to 100 characters from [A-Za-z0-9._-], not starting \
+             with a dot"
+        ))
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e.with_context(|| format!("reading {}", from.display()))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let kind = e
+            .file_type()
+            .with_context(|| format!("reading {}", src.display()))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)
+                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+        // Lock files and other specials are not state: left out.
+    }
+    Ok(())
+}
+
+fn tree_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+                Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_checked() {
+        for good in ["before-bug", "v1.2", "a_b"] {
+            assert!(check_snapshot_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "../x", "a/b", "x y", &"n".repeat(101)] {
+            assert!(check_snapshot_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn save_restore_round_trip_and_wipe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateDir::new(tmp.path().to_path_buf());
+        std::fs::create_dir_all(s.data().join("orders.v1")).unwrap();
+        std::fs::write(s.data().join("orders.v1/seg.log"), b"one").unwrap();
+        std::fs::create_dir_all(s.services().join("inventory")).unwrap();
+        std::fs::write(s.services().join("inventory/db.sqlite"), b"db").unwrap();
+        let saved = s.save("known").unwrap();
+        assert_eq!(saved.bytes, 5);
+        std::fs::write(s.data().join("orders.v1/seg.log"), b"changed").unwrap();
+        std::fs::write(s.data().join("extra"), b"x").unwrap();
+        s.restore("known").unwrap();
+        assert_eq!(
+            std::fs::read(s.data().join("orders.v1/seg.log")).unwrap(),
+            b"one"
+        );
+        assert!(
+            !s.data().join("extra").exists(),
+            "restore replaces, not merges"
+        );
+        assert_eq!(s.list().unwrap().len(), 1);
+        let e = s.restore("missing").unwrap_err().to_string();
+        assert!(e.contains("known"), "{e}");
+        s.wipe().unwrap();
+        assert!(!s.data().exists() && !s.services().exists());
+        assert_eq!(
+            s.list().unwrap()[0].name,
+            "known",
+            "snapshots survive a wipe"
+        );
+    }
+}
