@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rand::Rng as _;
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_journal::{Journal, Partition, ReadLimits, TopicName};
@@ -50,16 +50,28 @@ type Commit = watch::Receiver<bool>;
 /// From a reader to the deliverer: records just read, with their events, on their way
 /// into the store.
 struct Handoff {
-    deliveries: Vec<(Delivery, Bytes)>,
+    deliveries: Vec<(Delivery, Bytes, Early)>,
     commit: Commit,
 }
 
 /// From a reader to its partition's enqueuer: what to write to the store, in read order.
 struct Enqueue {
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<(Delivery, Early)>,
     cursor_after: Cursor,
     committed: watch::Sender<bool>,
 }
+
+/// Where a fresh delivery stands between its push and its enqueue: a push acknowledged
+/// before the enqueuer took the delivery means it never needs a row (the cursor advance
+/// that follows covers it), which saves the store two writes per event.
+type Early = Arc<AtomicU8>;
+const PENDING: u8 = 0;
+const ACKED_EARLY: u8 = 1;
+const ENQUEUING: u8 = 2;
+
+/// How long an enqueuer holds a fresh batch so pushes in flight can finish first. It delays
+/// only the store's record (and the outcome of pushes that failed), never a push.
+const LINGER: Duration = Duration::from_millis(1);
 
 /// How an attempt ended, for the deliverer's board.
 enum Settled {
@@ -311,7 +323,7 @@ impl Dispatcher {
                 continue;
             }
             let now = now_ms();
-            let fresh: Vec<(Delivery, Bytes)> = batch
+            let fresh: Vec<(Delivery, Bytes, Early)> = batch
                 .records
                 .into_iter()
                 .filter_map(|r| {
@@ -330,11 +342,14 @@ impl Dispatcher {
                             r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
                             event.as_ref().and_then(deliver_at).unwrap_or(now),
                         );
-                        (d, r.payload)
+                        (d, r.payload, Early::default())
                     })
                 })
                 .collect();
-            let deliveries: Vec<Delivery> = fresh.iter().map(|(d, _)| d.clone()).collect();
+            let deliveries: Vec<(Delivery, Early)> = fresh
+                .iter()
+                .map(|(d, _, e)| (d.clone(), e.clone()))
+                .collect();
             let (committed, commit) = watch::channel(false);
             let enqueue_this = Enqueue {
                 deliveries,
@@ -368,6 +383,9 @@ impl Dispatcher {
         let name = &self.sub.spec.name;
         let mut stop = self.stop.clone();
         while let Some(first) = enqueues.recv().await {
+            if !first.deliveries.is_empty() {
+                tokio::time::sleep(LINGER).await;
+            }
             let mut batch = vec![first];
             while batch.len() < 16 {
                 match enqueues.try_recv() {
@@ -375,9 +393,17 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
+            // From here on a push's outcome waits for the commit; those acknowledged
+            // already are left out.
             let deliveries: Vec<Delivery> = batch
                 .iter()
-                .flat_map(|e| e.deliveries.iter().cloned())
+                .flat_map(|e| e.deliveries.iter())
+                .filter(|(_, early)| {
+                    early
+                        .compare_exchange(PENDING, ENQUEUING, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                })
+                .map(|(d, _)| d.clone())
                 .collect();
             let cursor = batch.last().map(|e| e.cursor_after.clone());
             while let Err(e) = self
@@ -494,10 +520,10 @@ impl Dispatcher {
     ) {
         let Handoff { deliveries, commit } = handoff;
         let now = now_ms();
-        for (d, _) in &deliveries {
+        for (d, _, _) in &deliveries {
             lock(board).learn(d);
         }
-        for (d, event) in deliveries {
+        for (d, event, early) in deliveries {
             if d.next_attempt_at_ms > now {
                 continue;
             }
@@ -510,14 +536,14 @@ impl Dispatcher {
             };
             b.start(&d);
             drop(b);
-            self.spawn_attempt(d, Some((event, commit.clone())), permit, board, wake);
+            self.spawn_attempt(d, Some((event, commit.clone(), early)), permit, board, wake);
         }
     }
 
     fn spawn_attempt(
         self: &Arc<Self>,
         d: Delivery,
-        fresh: Option<(Bytes, Commit)>,
+        fresh: Option<(Bytes, Commit, Early)>,
         permit: tokio::sync::OwnedSemaphorePermit,
         board: &Arc<Mutex<Board>>,
         wake: &Arc<Notify>,
@@ -538,12 +564,12 @@ impl Dispatcher {
     async fn attempt(
         &self,
         d: &Delivery,
-        fresh: Option<(Bytes, Commit)>,
+        fresh: Option<(Bytes, Commit, Early)>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Settled {
         let now = now_ms();
         let (event, commit) = match fresh {
-            Some((payload, commit)) => (event_of(&payload, d), Some(commit)),
+            Some((payload, commit, early)) => (event_of(&payload, d), Some((commit, early))),
             None => (self.load(d).await, None),
         };
         let outcome = match event {
@@ -561,10 +587,18 @@ impl Dispatcher {
             Err(error) => Outcome::Reject { error },
         };
         drop(permit);
-        if let Some(mut commit) = commit
-            && commit.wait_for(|&done| done).await.is_err()
-        {
-            return Settled::NotRecorded;
+        if let Some((mut commit, early)) = commit {
+            let acked = matches!(outcome, Outcome::Delivered);
+            if acked
+                && early
+                    .compare_exchange(PENDING, ACKED_EARLY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Settled::Done; // the enqueuer leaves it out
+            }
+            if commit.wait_for(|&done| done).await.is_err() {
+                return Settled::NotRecorded;
+            }
         }
         let (result, how) = match outcome {
             Outcome::Delivered => (self.store.ack(&d.key).await.map(|_| ()), Settled::Done),
