@@ -22,7 +22,7 @@ if mode == "needs-a":
     urllib.request.urlopen(os.environ["A_URL"] + "/healthz", timeout=2).read()
     print("a answered", flush=True)
 db = None
-if "DATABASE_URL" in os.environ:
+if os.environ.get("DATABASE_URL", "").startswith("sqlite://"):
     db = sqlite3.connect(os.environ["DATABASE_URL"].removeprefix("sqlite://"), check_same_thread=False)
 class H(http.server.BaseHTTPRequestHandler):
     def reply(self, code, body=b""):
@@ -391,4 +391,99 @@ fn reset_and_snapshots_put_journal_store_and_databases_back() {
     off(&["reset"]).expect_code(0);
     assert!(!root.join(".switchyard/data").exists());
     assert!(root.join(".switchyard/snapshots/one").exists());
+}
+
+/// `psql URL -tAc SQL`, trimmed; `None` when psql cannot reach the server.
+fn psql(url: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([url, "-tAc", sql])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn postgres_databases_are_created_migrated_snapshotted_and_reset() {
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    if psql(admin, "SELECT 1").is_none() {
+        assert!(
+            std::env::var_os("SWITCHYARD_REQUIRE_SERVICES").is_none(),
+            "PostgreSQL is required on 127.0.0.1:5432"
+        );
+        eprintln!("skipped: no PostgreSQL on 127.0.0.1:5432");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("test step");
+    let root = tmp.path();
+    // A system name of its own, so parallel runs do not share databases.
+    let system_name = format!("pgtest{}", std::process::id());
+    write(
+        &root.join("switchyard.toml"),
+        &format!("[system]\nname = \"{system_name}\"\n"),
+    );
+    service(
+        root,
+        "ledger",
+        "ok",
+        "",
+        "[database]\nkind = \"postgres\"\nmigrations = \"migrations\"\n",
+    );
+    write(
+        &root.join("services/ledger/migrations/0001.sql"),
+        "CREATE TABLE entries (id INT PRIMARY KEY);",
+    );
+    let dev = Dev::start(root, &["--postgres", admin]).expect("dev starts");
+    let env = get_json(&format!(
+        "{}/env",
+        dev.service("ledger")["url"].as_str().expect("url")
+    ));
+    let url = env["DATABASE_URL"]
+        .as_str()
+        .expect("DATABASE_URL")
+        .to_string();
+    assert!(url.ends_with(&format!("/sy_{system_name}_ledger")), "{url}");
+    let count = || psql(&url, "SELECT count(*) FROM entries").expect("query");
+    psql(&url, "INSERT INTO entries VALUES (1)").expect("insert");
+    let cli = |args: &[&str]| common::run_against(&dev.url, args, "");
+    cli(&["snapshot", "save", "one"]).expect_code(0);
+    psql(&url, "INSERT INTO entries VALUES (2)").expect("insert");
+    assert_eq!(count(), "2");
+    cli(&["snapshot", "restore", "one"]).expect_code(0);
+    assert_eq!(count(), "1", "the database is back to the snapshot");
+    cli(&["reset"]).expect_code(0);
+    assert_eq!(
+        count(),
+        "0",
+        "reset drops the database; start migrates it again"
+    );
+    assert_eq!(dev.stop(), 0);
+    // Offline, the runner's PostgreSQL databases are out of reach: a clear refusal.
+    let off = common::run(&[
+        "reset",
+        "--dir",
+        root.to_str().expect("utf-8"),
+        "--server",
+        "http://127.0.0.1:9",
+    ])
+    .expect_code(2);
+    assert!(
+        off.stderr.contains("keep their data in PostgreSQL"),
+        "{}",
+        off.stderr
+    );
+    // The database and its snapshot copy.
+    let ours = psql(
+        admin,
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE 'sy_{system_name}_%'"),
+    )
+    .unwrap_or_default();
+    assert_eq!(ours.lines().count(), 2, "{ours}");
+    for db in ours.lines() {
+        let _ = psql(
+            admin,
+            &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+        );
+    }
 }

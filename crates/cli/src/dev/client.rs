@@ -81,6 +81,21 @@ async fn ask_running(
 }
 
 fn offline(at: &Where) -> anyhow::Result<StateDir> {
+    // PostgreSQL databases are the runner's to drop and copy (it knows the server).
+    if let Ok(loaded) = switchyard_manifest::load(&at.dir) {
+        let pg: Vec<&str> = super::pg_services(&loaded.system)
+            .into_iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        if !pg.is_empty() {
+            return Err(anyhow!(
+                "no switchyard dev answers at {}, and services {} keep their data in \
+                 PostgreSQL: start `switchyard dev` and run this again",
+                at.server.server,
+                pg.join(", ")
+            ));
+        }
+    }
     let state = StateDir::new(
         at.state
             .clone()

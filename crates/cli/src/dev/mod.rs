@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::json;
 use services::{Board, ServiceStatus, Services, lock};
-use state::StateDir;
+use state::{Postgres, StateDir};
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -55,6 +55,14 @@ pub struct DevArgs {
     /// Start from an empty state (as `switchyard reset` does) instead of the last one.
     #[arg(long)]
     fresh: bool,
+    /// The PostgreSQL server for services whose database is `postgres`: the runner creates
+    /// one database per service there (and copies them for snapshots).
+    #[arg(
+        long,
+        env = "SWITCHYARD_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
 }
 
 /// What the control routes ask of the runner's loop.
@@ -74,6 +82,7 @@ struct Control {
     system: Arc<System>,
     requests: mpsc::Sender<(Request, Reply)>,
     state: Arc<StateDir>,
+    postgres: Arc<Postgres>,
     url: String,
 }
 
@@ -113,8 +122,12 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
             .clone()
             .unwrap_or_else(|| dir.join(".switchyard")),
     ));
+    let postgres = Arc::new(Postgres {
+        admin: args.postgres.clone(),
+        system: system.name.clone(),
+    });
     if args.fresh {
-        state.wipe()?;
+        wipe(&state, &postgres, &system).await?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -158,6 +171,7 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
         system: system.clone(),
         requests,
         state: state.clone(),
+        postgres: postgres.clone(),
         url: url.clone(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
@@ -203,10 +217,25 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
             break 0;
         };
         // The platform and the services are down: the files are ours.
+        let pg = pg_services(&system);
         let done = match request {
-            Request::Reset => state.wipe().map(|()| json!({"reset": true})),
-            Request::Save(name) => state.save(&name).map(|i| json!({"saved": i})),
-            Request::Restore(name) => state.restore(&name).map(|i| json!({"restored": i})),
+            Request::Reset => wipe(&state, &postgres, &system)
+                .await
+                .map(|()| json!({"reset": true})),
+            Request::Save(name) => match state.save(&name) {
+                Ok(i) => postgres
+                    .save(&pg, &name)
+                    .await
+                    .map(|()| json!({"saved": i})),
+                Err(e) => Err(e),
+            },
+            Request::Restore(name) => match state.restore(&name) {
+                Ok(i) => postgres
+                    .restore(&pg, &name)
+                    .await
+                    .map(|()| json!({"restored": i})),
+                Err(e) => Err(e),
+            },
         };
         match done {
             Ok(body) => pending = Some((reply, body)),
@@ -221,6 +250,29 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
     let _ = http.await;
     eprintln!("switchyard dev: stopped");
     Ok(code)
+}
+
+/// The services whose database is PostgreSQL.
+fn pg_services(system: &System) -> Vec<&switchyard_manifest::Service> {
+    system
+        .services
+        .values()
+        .filter(|s| {
+            s.database
+                .as_ref()
+                .is_some_and(|d| d.kind == switchyard_manifest::DatabaseKind::Postgres)
+        })
+        .collect()
+}
+
+/// Empties the journal, the store and every service database.
+async fn wipe(state: &StateDir, postgres: &Postgres, system: &System) -> anyhow::Result<()> {
+    state.wipe()?;
+    let pg = pg_services(system);
+    if !pg.is_empty() {
+        postgres.drop_all(&pg).await?;
+    }
+    Ok(())
 }
 
 /// The platform and the services, running.
@@ -262,7 +314,11 @@ impl Up {
         }
         let mut databases = BTreeMap::new();
         for s in system.services.values().filter(|s| chosen(&s.name)) {
-            if let Some(url) = control.state.prepare_database(s).await? {
+            let url = match control.state.prepare_sqlite(s).await? {
+                Some(url) => Some(url),
+                None => control.postgres.prepare(s).await?,
+            };
+            if let Some(url) = url {
                 databases.insert(s.name.clone(), url);
             }
         }

@@ -137,25 +137,27 @@ impl StateDir {
         })
     }
 
-    /// Creates `service`'s database when it has one, applies its migrations, and returns
-    /// its `DATABASE_URL`.
-    pub async fn prepare_database(&self, service: &Service) -> anyhow::Result<Option<String>> {
-        let Some(db) = &service.database else {
+    /// Creates `service`'s SQLite database when it has one, applies its migrations, and
+    /// returns its `DATABASE_URL` (PostgreSQL databases: [`Postgres`]).
+    pub async fn prepare_sqlite(&self, service: &Service) -> anyhow::Result<Option<String>> {
+        let Some(db) = service
+            .database
+            .as_ref()
+            .filter(|d| d.kind == DatabaseKind::Sqlite)
+        else {
             return Ok(None);
         };
-        if db.kind == DatabaseKind::Postgres {
-            bail!(
-                "service {}: `switchyard dev` does not create PostgreSQL databases yet; use \
-                 kind = \"sqlite\" for local runs",
-                service.name
-            );
-        }
         let dir = self.services().join(&service.name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("db.sqlite");
         let url = format!("sqlite://{}", path.display());
+        // WAL before anything else: the service's own connections find it set.
+        let mut conn = connect(&format!("{url}?mode=rwc")).await?;
+        sqlx::raw_sql("PRAGMA journal_mode=WAL")
+            .execute(&mut conn)
+            .await?;
         if let Some(migrations) = &db.migrations {
-            migrate(&path, migrations).await.with_context(|| {
+            migrate(&mut conn, migrations).await.with_context(|| {
                 format!(
                     "service {}: migrations in {}",
                     service.name,
@@ -167,9 +169,162 @@ impl StateDir {
     }
 }
 
+/// The services' PostgreSQL databases, on the server at `admin` (a URL whose database the
+/// runner may use to create and drop others): one database per service, named after the
+/// system and the service; a snapshot is a copy made with `CREATE DATABASE ... TEMPLATE`.
+pub struct Postgres {
+    pub admin: String,
+    pub system: String,
+}
+
+impl Postgres {
+    fn database_of(&self, service: &str) -> String {
+        pg_name(&format!("sy_{}_{service}", self.system))
+    }
+
+    /// The copy of `service`'s database for `snapshot`: the database's name (cut short)
+    /// and a hash of both, so it stays within PostgreSQL's 63 bytes.
+    fn snapshot_of(&self, service: &str, snapshot: &str) -> String {
+        let db = self.database_of(service);
+        let h = xxhash_rust::xxh3::xxh3_64(format!("{db}/{snapshot}").as_bytes());
+        format!("{}_s{h:016x}", &db[..db.len().min(44)])
+    }
+
+    fn url_of(&self, database: &str) -> anyhow::Result<String> {
+        let mut u = reqwest::Url::parse(&self.admin)
+            .with_context(|| format!("--postgres {:?} is not a URL", self.admin))?;
+        u.set_path(database);
+        Ok(u.to_string())
+    }
+
+    async fn admin(&self) -> anyhow::Result<sqlx::AnyConnection> {
+        connect(&self.admin)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {} (--postgres)", self.admin))
+    }
+
+    async fn exists(conn: &mut sqlx::AnyConnection, db: &str) -> anyhow::Result<bool> {
+        let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(db)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Creates the database of `service` if missing, applies its migrations, and returns
+    /// its `DATABASE_URL`.
+    pub async fn prepare(&self, service: &Service) -> anyhow::Result<Option<String>> {
+        let Some(db) = service
+            .database
+            .as_ref()
+            .filter(|d| d.kind == DatabaseKind::Postgres)
+        else {
+            return Ok(None);
+        };
+        let name = self.database_of(&service.name);
+        let mut admin = self.admin().await?;
+        if !Self::exists(&mut admin, &name).await? {
+            sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .await?;
+        }
+        let url = self.url_of(&name)?;
+        if let Some(migrations) = &db.migrations {
+            let mut conn = connect(&url).await?;
+            migrate(&mut conn, migrations).await.with_context(|| {
+                format!(
+                    "service {}: migrations in {}",
+                    service.name,
+                    migrations.display()
+                )
+            })?;
+        }
+        Ok(Some(url))
+    }
+
+    /// Drops the databases of `services` (reset; they are created again at start).
+    pub async fn drop_all(&self, services: &[&Service]) -> anyhow::Result<()> {
+        let mut admin = self.admin().await?;
+        for s in services {
+            let name = self.database_of(&s.name);
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Copies each database of `services` as snapshot `snapshot` (replacing an older one).
+    pub async fn save(&self, services: &[&Service], snapshot: &str) -> anyhow::Result<()> {
+        let mut admin = self.admin().await?;
+        for s in services {
+            let (db, copy) = (
+                self.database_of(&s.name),
+                self.snapshot_of(&s.name, snapshot),
+            );
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{copy}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            if Self::exists(&mut admin, &db).await? {
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{copy}\" TEMPLATE \"{db}\""))
+                    .execute(&mut admin)
+                    .await
+                    .with_context(|| format!("copying database {db} of service {}", s.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts each database of `services` back to snapshot `snapshot` (one the snapshot
+    /// lacks is dropped: it did not exist then).
+    pub async fn restore(&self, services: &[&Service], snapshot: &str) -> anyhow::Result<()> {
+        let mut admin = self.admin().await?;
+        for s in services {
+            let (db, copy) = (
+                self.database_of(&s.name),
+                self.snapshot_of(&s.name, snapshot),
+            );
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            if Self::exists(&mut admin, &copy).await? {
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{copy}\""))
+                    .execute(&mut admin)
+                    .await
+                    .with_context(|| format!("restoring database {db} of service {}", s.name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A PostgreSQL identifier from `s`: lowercase letters, digits and `_`, at most 63 bytes.
+fn pg_name(s: &str) -> String {
+    let mut n: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    n.truncate(63);
+    n
+}
+
+async fn connect(url: &str) -> anyhow::Result<sqlx::AnyConnection> {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
 /// Applies every `*.sql` file of `dir` not applied yet, in name order, each in its own
-/// transaction, recorded in `switchyard_migrations`.
-async fn migrate(db: &Path, dir: &Path) -> anyhow::Result<()> {
+/// transaction, recorded in `switchyard_migrations` (SQLite and PostgreSQL alike).
+async fn migrate(conn: &mut sqlx::AnyConnection, dir: &Path) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -177,18 +332,11 @@ async fn migrate(db: &Path, dir: &Path) -> anyhow::Result<()> {
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
     files.sort();
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS switchyard_migrations \
          (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
     )
-    .execute(&mut conn)
+    .execute(&mut *conn)
     .await?;
     for file in files {
         let name = file
@@ -196,9 +344,9 @@ async fn migrate(db: &Path, dir: &Path) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let done: Option<(String,)> =
-            sqlx::query_as("SELECT name FROM switchyard_migrations WHERE name = ?")
+            sqlx::query_as("SELECT name FROM switchyard_migrations WHERE name = $1")
                 .bind(&name)
-                .fetch_optional(&mut conn)
+                .fetch_optional(&mut *conn)
                 .await?;
         if done.is_some() {
             continue;
@@ -210,13 +358,12 @@ async fn migrate(db: &Path, dir: &Path) -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await
             .with_context(|| format!("applying {name}"))?;
-        sqlx::query("INSERT INTO switchyard_migrations (name) VALUES (?)")
+        sqlx::query("INSERT INTO switchyard_migrations (name) VALUES ($1)")
             .bind(&name)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
     }
-    conn.close().await?;
     Ok(())
 }
 
