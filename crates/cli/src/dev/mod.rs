@@ -566,25 +566,22 @@ async fn reset_route(State(c): State<Control>) -> Response {
 }
 
 async fn save_snapshot(State(c): State<Control>, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(e) = state::check_snapshot_name(&name) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "invalid-snapshot-name",
-            &e.to_string(),
-        );
-    }
-    ask(&c, Request::Save(name)).await
+    snapshot_request(&c, name, Request::Save).await
 }
 
 async fn restore_snapshot(State(c): State<Control>, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(e) = state::check_snapshot_name(&name) {
-        return problem(
+    snapshot_request(&c, name, Request::Restore).await
+}
+
+async fn snapshot_request(c: &Control, name: String, request: fn(String) -> Request) -> Response {
+    match state::check_snapshot_name(&name) {
+        Ok(()) => ask(c, request(name)).await,
+        Err(e) => problem(
             StatusCode::BAD_REQUEST,
             "invalid-snapshot-name",
             &e.to_string(),
-        );
+        ),
     }
-    ask(&c, Request::Restore(name)).await
 }
 
 async fn list_snapshots(State(c): State<Control>) -> Response {

@@ -246,10 +246,7 @@ impl Postgres {
     pub async fn drop_all(&self, services: &[&Service]) -> anyhow::Result<()> {
         let mut admin = self.admin().await?;
         for s in services {
-            let name = self.database_of(&s.name);
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await?;
+            drop_database(&mut admin, &self.database_of(&s.name)).await?;
         }
         Ok(())
     }
@@ -262,15 +259,9 @@ impl Postgres {
                 self.database_of(&s.name),
                 self.snapshot_of(&s.name, snapshot),
             );
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{copy}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await?;
-            if Self::exists(&mut admin, &db).await? {
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{copy}\" TEMPLATE \"{db}\""))
-                    .execute(&mut admin)
-                    .await
-                    .with_context(|| format!("copying database {db} of service {}", s.name))?;
-            }
+            copy_over(&mut admin, &db, &copy)
+                .await
+                .with_context(|| format!("saving database {db} of service {}", s.name))?;
         }
         Ok(())
     }
@@ -284,18 +275,30 @@ impl Postgres {
                 self.database_of(&s.name),
                 self.snapshot_of(&s.name, snapshot),
             );
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await?;
-            if Self::exists(&mut admin, &copy).await? {
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{copy}\""))
-                    .execute(&mut admin)
-                    .await
-                    .with_context(|| format!("restoring database {db} of service {}", s.name))?;
-            }
+            copy_over(&mut admin, &copy, &db)
+                .await
+                .with_context(|| format!("restoring database {db} of service {}", s.name))?;
         }
         Ok(())
     }
+}
+
+async fn drop_database(admin: &mut sqlx::AnyConnection, db: &str) -> anyhow::Result<()> {
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
+
+/// Makes database `to` a copy of `from` (or absent, when `from` is).
+async fn copy_over(admin: &mut sqlx::AnyConnection, from: &str, to: &str) -> anyhow::Result<()> {
+    drop_database(admin, to).await?;
+    if Postgres::exists(admin, from).await? {
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{to}\" TEMPLATE \"{from}\""))
+            .execute(admin)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A PostgreSQL identifier from `s`: lowercase letters, digits and `_`, at most 63 bytes.
