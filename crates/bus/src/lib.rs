@@ -149,6 +149,13 @@ impl Bus {
         self.store.delete_subscription(name).await
     }
 
+    /// Stops `name`'s dispatcher until the subscription is put again or the bus restarts:
+    /// its events wait in the journal behind its cursor (`switchyard dev --only` leaves
+    /// out services this way).
+    pub async fn pause(&self, name: &str) {
+        self.stop_dispatcher(name).await;
+    }
+
     /// Stops `name`'s dispatcher, if one runs, and waits for it (attempts in progress
     /// record their outcome first).
     async fn stop_dispatcher(&self, name: &str) {

@@ -272,18 +272,68 @@ fn a_port_already_taken_fails_the_start_and_names_the_service() {
 }
 
 #[test]
-fn only_starts_the_chosen_services_and_bad_names_are_refused() {
+fn only_starts_the_chosen_services_and_the_others_events_wait() {
     let tmp = tempfile::tempdir().expect("test step");
     system(tmp.path());
-    service(tmp.path(), "a", "ok", "", "");
-    service(tmp.path(), "b", "ok", "", "");
-    let dev = Dev::start(tmp.path(), &["--only", "b"]).expect("test step");
-    assert_eq!(dev.service("a")["state"], "not-started");
-    assert_eq!(dev.service("b")["state"], "healthy");
+    service(
+        tmp.path(),
+        "a",
+        "ok",
+        "",
+        "[[publishes]]\ntopic = \"things.v1\"\ntypes = [\"thing.made\"]\n",
+    );
+    service(
+        tmp.path(),
+        "b",
+        "ok",
+        "",
+        "[database]\nkind = \"sqlite\"\nmigrations = \"migrations\"\n\
+         [[subscribes]]\ntopic = \"things.v1\"\npath = \"/events\"\n",
+    );
+    write(
+        &tmp.path().join("services/b/migrations/0001.sql"),
+        "CREATE TABLE seen (id TEXT PRIMARY KEY);",
+    );
+    // A full run first: b's subscription now exists in the store.
+    Dev::start(tmp.path(), &[]).expect("dev starts").stop();
+    let dev = Dev::start(tmp.path(), &["--only", "a"]).expect("dev starts");
+    assert_eq!(dev.service("a")["state"], "healthy");
+    assert_eq!(dev.service("b")["state"], "not-started");
+    common::run_against(
+        &dev.url,
+        &[
+            "publish",
+            "things.v1",
+            "--type",
+            "thing.made",
+            "--data",
+            "{}",
+        ],
+        "",
+    )
+    .expect_code(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let sub = get_json(&format!("{}/v1/subscriptions/b.things.v1", dev.url));
+    assert_eq!(
+        sub["in-flight"], 0,
+        "nothing is pushed to b, which is down: {sub}"
+    );
+    assert_eq!(sub["parked"], 0, "{sub}");
+    assert_eq!(
+        sub["partitions"][0]["lag"], 1,
+        "the event waits in the journal: {sub}"
+    );
+    assert_eq!(dev.stop(), 0);
+    // With everything started, b gets it.
+    let dev = Dev::start(tmp.path(), &[]).expect("dev starts");
+    let b = dev.service("b")["url"].as_str().expect("url").to_string();
+    wait_until("b to get the waiting event", || {
+        get_json(&format!("{b}/count"))["count"] == 1
+    });
     assert_eq!(dev.stop(), 0);
     let (code, _, stderr) = Dev::start(tmp.path(), &["--only", "zz"])
         .err()
-        .expect("test step");
+        .expect("refused");
     assert_eq!(code, 2);
     assert!(stderr.contains("no service named \"zz\""), "{stderr}");
 }

@@ -117,10 +117,14 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
             .into());
         }
     }
+    // Absolute: services run in their own folders and get paths into it.
+    let state_dir = args
+        .state
+        .clone()
+        .unwrap_or_else(|| dir.join(".switchyard"));
     let state = Arc::new(StateDir::new(
-        args.state
-            .clone()
-            .unwrap_or_else(|| dir.join(".switchyard")),
+        std::path::absolute(&state_dir)
+            .with_context(|| format!("resolving {}", state_dir.display()))?,
     ));
     let postgres = Arc::new(Postgres {
         admin: args.postgres.clone(),
@@ -216,6 +220,12 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
         let Some((request, reply)) = next else {
             break 0;
         };
+        let what = match &request {
+            Request::Reset => "reset".to_string(),
+            Request::Save(name) => format!("saving snapshot {name}"),
+            Request::Restore(name) => format!("restoring snapshot {name}"),
+        };
+        eprintln!("switchyard dev: {what}: services and platform stopped; starting them again");
         // The platform and the services are down: the files are ours.
         let pg = pg_services(&system);
         let done = match request {
@@ -306,7 +316,7 @@ impl Up {
         )));
         let only = &args.only;
         let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-        if let Err(e) = register(control, system, ports, &chosen).await {
+        if let Err(e) = register(control, &platform.bus, system, ports, &chosen).await {
             let _ = stop_streams.send(true);
             control.api.store(Arc::new(restarting()));
             platform.close().await?;
@@ -362,6 +372,7 @@ impl Up {
 /// platform's own API, so they get the same checks as any client's.
 async fn register(
     control: &Control,
+    bus: &switchyard_bus::Bus,
     system: &System,
     ports: &BTreeMap<String, u16>,
     chosen: &dyn Fn(&str) -> bool,
@@ -385,7 +396,10 @@ async fn register(
             Endpoint::Url(u) => u.clone(),
             Endpoint::Service { service, path } => {
                 if !chosen(service) {
-                    continue; // not started: its events wait in the journal
+                    // Not started: its events wait in the journal (a subscription kept
+                    // from an earlier run would otherwise push to a dead port and park).
+                    bus.pause(&sub.name).await;
+                    continue;
                 }
                 format!("http://127.0.0.1:{}{path}", ports[service])
             }
