@@ -10,6 +10,7 @@ mod dev;
 mod journal;
 mod output;
 mod remote;
+mod seed;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -107,7 +108,8 @@ enum Command {
     Dev(dev::DevArgs),
 
     #[command(after_help = "Examples:\n  \
-            switchyard reset\n\n\
+            switchyard reset\n  \
+            switchyard reset --seed examples/shop/seed.yaml\n\n\
             Empties the journal, the store and every service database of the system, then starts \
             it again (through the running switchyard dev at SWITCHYARD_URL, or directly on \
             DIR/.switchyard when none runs).")]
@@ -121,6 +123,11 @@ enum Command {
             switchyard snapshot ls"
     )]
     Snapshot(dev::SnapshotCommand),
+
+    /// Put a running server into a known state from a YAML file: events per topic (those
+    /// already there are skipped), HTTP calls, then wait for every subscription to catch up.
+    #[command(after_help = seed::HELP)]
+    Seed(seed::SeedArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -184,6 +191,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Reset(args) => dev::reset(args).await,
             Command::Snapshot(cmd) => dev::snapshot(cmd).await,
+            Command::Seed(args) => seed::run(args).await,
         }
     });
     // Don't wait for a blocked stdin reader thread (append from a pipe that stays open).

@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 use std::io::Write as _;
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct Server {
     /// The server's base URL.
     #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:7400")]
@@ -22,6 +22,12 @@ pub struct Server {
     pub token_env: String,
 }
 
+/// One HTTP client per process, so requests share its connection pool.
+pub(crate) fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 impl Server {
     pub(crate) fn request(
         &self,
@@ -34,7 +40,7 @@ impl Server {
                 "--server {base:?} must start with http:// or https://"
             ));
         }
-        let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
+        let mut r = client().request(method, format!("{base}{path}"));
         if let Ok(token) = std::env::var(&self.token_env) {
             r = r.bearer_auth(token);
         }
@@ -93,7 +99,7 @@ fn fresh_id() -> String {
 }
 
 /// A problem+json answer as one line: `code: detail (pointer)`.
-async fn problem(r: reqwest::Response) -> anyhow::Error {
+pub(crate) async fn problem(r: reqwest::Response) -> anyhow::Error {
     let status = r.status();
     match r.json::<Value>().await {
         Ok(p) => anyhow!(
@@ -304,7 +310,7 @@ fn parse_key(s: &str) -> anyhow::Result<Value> {
     Ok(json!({"topic": topic, "partition": partition, "offset": offset}))
 }
 
-async fn call(
+pub(crate) async fn call(
     server: &Server,
     method: reqwest::Method,
     path: &str,

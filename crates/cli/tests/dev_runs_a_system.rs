@@ -425,6 +425,21 @@ fn reset_and_snapshots_put_journal_store_and_databases_back() {
         "reset empties the journal (topics are declared again)"
     );
     assert_eq!(get_json(&format!("{keeper}/count"))["count"], 0);
+    // reset --seed: the known state, every subscriber caught up when it returns.
+    let seed = root.join("seed.yaml");
+    write(
+        &seed,
+        "events:\n  things.v1:\n    - {type: thing.made, data: {n: 1}}\n    - {type: thing.made, data: {n: 2}}\n    - {type: thing.made, data: {n: 3}}\n",
+    );
+    let seeded = cli(&["reset", "--seed", seed.to_str().expect("utf-8")]).expect_code(0);
+    assert!(seeded.stdout.contains("appended 3"), "{}", seeded.stdout);
+    let keeper = dev.service("keeper")["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert_eq!(get_json(&format!("{keeper}/count"))["count"], 3);
+    cli(&["seed", seed.to_str().expect("utf-8")]).expect_code(0);
+    assert_eq!(next_offset(), 3, "seeding again appends nothing");
     let subs = get_json(&format!("{}/v1/subscriptions", dev.url));
     assert_eq!(subs["subscriptions"][0], "keeper.things.v1");
     assert_eq!(dev.stop(), 0);

@@ -29,6 +29,13 @@ pub struct Where {
 pub struct ResetArgs {
     #[command(flatten)]
     at: Where,
+    /// Then seed the system from this file (as `switchyard seed FILE` does), waiting until
+    /// every subscription has caught up.
+    #[arg(long, value_name = "FILE")]
+    seed: Option<PathBuf>,
+    /// With --seed: how long to wait for the subscriptions to catch up.
+    #[arg(long, default_value = "60s", value_parser = crate::args::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,11 +138,31 @@ fn print(at: &Where, what: &str, v: &Value) {
 pub async fn reset(args: ResetArgs) -> Result<u8, Exit> {
     let at = &args.at;
     match ask_running(at, reqwest::Method::POST, "/v1/system/reset").await? {
-        Some(v) => print(
-            at,
-            "reset: journal, store and service databases emptied",
-            &v,
-        ),
+        Some(v) => {
+            print(
+                at,
+                "reset: journal, store and service databases emptied",
+                &v,
+            );
+            if let Some(file) = args.seed {
+                return crate::seed::run(crate::seed::SeedArgs {
+                    file,
+                    timeout: args.timeout,
+                    no_wait: false,
+                    json: at.json,
+                    server: at.server.clone(),
+                })
+                .await;
+            }
+        }
+        None if args.seed.is_some() => {
+            return Err(anyhow!(
+                "no switchyard dev answers at {}: --seed needs the system running (start \
+                 `switchyard dev`, then reset again)",
+                at.server.server
+            )
+            .into());
+        }
         None => {
             offline(at)?.wipe()?;
             print(
