@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_journal::{Journal, Partition, ReadLimits, TopicName};
 use switchyard_store::{Cursor, Delivery, DeliveryKey, RetryPolicy, Store, Subscription};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 pub(crate) struct Dispatcher {
     pub sub: Subscription,
@@ -32,7 +32,12 @@ pub(crate) struct Dispatcher {
     /// Woken by the bus when the store changed behind the dispatcher's back (a parked
     /// delivery was put back in flight): the deliverer scans the store at once.
     pub poke: Arc<Notify>,
+    /// The acknowledger's queue, set when the dispatcher runs.
+    pub acks: std::sync::OnceLock<mpsc::Sender<Ack>>,
 }
+
+/// An acknowledgement to write, and where to say how it went.
+type Ack = (DeliveryKey, oneshot::Sender<Result<(), String>>);
 
 /// What orders deliveries: topic, partition and partition key.
 type OrderKey = (String, u32, String);
@@ -97,7 +102,13 @@ struct Board {
     /// a scan of the store that began before may still list them as due.
     settled: HashMap<DeliveryKey, u64>,
     finished: u64,
+    /// Events of fresh deliveries that had to wait for a scan, as the reader read them, so
+    /// the scan's attempt need not read them again (at most `EVENT_CACHE_BYTES`).
+    events: HashMap<DeliveryKey, Bytes>,
+    event_bytes: usize,
 }
+
+const EVENT_CACHE_BYTES: usize = 32 << 20;
 
 impl Board {
     fn learn(&mut self, d: &Delivery) {
@@ -114,7 +125,24 @@ impl Board {
         self.outstanding.insert(d.key.clone(), k);
     }
 
+    fn keep_event(&mut self, key: &DeliveryKey, event: Bytes) {
+        if self.event_bytes + event.len() <= EVENT_CACHE_BYTES
+            && self.outstanding.contains_key(key)
+            && !self.events.contains_key(key)
+        {
+            self.event_bytes += event.len();
+            self.events.insert(key.clone(), event);
+        }
+    }
+
+    fn take_event(&mut self, key: &DeliveryKey) -> Option<Bytes> {
+        let e = self.events.remove(key)?;
+        self.event_bytes -= e.len();
+        Some(e)
+    }
+
     fn forget(&mut self, key: &DeliveryKey) {
+        self.take_event(key);
         if let Some(Some(k)) = self.outstanding.remove(key)
             && let Some(offsets) = self.by_key.get_mut(&k)
         {
@@ -234,7 +262,9 @@ impl Dispatcher {
         let wake = Arc::new(Notify::new());
         // A few batches per partition in transit at most; readers wait when it is full.
         let (handoff, handoffs) = mpsc::channel(8 * partitions.len().max(1));
-        let mut tasks = Vec::new();
+        let (acks, queued) = mpsc::channel(1024);
+        let _ = me.acks.set(acks);
+        let mut tasks = vec![tokio::spawn(me.clone().acknowledge(queued))];
         for (topic, p) in partitions {
             // A few batches ahead at most: the reader waits when the store falls behind.
             let (enqueue, enqueues) = mpsc::channel(4);
@@ -480,8 +510,9 @@ impl Dispatcher {
                     continue;
                 }
                 b.start(&d);
+                let event = b.take_event(&d.key);
                 drop(b);
-                self.spawn_attempt(d, None, permit, &board, &wake);
+                self.spawn_attempt(d, event, None, permit, &board, &wake);
             }
             outstanding.store(lock(&board).outstanding.len(), Ordering::Relaxed);
             tokio::select! {
@@ -524,26 +555,26 @@ impl Dispatcher {
             lock(board).learn(d);
         }
         for (d, event, early) in deliveries {
-            if d.next_attempt_at_ms > now {
-                continue;
-            }
             let mut b = lock(board);
-            if !b.may_start(&d) {
+            let permit = (d.next_attempt_at_ms <= now && b.may_start(&d))
+                .then(|| permits.clone().try_acquire_owned().ok())
+                .flatten();
+            let Some(permit) = permit else {
+                b.keep_event(&d.key, event); // for the scan that will start it
                 continue;
-            }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break; // the rest waits for a scan once an attempt ends
             };
             b.start(&d);
             drop(b);
-            self.spawn_attempt(d, Some((event, commit.clone(), early)), permit, board, wake);
+            let fresh = Some((commit.clone(), early));
+            self.spawn_attempt(d, Some(event), fresh, permit, board, wake);
         }
     }
 
     fn spawn_attempt(
         self: &Arc<Self>,
         d: Delivery,
-        fresh: Option<(Bytes, Commit, Early)>,
+        event: Option<Bytes>,
+        fresh: Option<(Commit, Early)>,
         permit: tokio::sync::OwnedSemaphorePermit,
         board: &Arc<Mutex<Board>>,
         wake: &Arc<Notify>,
@@ -551,7 +582,7 @@ impl Dispatcher {
         let me = self.clone();
         let (board, wake) = (board.clone(), wake.clone());
         tokio::spawn(async move {
-            let how = me.attempt(&d, fresh, permit).await;
+            let how = me.attempt(&d, event, fresh, permit).await;
             lock(&board).finish(&d, how);
             wake.notify_one();
         });
@@ -564,14 +595,16 @@ impl Dispatcher {
     async fn attempt(
         &self,
         d: &Delivery,
-        fresh: Option<(Bytes, Commit, Early)>,
+        event: Option<Bytes>,
+        fresh: Option<(Commit, Early)>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Settled {
         let now = now_ms();
-        let (event, commit) = match fresh {
-            Some((payload, commit, early)) => (event_of(&payload, d), Some((commit, early))),
-            None => (self.load(d).await, None),
+        let event = match event {
+            Some(payload) => event_of(&payload, d),
+            None => self.load(d).await,
         };
+        let commit = fresh;
         let outcome = match event {
             Ok(event) => match push::request(
                 &self.client,
@@ -601,9 +634,13 @@ impl Dispatcher {
             }
         }
         let (result, how) = match outcome {
-            Outcome::Delivered => (self.store.ack(&d.key).await.map(|_| ()), Settled::Done),
+            Outcome::Delivered => (self.ack(&d.key).await, Settled::Done),
             Outcome::Reject { error } => (
-                self.store.park(&d.key, now_ms(), &error).await.map(|_| ()),
+                self.store
+                    .park(&d.key, now_ms(), &error)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 Settled::Done,
             ),
             Outcome::Retry { error, not_before } => {
@@ -615,12 +652,12 @@ impl Dispatcher {
                 {
                     let reason = format!("gave up after {attempts} attempt(s): {error}");
                     let r = self.store.park(&d.key, now_ms(), &reason).await;
-                    (r.map(|_| ()), Settled::Done)
+                    (r.map(|_| ()).map_err(|e| e.to_string()), Settled::Done)
                 } else {
                     let delay = not_before.unwrap_or_else(|| backoff(policy, d.attempts));
                     let at = now_ms().saturating_add(delay.as_millis() as i64);
                     let r = self.store.retry_later(&d.key, now, at, &error).await;
-                    (r.map(|_| ()), Settled::Retrying)
+                    (r.map(|_| ()).map_err(|e| e.to_string()), Settled::Retrying)
                 }
             }
         };
@@ -630,6 +667,44 @@ impl Dispatcher {
                 tracing::error!(subscription = %self.sub.spec.name, key = %d.key, "recording the outcome: {e}");
                 // Still in flight in the store: a later scan attempts it again.
                 Settled::Retrying
+            }
+        }
+    }
+
+    /// Acknowledges `key` through the acknowledger, which writes the acknowledgements that
+    /// queue up meanwhile in one transaction.
+    async fn ack(&self, key: &DeliveryKey) -> Result<(), String> {
+        let Some(acks) = self.acks.get() else {
+            return Err("the acknowledger is not running".into());
+        };
+        let (reply, answer) = oneshot::channel();
+        acks.send((key.clone(), reply))
+            .await
+            .map_err(|_| "the acknowledger stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the acknowledger stopped".to_string())?
+    }
+
+    /// Writes acknowledgements in batches: whatever queued while the last write ran.
+    async fn acknowledge(self: Arc<Self>, mut acks: mpsc::Receiver<Ack>) {
+        while let Some(first) = acks.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match acks.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            let keys: Vec<DeliveryKey> = batch.iter().map(|(k, _)| k.clone()).collect();
+            let result = self
+                .store
+                .ack_all(&keys)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            for (_, reply) in batch {
+                let _ = reply.send(result.clone());
             }
         }
     }
@@ -645,7 +720,8 @@ impl Dispatcher {
                 d.key.offset,
                 ReadLimits {
                     max_records: 1,
-                    ..ReadLimits::default()
+                    // One record: a small first read (a bigger record is read whole anyway).
+                    max_bytes: 4096,
                 },
             )
             .await

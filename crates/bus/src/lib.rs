@@ -123,6 +123,7 @@ impl Bus {
             options: self.options.clone(),
             stop: stop_rx,
             poke: poke.clone(),
+            acks: std::sync::OnceLock::new(),
         };
         let task = tokio::spawn(d.run());
         running.insert(

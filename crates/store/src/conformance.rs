@@ -55,6 +55,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     enqueue_rejects_bad_batches_whole(&*store, &unique_prefix("enqbad")).await;
     due_orders_by_time_then_offset(&*store, &unique_prefix("due")).await;
     ack_is_idempotent(&*store, &unique_prefix("ack")).await;
+    ack_all_removes_many_or_none(&*store, &unique_prefix("ackall")).await;
     retry_later_counts_attempts(&*store, &unique_prefix("retry")).await;
     park_unpark_discard_round_trip(&*store, &unique_prefix("park")).await;
     parked_pages_in_key_order(&*store, &unique_prefix("pages")).await;
@@ -771,6 +772,26 @@ pub async fn ack_is_idempotent(store: &dyn Store, prefix: &str) {
     ok(store.park(&key(&sub, 0, 2), 1, "r").await, "park");
     assert!(!ok(store.ack(&key(&sub, 0, 2)).await, "ack parked"));
     assert_eq!(ok(store.parked(&sub, None, 10).await, "parked").len(), 1);
+    cleanup(store, &[&sub]).await;
+}
+
+/// `ack_all` removes every listed row it finds, counts them, and with one bad key removes
+/// none.
+pub async fn ack_all_removes_many_or_none(store: &dyn Store, prefix: &str) {
+    let sub = create(store, prefix, "s").await;
+    let batch = (0..5).map(|o| delivery(key(&sub, 0, o), 0)).collect();
+    ok(store.enqueue(&sub, batch, None).await, "enqueue");
+    let keys = [key(&sub, 0, 0), key(&sub, 0, 2), key(&sub, 0, 99)];
+    assert_eq!(ok(store.ack_all(&keys).await, "ack_all"), 2);
+    assert_eq!(ok(store.ack_all(&keys).await, "ack_all again"), 0);
+    assert_eq!(ok(store.ack_all(&[]).await, "ack_all of nothing"), 0);
+    let bad = [key(&sub, 0, 3), key(&sub, 0, u64::MAX)];
+    assert!(store.ack_all(&bad).await.is_err(), "a key out of range");
+    assert_eq!(
+        offsets(&ok(store.in_flight(&sub, TOPIC, 0).await, "in_flight")),
+        [1, 3, 4],
+        "a refused ack_all removes nothing"
+    );
     cleanup(store, &[&sub]).await;
 }
 

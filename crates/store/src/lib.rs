@@ -153,6 +153,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// unknown key, even of an unknown subscription, is `Ok(false)`).
     async fn ack(&self, key: &DeliveryKey) -> Result<bool>;
 
+    /// [`ack`](Self::ack) for many deliveries in one transaction: every key is checked
+    /// first, and a bad one removes nothing. Returns how many rows were removed.
+    async fn ack_all(&self, keys: &[DeliveryKey]) -> Result<u64>;
+
     /// Records a failed attempt of an in-flight delivery: increments `attempts`, sets
     /// `first-attempt-at` to `attempted_at_ms` if unset, stores `error` (cut to
     /// [`MAX_ERROR_LEN`] bytes) and makes it due at `next_attempt_at_ms`. Returns the

@@ -815,6 +815,27 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn ack_all(&self, keys: &[DeliveryKey]) -> Result<u64> {
+        const OP: &str = "ack_all";
+        for k in keys {
+            validate_key(k)?;
+        }
+        let mut tx = self.write_progress(OP).await?;
+        let mut removed = 0;
+        for k in keys {
+            let done = bind_key(
+                sqlx::query(&format!("DELETE FROM deliveries WHERE {KEY_MATCH}")),
+                k,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+            removed += done.rows_affected();
+        }
+        tx.commit().await.map_err(be(OP))?;
+        Ok(removed)
+    }
+
     async fn retry_later(
         &self,
         key: &DeliveryKey,
