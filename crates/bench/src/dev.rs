@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
             row(
                 args.json,
-                json!({"suite":"dev","case":format!("seed-{}k", args.events / 1000),"system":"switchyard","ms":seed_ms,"events":args.events}),
+                json!({"suite":"dev","case":seed_case(args.events),"system":"switchyard","ms":seed_ms,"events":args.events}),
             );
             row(
                 args.json,
@@ -124,6 +124,15 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `seed-100k` for the documented run, `seed-N` for other sizes.
+fn seed_case(events: usize) -> String {
+    if events >= 1000 && events.is_multiple_of(1000) {
+        format!("seed-{}k", events / 1000)
+    } else {
+        format!("seed-{events}")
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {

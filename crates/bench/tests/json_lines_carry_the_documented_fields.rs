@@ -72,3 +72,50 @@ fn bad_arguments_are_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--durability"));
 }
+
+#[test]
+fn the_dev_suite_prints_ready_seed_and_reset_rows() {
+    // The `switchyard` binary next to this one: `cargo test --workspace` builds it.
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-bench"));
+    let switchyard = bench.with_file_name("switchyard");
+    if !switchyard.is_file() {
+        eprintln!(
+            "skipped: no {} (cargo test --workspace builds it)",
+            switchyard.display()
+        );
+        return;
+    }
+    let out = Command::new(bench)
+        .args([
+            "dev",
+            "--json",
+            "--quick",
+            "--events",
+            "300",
+            "--switchyard",
+        ])
+        .arg(&switchyard)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
+    assert_eq!(cases, ["ready", "seed-300", "reset"], "{stdout}");
+    for r in &rows {
+        assert_eq!(
+            (r["suite"].as_str(), r["system"].as_str()),
+            (Some("dev"), Some("switchyard"))
+        );
+        assert!(r["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{r}");
+    }
+    assert!(
+        rows[0]["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
+        "{}",
+        rows[0]
+    );
+}
