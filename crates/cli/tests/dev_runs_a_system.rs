@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 /// events in its database and answers `GET /count`; `POST /exit` makes it exit 3;
 /// `unhealthy` answers health checks with 500; `needs-a` first checks that `A_URL` answers.
 const SERVICE: &str = r#"
-import http.server, json, os, sqlite3, sys, urllib.request
+import http.server, json, os, sqlite3, sys, threading, urllib.request
 mode = os.environ.get("MODE", "ok")
 print(f"booting {os.environ['SERVICE_NAME']} mode={mode}", flush=True)
 if mode == "needs-a":
     urllib.request.urlopen(os.environ["A_URL"] + "/healthz", timeout=2).read()
     print("a answered", flush=True)
 db = None
+# One connection shared by the handler threads: one transaction at a time, or one thread's
+# rollback could undo another's acknowledged insert.
+lock = threading.Lock()
 if os.environ.get("DATABASE_URL", "").startswith("sqlite://"):
     db = sqlite3.connect(os.environ["DATABASE_URL"].removeprefix("sqlite://"), check_same_thread=False)
 class H(http.server.BaseHTTPRequestHandler):
@@ -31,7 +34,8 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path == "/healthz":
             return self.reply(500 if mode == "unhealthy" else 200, b"ok")
         if self.path == "/count":
-            n = db.execute("SELECT count(*) FROM seen").fetchone()[0]
+            with lock:
+                n = db.execute("SELECT count(*) FROM seen").fetchone()[0]
             return self.reply(200, json.dumps({"count": n}).encode())
         if self.path == "/env":
             return self.reply(200, json.dumps(dict(os.environ)).encode())
@@ -40,7 +44,7 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.path == "/exit":
             self.reply(200); os._exit(3)
-        with db:
+        with lock, db:
             db.execute("INSERT OR IGNORE INTO seen (id) VALUES (?)", (self.headers["ce-id"],))
         self.reply(204)
     def log_message(self, *a): pass
