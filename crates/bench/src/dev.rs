@@ -5,7 +5,8 @@
 //!   nothing is compiled), and the platform's resident memory once idle (the runner's own
 //!   process: the services are separate processes and not counted);
 //! - `seed-100k`: `switchyard seed` of 100,000 events into a topic the bench adds, with a
-//!   subscription pushing them to an HTTP sink in this process, until the seed command
+//!   subscription pushing them in batches (`max-batch` 500) to an HTTP sink in this
+//!   process, until the seed command
 //!   reports every subscription caught up (it waits for that itself);
 //! - `reset`: `switchyard reset` against the running system, until it runs again.
 
@@ -165,7 +166,7 @@ async fn measure_running(
         }
         let put = client
             .put(format!("{}/v1/subscriptions/bench-sink", dev.url))
-            .json(&json!({"topics": [topic], "endpoint": sink_url, "concurrency": 64}))
+            .json(&json!({"topics": [topic], "endpoint": sink_url, "concurrency": 16, "max-batch": 500}))
             .send()
             .await?;
         if !put.status().is_success() {
@@ -232,16 +233,18 @@ fn write_seed(path: &Path, topic: &str, n: usize, round: usize) -> Result<()> {
     std::fs::write(path, y).with_context(|| format!("writing {}", path.display()))
 }
 
-/// An HTTP sink that acknowledges every push and counts them.
+/// An HTTP sink that acknowledges every push and counts the events (a batch counts its length).
 async fn start_sink() -> Result<(String, Arc<AtomicU64>)> {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     let app = axum::Router::new().route(
         "/",
-        axum::routing::post(move || {
+        axum::routing::post(move |body: bytes::Bytes| {
             let c = c.clone();
             async move {
-                c.fetch_add(1, Ordering::Relaxed);
+                let n = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                    .map_or(1, |events| events.len());
+                c.fetch_add(n as u64, Ordering::Relaxed);
                 axum::http::StatusCode::NO_CONTENT
             }
         }),

@@ -78,6 +78,14 @@ const ENQUEUING: u8 = 2;
 /// only the store's record (and the outcome of pushes that failed), never a push.
 const LINGER: Duration = Duration::from_millis(1);
 
+/// A delivery about to be attempted: its event when already in hand, and for a fresh one
+/// its enqueue's commit and early-acknowledgement flag.
+struct Pending {
+    d: Delivery,
+    event: Option<Bytes>,
+    fresh: Option<(Commit, Early)>,
+}
+
 /// How an attempt ended, for the deliverer's board.
 enum Settled {
     /// Acknowledged or parked: no longer in flight.
@@ -496,14 +504,19 @@ impl Dispatcher {
                 let mut b = lock(&board);
                 due.iter().for_each(|d| b.learn(d));
             }
+            let max = self.sub.spec.max_batch.max(1) as usize;
+            let mut group: Vec<Pending> = Vec::new();
+            let mut permit = None;
             for d in due {
                 if !lock(&board).may_start(&d) {
                     continue;
                 }
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'run },
-                    _ = stopped(&mut stop) => break 'run,
-                };
+                if permit.is_none() {
+                    permit = tokio::select! {
+                        p = permits.clone().acquire_owned() => match p { Ok(p) => Some(p), Err(_) => break 'run },
+                        _ = stopped(&mut stop) => break 'run,
+                    };
+                }
                 // Fresh handoffs may have started the same key meanwhile: check again.
                 let mut b = lock(&board);
                 if !b.may_start(&d) {
@@ -512,7 +525,21 @@ impl Dispatcher {
                 b.start(&d);
                 let event = b.take_event(&d.key);
                 drop(b);
-                self.spawn_attempt(d, event, None, permit, &board, &wake);
+                group.push(Pending {
+                    d,
+                    event,
+                    fresh: None,
+                });
+                if group.len() == max
+                    && let Some(p) = permit.take()
+                {
+                    self.spawn_attempt(std::mem::take(&mut group), p, &board, &wake);
+                }
+            }
+            if let Some(p) = permit
+                && !group.is_empty()
+            {
+                self.spawn_attempt(group, p, &board, &wake);
             }
             outstanding.store(lock(&board).outstanding.len(), Ordering::Relaxed);
             tokio::select! {
@@ -554,27 +581,43 @@ impl Dispatcher {
         for (d, _, _) in &deliveries {
             lock(board).learn(d);
         }
+        let max = self.sub.spec.max_batch.max(1) as usize;
+        let mut group: Vec<Pending> = Vec::new();
+        let mut permit = None;
         for (d, event, early) in deliveries {
             let mut b = lock(board);
-            let permit = (d.next_attempt_at_ms <= now && b.may_start(&d))
-                .then(|| permits.clone().try_acquire_owned().ok())
-                .flatten();
-            let Some(permit) = permit else {
+            let go = d.next_attempt_at_ms <= now && b.may_start(&d);
+            if go && permit.is_none() {
+                permit = permits.clone().try_acquire_owned().ok();
+            }
+            if !go || permit.is_none() {
                 b.keep_event(&d.key, event); // for the scan that will start it
                 continue;
-            };
+            }
             b.start(&d);
             drop(b);
             let fresh = Some((commit.clone(), early));
-            self.spawn_attempt(d, Some(event), fresh, permit, board, wake);
+            group.push(Pending {
+                d,
+                event: Some(event),
+                fresh,
+            });
+            if group.len() == max
+                && let Some(p) = permit.take()
+            {
+                self.spawn_attempt(std::mem::take(&mut group), p, board, wake);
+            }
+        }
+        if let Some(p) = permit
+            && !group.is_empty()
+        {
+            self.spawn_attempt(group, p, board, wake);
         }
     }
 
     fn spawn_attempt(
         self: &Arc<Self>,
-        d: Delivery,
-        event: Option<Bytes>,
-        fresh: Option<(Commit, Early)>,
+        group: Vec<Pending>,
         permit: tokio::sync::OwnedSemaphorePermit,
         board: &Arc<Mutex<Board>>,
         wake: &Arc<Notify>,
@@ -582,45 +625,94 @@ impl Dispatcher {
         let me = self.clone();
         let (board, wake) = (board.clone(), wake.clone());
         tokio::spawn(async move {
-            let how = me.attempt(&d, event, fresh, permit).await;
-            lock(&board).finish(&d, how);
+            let ds: Vec<Delivery> = group.iter().map(|p| p.d.clone()).collect();
+            let settled = me.attempt(group, permit).await;
+            let mut b = lock(&board);
+            for (d, how) in ds.iter().zip(settled) {
+                b.finish(d, how);
+            }
+            drop(b);
             wake.notify_one();
         });
     }
 
-    /// One attempt of `d`: push, then ack, retry later or park. A fresh delivery carries
-    /// its event and waits for its enqueue to commit before recording anything. The
-    /// concurrency permit covers the push only: recording does not hold up the next push
-    /// (the delivery's key stays busy until it is recorded).
+    /// One push of `group` (one event, or a batch with `max-batch` above 1), then for each
+    /// delivery: ack, retry later or park. A fresh delivery waits for its enqueue to
+    /// commit before anything is recorded. The concurrency permit covers the push only:
+    /// recording does not hold up the next push (the keys stay busy until recorded).
     async fn attempt(
         &self,
-        d: &Delivery,
-        event: Option<Bytes>,
-        fresh: Option<(Commit, Early)>,
+        group: Vec<Pending>,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Settled {
+    ) -> Vec<Settled> {
         let now = now_ms();
-        let event = match event {
-            Some(payload) => event_of(&payload, d),
-            None => self.load(d).await,
-        };
-        let commit = fresh;
-        let outcome = match event {
-            Ok(event) => match push::request(
+        // An event that cannot be loaded or sent is rejected on its own.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(group.len());
+        let mut events = Vec::with_capacity(group.len());
+        for p in &group {
+            let event = match &p.event {
+                Some(payload) => event_of(payload, &p.d),
+                None => self.load(&p.d).await,
+            };
+            match event {
+                Ok(e) => {
+                    events.push(e);
+                    outcomes.push(None);
+                }
+                Err(error) => outcomes.push(Some(Outcome::Reject { error })),
+            }
+        }
+        let attempt = group.iter().map(|p| p.d.attempts).max().unwrap_or(0) + 1;
+        let (spec, timeout) = (&self.sub.spec, self.options.push_timeout);
+        let request = if events.is_empty() {
+            None
+        } else if spec.max_batch > 1 {
+            Some(push::batch_request(
                 &self.client,
-                &self.sub.spec.endpoint,
-                &event,
-                &self.sub.spec.name,
-                d.attempts + 1,
-                self.options.push_timeout,
-            ) {
-                Ok(req) => push::attempt(req).await,
-                Err(error) => Outcome::Reject { error },
-            },
-            Err(error) => Outcome::Reject { error },
+                &spec.endpoint,
+                &events,
+                &spec.name,
+                attempt,
+                timeout,
+            ))
+        } else {
+            Some(push::request(
+                &self.client,
+                &spec.endpoint,
+                &events[0],
+                &spec.name,
+                attempt,
+                timeout,
+            ))
+        };
+        let pushed = match request {
+            Some(Ok(req)) => Some(push::attempt(req).await),
+            Some(Err(error)) => Some(Outcome::Reject { error }),
+            None => None,
         };
         drop(permit);
-        if let Some((mut commit, early)) = commit {
+        // Recorded side by side: the acknowledger writes a batch's acks in one transaction.
+        let records = group.into_iter().zip(outcomes).map(|(p, own)| {
+            let outcome = own.or_else(|| pushed.clone());
+            async move {
+                match outcome {
+                    Some(outcome) => self.record(&p.d, p.fresh, outcome, now).await,
+                    None => Settled::NotRecorded,
+                }
+            }
+        });
+        futures::future::join_all(records).await
+    }
+
+    /// Records the outcome of one delivery's attempt.
+    async fn record(
+        &self,
+        d: &Delivery,
+        fresh: Option<(Commit, Early)>,
+        outcome: Outcome,
+        now: i64,
+    ) -> Settled {
+        if let Some((mut commit, early)) = fresh {
             let acked = matches!(outcome, Outcome::Delivered);
             if acked
                 && early

@@ -90,6 +90,26 @@ pub fn request(
     Ok(r.body(body))
 }
 
+/// The request for several stored events in the CloudEvents batch mode: one JSON array of
+/// structured-mode events; the answer counts for all of them.
+pub fn batch_request(
+    client: &reqwest::Client,
+    endpoint: &str,
+    events: &[Map<String, Value>],
+    subscription: &str,
+    attempt: u32,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, String> {
+    let body = serde_json::to_vec(events).map_err(|e| format!("encoding the batch: {e}"))?;
+    Ok(client
+        .post(endpoint)
+        .timeout(timeout)
+        .header("switchyard-subscription", subscription)
+        .header("switchyard-attempt", attempt.to_string())
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(body))
+}
+
 /// Sends `request` and classifies the answer.
 pub async fn attempt(request: reqwest::RequestBuilder) -> Outcome {
     let resp = match request.send().await {

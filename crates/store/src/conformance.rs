@@ -298,6 +298,8 @@ pub async fn invalid_specs_are_rejected(store: &dyn Store, prefix: &str) {
         ("endpoint", m(|s| s.endpoint = "http://ho st/".into())),
         ("concurrency", m(|s| s.concurrency = 0)),
         ("concurrency", m(|s| s.concurrency = 1025)),
+        ("max-batch", m(|s| s.max_batch = 0)),
+        ("max-batch", m(|s| s.max_batch = 1001)),
         (
             "retry.initial-backoff-ms",
             m(|s| s.retry.initial_backoff_ms = 0),

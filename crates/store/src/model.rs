@@ -44,11 +44,24 @@ pub struct SubscriptionSpec {
     /// How failed deliveries are retried, and when they are parked.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Events per push, 1 to 1000. With 1 (the default) each event is one POST in the
+    /// CloudEvents binary mode; above 1 the subscriber gets up to this many events (at most
+    /// one per partition key) in one POST in the batch mode
+    /// (`application/cloudevents-batch+json`), and its answer counts for all of them.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
 }
 
 fn default_concurrency() -> u32 {
     16
 }
+
+fn default_max_batch() -> u32 {
+    1
+}
+
+/// The largest `max-batch` a subscription may ask for.
+pub const MAX_BATCH: u32 = 1000;
 
 /// How a subscription retries a failed delivery: exponential backoff with jitter, until
 /// `max-attempts` attempts have failed or the first attempt is `max-age-ms` old; then the
@@ -160,6 +173,7 @@ impl SubscriptionSpec {
             endpoint: endpoint.into(),
             concurrency: default_concurrency(),
             retry: RetryPolicy::default(),
+            max_batch: default_max_batch(),
         }
     }
 
@@ -217,6 +231,12 @@ impl SubscriptionSpec {
             return Err(Error::invalid(
                 "concurrency",
                 format!("must be 1 to {MAX_CONCURRENCY} (got {})", self.concurrency),
+            ));
+        }
+        if self.max_batch == 0 || self.max_batch > MAX_BATCH {
+            return Err(Error::invalid(
+                "max-batch",
+                format!("must be 1 to {MAX_BATCH} (got {})", self.max_batch),
             ));
         }
         self.retry.validate()
