@@ -365,7 +365,12 @@ impl Dispatcher {
                 .records
                 .into_iter()
                 .filter_map(|r| {
-                    let event: Option<Value> = serde_json::from_slice(&r.payload).ok();
+                    // Parsed only when something here needs it: the attempt parses anyway.
+                    let needed = !types.is_empty()
+                        || r.payload.windows(DELIVER_AT.len()).any(|w| w == DELIVER_AT);
+                    let event: Option<Value> = needed
+                        .then(|| serde_json::from_slice(&r.payload).ok())
+                        .flatten();
                     // With no type filter a record that is not a CloudEvent is delivered
                     // too: the attempt parks it with the reason, so it is accounted for.
                     let wanted = types.is_empty()
@@ -852,6 +857,9 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
     let jitter = rand::rng().random_range(0.0..=policy.jitter.clamp(0.0, 1.0));
     Duration::from_millis((capped * (1.0 - jitter)).max(1.0) as u64)
 }
+
+/// The `deliverat` attribute as it appears in a stored event's JSON.
+const DELIVER_AT: &[u8] = b"\"deliverat\"";
 
 /// The `deliverat` extension (RFC 3339): the event is not delivered before it.
 fn deliver_at(event: &Value) -> Option<i64> {

@@ -215,7 +215,6 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
             _ = crate::serve::shutdown_signal() => None,
             r = incoming.recv() => r,
         };
-        let at = Instant::now();
         up.stop(&control).await;
         let Some((request, reply)) = next else {
             break 0;
@@ -233,10 +232,14 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
                 .await
                 .map(|()| json!({"reset": true})),
             Request::Save(name) => match state.save(&name) {
-                Ok(i) => postgres
-                    .save(&pg, &name)
-                    .await
-                    .map(|()| json!({"saved": i})),
+                Ok(i) => match postgres.save(&pg, &name).await {
+                    Ok(()) => Ok(json!({"saved": i})),
+                    Err(e) => {
+                        // Half a snapshot is worse than none.
+                        let _ = state.discard(&name);
+                        Err(e)
+                    }
+                },
                 Err(e) => Err(e),
             },
             Request::Restore(name) => match state.restore(&name) {
@@ -250,11 +253,12 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
         match done {
             Ok(body) => pending = Some((reply, body)),
             Err(e) => {
-                // Nothing changed (save writes beside; restore checks first): start again.
+                // Files are staged beside, so a failed save or restore left them as they
+                // were (a restore whose PostgreSQL part failed is the exception: said in the
+                // error). Start again either way.
                 let _ = reply.send(Err(format!("{e:#}")));
             }
         }
-        let _ = at;
     };
     let _ = stop_http.send(true);
     let _ = http.await;
@@ -302,8 +306,20 @@ impl Up {
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let system = &control.system;
-        let data = control.state.data();
-        let platform = crate::serve::Platform::open(&data).await?;
+        let only = &args.only;
+        let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+        // Databases first: a failure here leaves no platform to close.
+        let mut databases = BTreeMap::new();
+        for s in system.services.values().filter(|s| chosen(&s.name)) {
+            let url = match control.state.prepare_sqlite(s).await? {
+                Some(url) => Some(url),
+                None => control.postgres.prepare(s).await?,
+            };
+            if let Some(url) = url {
+                databases.insert(s.name.clone(), url);
+            }
+        }
+        let platform = crate::serve::Platform::open(&control.state.data()).await?;
         let (stop_streams, stop_rx) = watch::channel(false);
         let options = switchyard_server::Options {
             bus: Some(platform.bus.clone()),
@@ -314,23 +330,11 @@ impl Up {
             options,
             stop_rx,
         )));
-        let only = &args.only;
-        let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
         if let Err(e) = register(control, &platform.bus, system, ports, &chosen).await {
             let _ = stop_streams.send(true);
             control.api.store(Arc::new(restarting()));
             platform.close().await?;
             return Err(e);
-        }
-        let mut databases = BTreeMap::new();
-        for s in system.services.values().filter(|s| chosen(&s.name)) {
-            let url = match control.state.prepare_sqlite(s).await? {
-                Some(url) => Some(url),
-                None => control.postgres.prepare(s).await?,
-            };
-            if let Some(url) = url {
-                databases.insert(s.name.clone(), url);
-            }
         }
         let launches = services::launches(system, only, ports, &control.url, &databases);
         let (services, outcome) =
@@ -528,20 +532,8 @@ fn restarting() -> Router {
     })
 }
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = json!({
-        "type": format!("https://switchyard.dev/problems/{code}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "code": code,
-        "detail": detail,
-    });
-    (
-        status,
-        [("content-type", "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+fn problem(status: StatusCode, code: &'static str, detail: &str) -> Response {
+    switchyard_server::problem::Problem::new(status, code, detail).into_response()
 }
 
 async fn status(State(c): State<Control>) -> Response {

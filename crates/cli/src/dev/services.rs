@@ -5,7 +5,6 @@
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -308,7 +307,7 @@ impl Supervised {
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("in {}", PathBuf::from(&s.workdir).display()))?;
+            .with_context(|| format!("in {}", s.workdir.display()))?;
         if let Some(out) = child.stdout.take() {
             tokio::spawn(relay(out, self.prefix.clone(), lines.clone()));
         }

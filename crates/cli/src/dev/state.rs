@@ -59,21 +59,28 @@ impl StateDir {
     pub fn save(&self, name: &str) -> anyhow::Result<SnapshotInfo> {
         check_snapshot_name(name)?;
         let dest = self.snapshots().join(name);
-        // Written beside, then renamed: a failed save leaves no half snapshot.
+        // Written beside, then renamed: a failed save (a full disk) leaves no half snapshot.
         let tmp = self.snapshots().join(format!(".{name}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        for (from, to) in [(self.data(), "data"), (self.services(), "services")] {
-            if from.exists() {
-                copy_tree(&from, &tmp.join(to))?;
+        staged(&tmp, |tmp| {
+            for (from, to) in [(self.data(), "data"), (self.services(), "services")] {
+                if from.exists() {
+                    copy_tree(&from, &tmp.join(to))?;
+                }
             }
-        }
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest)
-                .with_context(|| format!("replacing {}", dest.display()))?;
-        }
-        std::fs::rename(&tmp, &dest).with_context(|| format!("saving {}", dest.display()))?;
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)
+                    .with_context(|| format!("replacing {}", dest.display()))?;
+            }
+            std::fs::rename(tmp, &dest).with_context(|| format!("saving {}", dest.display()))
+        })?;
         self.info(name)
+    }
+
+    /// Removes snapshot `name` (one whose PostgreSQL part could not be saved).
+    pub fn discard(&self, name: &str) -> anyhow::Result<()> {
+        check_snapshot_name(name)?;
+        let dir = self.snapshots().join(name);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
     }
 
     pub fn restore(&self, name: &str) -> anyhow::Result<SnapshotInfo> {
@@ -91,15 +98,23 @@ impl StateDir {
                 }
             );
         }
-        self.wipe()?;
-        for (from, to) in [
-            (src.join("data"), self.data()),
-            (src.join("services"), self.services()),
-        ] {
-            if from.exists() {
-                copy_tree(&from, &to)?;
+        // Copied beside first: a copy that fails (a full disk) leaves the state as it was.
+        let tmp = self.root.join(".restore.partial");
+        staged(&tmp, |tmp| {
+            for part in ["data", "services"] {
+                if src.join(part).exists() {
+                    copy_tree(&src.join(part), &tmp.join(part))?;
+                }
             }
-        }
+            self.wipe()?;
+            for (part, to) in [("data", self.data()), ("services", self.services())] {
+                if tmp.join(part).exists() {
+                    std::fs::rename(tmp.join(part), &to)
+                        .with_context(|| format!("restoring {}", to.display()))?;
+                }
+            }
+            std::fs::remove_dir_all(tmp).with_context(|| format!("removing {}", tmp.display()))
+        })?;
         self.info(name)
     }
 
@@ -387,6 +402,17 @@ pub fn check_snapshot_name(name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Runs `work` on a fresh directory `tmp`, and removes what is left of it if `work` fails.
+fn staged(tmp: &Path, work: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = work(tmp);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    result
+}
+
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
@@ -457,6 +483,17 @@ mod tests {
         assert_eq!(s.list().unwrap().len(), 1);
         let e = s.restore("missing").unwrap_err().to_string();
         assert!(e.contains("known"), "{e}");
+        // A snapshot that cannot be copied back leaves the state as it was, and no leftovers.
+        std::fs::write(s.data().join("orders.v1/seg.log"), b"current").unwrap();
+        std::fs::create_dir_all(s.snapshots().join("broken")).unwrap();
+        std::fs::write(s.snapshots().join("broken/data"), b"a file, not a folder").unwrap();
+        assert!(s.restore("broken").is_err());
+        assert_eq!(
+            std::fs::read(s.data().join("orders.v1/seg.log")).unwrap(),
+            b"current"
+        );
+        assert!(!s.root.join(".restore.partial").exists());
+        std::fs::remove_dir_all(s.snapshots().join("broken")).unwrap();
         s.wipe().unwrap();
         assert!(!s.data().exists() && !s.services().exists());
         assert_eq!(
