@@ -176,7 +176,7 @@ async fn measure_running(
         received.store(0, Ordering::Relaxed);
         let t = Instant::now();
         let out = Command::new(bin)
-            .args(["seed", "--timeout", "300s"])
+            .args(["seed", "--json", "--timeout", "300s"])
             .arg(&file)
             .env("SWITCHYARD_URL", &dev.url)
             .stdin(Stdio::null())
@@ -198,6 +198,22 @@ async fn measure_running(
             );
         }
         seed_ms.push(took.as_secs_f64() * 1000.0);
+        // The seed's own account of where the time went.
+        if let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let p = &report["phases"];
+            let ms = |k: &str| p[k].as_f64().unwrap_or(f64::NAN) * 1000.0;
+            note(
+                args.json,
+                &format!(
+                    "seed round {}: {:.0} ms: read {:.0}, append {:.0}, wait {:.0} ms",
+                    r + 1,
+                    took.as_secs_f64() * 1000.0,
+                    ms("read"),
+                    ms("append"),
+                    ms("wait")
+                ),
+            );
+        }
 
         let t = Instant::now();
         let out = Command::new(bin)

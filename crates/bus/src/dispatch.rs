@@ -1,25 +1,32 @@
-//! One subscription's dispatcher: readers that move records from the journal into the
-//! store's in-flight table, and a deliverer that pushes what is due.
+//! One subscription's dispatcher: readers that read the journal from the cursor, a
+//! deliverer that pushes, and the tasks that write what must be remembered.
 //!
-//! Two ways into a push. The fast way: a reader hands each record it read to the
-//! deliverer together with the event itself, before the store has committed the
-//! enqueue, and the deliverer pushes at once when per-key order allows; the outcome is
-//! recorded only after that commit, so a push never gets ahead of the store's record of
-//! it (a crash in between means one more delivery, never a lost one). The slow way: the
-//! deliverer scans the store for what is due (retries, delayed events, parked events put
-//! back, whatever the fast way could not take) and reads each event from the journal.
+//! A record a reader hands over is a *fresh* delivery: it lives in memory only. While the
+//! subscriber keeps up nothing is written per event: a fresh delivery that is acknowledged
+//! is simply forgotten, and the cursor, committed every few milliseconds, moves to each
+//! partition's *low watermark*, the first offset read and not yet settled. A fresh delivery
+//! is written to the store's in-flight table (*spilled*) only when it cannot go soon: its
+//! first attempt failed (it is recorded with its retry or parked), an earlier delivery of
+//! its key is in the store, it is delayed (`deliverat`), or memory is short. Until its row
+//! has committed it keeps the watermark back. So every record behind the committed cursor
+//! is acknowledged or in the store, and a crash redelivers at most what was read past it
+//! (at least once, never lost).
+//!
+//! Deliveries in the store (retries, spilled ones, parked ones put back, and after a
+//! restart what was in flight) are found by scanning `Store::due` and read from the
+//! journal again.
 
 use crate::push::{self, Outcome};
 use crate::{BusOptions, now_ms};
 use bytes::Bytes;
 use rand::Rng as _;
 use serde_json::{Map, Value};
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_journal::{Journal, Partition, ReadLimits, TopicName};
-use switchyard_store::{Cursor, Delivery, DeliveryKey, RetryPolicy, Store, Subscription};
+use switchyard_store::{Delivery, DeliveryKey, RetryPolicy, Store, Subscription};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 pub(crate) struct Dispatcher {
@@ -42,121 +49,239 @@ type Ack = (DeliveryKey, oneshot::Sender<Result<(), String>>);
 /// What orders deliveries: topic, partition and partition key.
 type OrderKey = (String, u32, String);
 
+/// A topic's partition.
+type Place = (String, u32);
+
 fn order_key(d: &Delivery) -> Option<OrderKey> {
     d.partition_key
         .clone()
         .map(|k| (d.key.topic.clone(), d.key.partition, k))
 }
 
-/// Turns true once the store has committed a reader's enqueue; its sender is dropped
-/// without that when the dispatcher stops first.
-type Commit = watch::Receiver<bool>;
+fn place(key: &DeliveryKey) -> Place {
+    (key.topic.clone(), key.partition)
+}
 
-/// From a reader to the deliverer: records just read, with their events, on their way
-/// into the store.
+/// From a reader to the deliverer: the records of one read, and where the read ended.
 struct Handoff {
-    deliveries: Vec<(Delivery, Bytes, Early)>,
-    commit: Commit,
+    place: Place,
+    deliveries: Vec<(Delivery, Bytes)>,
+    read_end: u64,
 }
 
-/// From a reader to its partition's enqueuer: what to write to the store, in read order.
-struct Enqueue {
-    deliveries: Vec<(Delivery, Early)>,
-    cursor_after: Cursor,
-    committed: watch::Sender<bool>,
-}
+/// How many events' bytes fresh deliveries may hold in memory while they wait for their
+/// turn; beyond it they are spilled to the store.
+const HELD_BYTES: usize = 32 << 20;
 
-/// Where a fresh delivery stands between its push and its enqueue: a push acknowledged
-/// before the enqueuer took the delivery means it never needs a row (the cursor advance
-/// that follows covers it), which saves the store two writes per event.
-type Early = Arc<AtomicU8>;
-const PENDING: u8 = 0;
-const ACKED_EARLY: u8 = 1;
-const ENQUEUING: u8 = 2;
+/// How often the committer writes moved cursors at most.
+const COMMIT_EVERY: Duration = Duration::from_millis(5);
 
-/// How long an enqueuer holds a fresh batch so pushes in flight can finish first. It delays
-/// only the store's record (and the outcome of pushes that failed), never a push.
-const LINGER: Duration = Duration::from_millis(1);
-
-/// A delivery about to be attempted: its event when already in hand, and for a fresh one
-/// its enqueue's commit and early-acknowledgement flag.
+/// A delivery about to be attempted: its event when already in hand, and whether it is
+/// fresh (in memory only: its outcome decides whether it needs a row at all).
 struct Pending {
     d: Delivery,
     event: Option<Bytes>,
-    fresh: Option<(Commit, Early)>,
+    fresh: bool,
 }
 
 /// How an attempt ended, for the deliverer's board.
 enum Settled {
     /// Acknowledged or parked: no longer in flight.
     Done,
-    /// Scheduled for another attempt.
+    /// Scheduled for another attempt (it is in the store).
     Retrying,
-    /// Nothing was recorded (the dispatcher stopped before its enqueue committed).
+    /// Nothing was recorded (the dispatcher stopped first, or the store failed): a fresh
+    /// delivery stays behind the watermark and is delivered again after a restart.
     NotRecorded,
 }
 
-/// The deliverer's picture of the subscription: every delivery it knows to be in the
-/// store's in-flight table, which of them are being attempted, and which settled lately.
+/// What the board knows of one outstanding delivery.
+struct Entry {
+    order: Option<OrderKey>,
+    /// In memory only: no row in the store (yet).
+    fresh: bool,
+}
+
+/// The reading and settling of one partition: its low watermark is where the cursor may go.
+#[derive(Default)]
+struct Track {
+    /// Fresh offsets handed over and not yet settled (acknowledged, or in the store).
+    unsettled: BTreeSet<u64>,
+    /// The next offset the reader will read.
+    read_end: u64,
+    /// The cursor as last committed.
+    committed: u64,
+}
+
+impl Track {
+    fn watermark(&self) -> u64 {
+        self.unsettled.first().copied().unwrap_or(self.read_end)
+    }
+}
+
+/// The deliverer's picture of the subscription: every delivery it knows to be outstanding
+/// (fresh in memory, or in the store's in-flight table), which of them are being attempted,
+/// which settled lately, and each partition's watermark.
 #[derive(Default)]
 struct Board {
-    /// Enqueued and not yet acknowledged or parked, with the key that orders each.
-    outstanding: HashMap<DeliveryKey, Option<OrderKey>>,
+    outstanding: HashMap<DeliveryKey, Entry>,
     /// The outstanding offsets of each order key: only the first may be attempted.
     by_key: HashMap<OrderKey, BTreeSet<u64>>,
+    /// How many outstanding deliveries of each order key are in the store (or on their way
+    /// there): a fresh delivery of such a key is spilled behind them.
+    in_store: HashMap<OrderKey, usize>,
     busy: HashSet<DeliveryKey>,
     busy_keys: HashSet<OrderKey>,
     /// Deliveries whose attempt ended, with the count of finished attempts at that moment:
     /// a scan of the store that began before may still list them as due.
     settled: HashMap<DeliveryKey, u64>,
     finished: u64,
-    /// Events of fresh deliveries that had to wait for a scan, as the reader read them, so
-    /// the scan's attempt need not read them again (at most `EVENT_CACHE_BYTES`).
-    events: HashMap<DeliveryKey, Bytes>,
-    event_bytes: usize,
+    /// Fresh deliveries waiting in memory for their key's predecessor or a free slot.
+    held: HashMap<DeliveryKey, (Delivery, Bytes)>,
+    held_bytes: usize,
+    /// Held deliveries that may go as soon as a slot is free, in the order they became so.
+    ready: VecDeque<DeliveryKey>,
+    tracks: HashMap<Place, Track>,
 }
 
-const EVENT_CACHE_BYTES: usize = 32 << 20;
-
 impl Board {
-    fn learn(&mut self, d: &Delivery) {
+    /// Learns a delivery found in the store (at start, or by a scan).
+    fn learn_stored(&mut self, d: &Delivery) {
         if self.settled.contains_key(&d.key) || self.outstanding.contains_key(&d.key) {
             return;
         }
-        let k = order_key(d);
-        if let Some(k) = &k {
+        self.insert(d, false);
+    }
+
+    fn insert(&mut self, d: &Delivery, fresh: bool) {
+        let order = order_key(d);
+        if let Some(k) = &order {
             self.by_key
                 .entry(k.clone())
                 .or_default()
                 .insert(d.key.offset);
+            if !fresh {
+                *self.in_store.entry(k.clone()).or_default() += 1;
+            }
         }
-        self.outstanding.insert(d.key.clone(), k);
+        self.outstanding
+            .insert(d.key.clone(), Entry { order, fresh });
     }
 
-    fn keep_event(&mut self, key: &DeliveryKey, event: Bytes) {
-        if self.event_bytes + event.len() <= EVENT_CACHE_BYTES
-            && self.outstanding.contains_key(key)
-            && !self.events.contains_key(key)
-        {
-            self.event_bytes += event.len();
-            self.events.insert(key.clone(), event);
+    /// Takes a fresh delivery from a reader: it is outstanding and keeps its partition's
+    /// watermark until settled.
+    fn learn_fresh(&mut self, d: &Delivery) {
+        if let Some(t) = self.tracks.get_mut(&place(&d.key)) {
+            t.unsettled.insert(d.key.offset);
+        }
+        self.insert(d, true);
+    }
+
+    /// A reader's read ended at `read_end`: the watermark may pass what it skipped.
+    fn read_to(&mut self, place: &Place, read_end: u64) {
+        if let Some(t) = self.tracks.get_mut(place) {
+            t.read_end = t.read_end.max(read_end);
         }
     }
 
-    fn take_event(&mut self, key: &DeliveryKey) -> Option<Bytes> {
-        let e = self.events.remove(key)?;
-        self.event_bytes -= e.len();
-        Some(e)
+    /// A fresh delivery no longer needs memory to be remembered: acknowledged, or its row
+    /// committed.
+    fn settle_fresh(&mut self, key: &DeliveryKey) {
+        if let Some(t) = self.tracks.get_mut(&place(key)) {
+            t.unsettled.remove(&key.offset);
+        }
+    }
+
+    /// Whether a fresh delivery must go to the store rather than wait in memory: an earlier
+    /// one of its key is there.
+    fn behind_the_store(&self, d: &Delivery) -> bool {
+        order_key(d).is_some_and(|k| self.in_store.get(&k).is_some_and(|&n| n > 0))
+    }
+
+    /// Marks a fresh delivery as on its way into the store.
+    fn move_to_store(&mut self, key: &DeliveryKey) {
+        let Some(e) = self.outstanding.get_mut(key) else {
+            return;
+        };
+        if e.fresh {
+            e.fresh = false;
+            if let Some(k) = &e.order {
+                *self.in_store.entry(k.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Keeps a fresh delivery that cannot go yet; one that may go as soon as a slot is free
+    /// is queued as ready. Returns it when memory is short (it must be spilled).
+    fn hold(&mut self, d: Delivery, event: Bytes) -> Option<Delivery> {
+        if self.held_bytes + event.len() > HELD_BYTES && !self.held.is_empty() {
+            return Some(d);
+        }
+        if self.may_start(&d) {
+            self.ready.push_back(d.key.clone());
+        }
+        self.held_bytes += event.len();
+        self.held.insert(d.key.clone(), (d, event));
+        None
+    }
+
+    fn take_held(&mut self, key: &DeliveryKey) -> Option<(Delivery, Bytes)> {
+        let h = self.held.remove(key)?;
+        self.held_bytes -= h.1.len();
+        Some(h)
+    }
+
+    /// Takes out of memory every held delivery of `k`, for the store (their key waits on a
+    /// delivery there, possibly for long).
+    fn unhold_key(&mut self, k: &OrderKey, subscription: &str) -> Vec<Delivery> {
+        let offsets: Vec<u64> = self
+            .by_key
+            .get(k)
+            .map(|o| o.iter().copied().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for offset in offsets {
+            let key = DeliveryKey::new(subscription, k.0.clone(), k.1, offset);
+            if let Some((d, _)) = self.take_held(&key) {
+                self.move_to_store(&key);
+                out.push(d);
+            }
+        }
+        out
     }
 
     fn forget(&mut self, key: &DeliveryKey) {
-        self.take_event(key);
-        if let Some(Some(k)) = self.outstanding.remove(key)
-            && let Some(offsets) = self.by_key.get_mut(&k)
+        self.take_held(key);
+        let Some(e) = self.outstanding.remove(key) else {
+            return;
+        };
+        if e.fresh {
+            self.settle_fresh(key);
+        }
+        let Some(k) = e.order else {
+            return;
+        };
+        if !e.fresh
+            && let Some(n) = self.in_store.get_mut(&k)
         {
+            *n -= 1;
+            if *n == 0 {
+                self.in_store.remove(&k);
+            }
+        }
+        if let Some(offsets) = self.by_key.get_mut(&k) {
             offsets.remove(&key.offset);
-            if offsets.is_empty() {
-                self.by_key.remove(&k);
+            match offsets.first() {
+                None => {
+                    self.by_key.remove(&k);
+                }
+                // The key's next delivery, if it waits in memory, may go now.
+                Some(&next) => {
+                    let next = DeliveryKey::new(key.subscription.clone(), k.0, k.1, next);
+                    if self.held.contains_key(&next) {
+                        self.ready.push_back(next);
+                    }
+                }
             }
         }
     }
@@ -187,7 +312,34 @@ impl Board {
         }
     }
 
-    fn finish(&mut self, d: &Delivery, how: Settled) {
+    /// Up to `max` held deliveries that may start now, marked started.
+    fn start_ready(&mut self, max: usize) -> Vec<Pending> {
+        let mut group = Vec::new();
+        while group.len() < max
+            && let Some(key) = self.ready.pop_front()
+        {
+            // Queued earlier: it may have been spilled meanwhile, or its key may be busy
+            // again (it is queued again when that attempt finishes).
+            let startable = self.held.get(&key).is_some_and(|(d, _)| self.may_start(d));
+            if !startable {
+                continue;
+            }
+            let Some((d, event)) = self.take_held(&key) else {
+                continue;
+            };
+            self.start(&d);
+            group.push(Pending {
+                d,
+                event: Some(event),
+                fresh: true,
+            });
+        }
+        group
+    }
+
+    /// Records how an attempt of `d` ended. Returns the held deliveries that must now go to
+    /// the store: those of a key whose first delivery just went there to be retried.
+    fn finish(&mut self, d: &Delivery, how: Settled) -> Vec<Delivery> {
         self.busy.remove(&d.key);
         if let Some(k) = order_key(d) {
             self.busy_keys.remove(&k);
@@ -197,19 +349,48 @@ impl Board {
                 self.finished += 1;
                 self.settled.insert(d.key.clone(), self.finished);
                 self.forget(&d.key);
+                Vec::new()
             }
             Settled::Retrying => {
                 self.finished += 1;
                 self.settled.insert(d.key.clone(), self.finished);
+                let was_fresh = self.outstanding.get(&d.key).is_some_and(|e| e.fresh);
+                if !was_fresh {
+                    return Vec::new();
+                }
+                // Its row committed: it is the store's now.
+                self.move_to_store(&d.key);
+                self.settle_fresh(&d.key);
+                match order_key(d) {
+                    Some(k) => self.unhold_key(&k, &d.key.subscription),
+                    None => Vec::new(),
+                }
             }
-            Settled::NotRecorded => self.forget(&d.key),
+            Settled::NotRecorded => {
+                let fresh = self.outstanding.get(&d.key).is_some_and(|e| e.fresh);
+                self.forget(&d.key);
+                // Fresh: it stays behind the watermark (delivered again after a restart).
+                if fresh && let Some(t) = self.tracks.get_mut(&place(&d.key)) {
+                    t.unsettled.insert(d.key.offset);
+                }
+                Vec::new()
+            }
         }
     }
 
     /// Whether a scan of the store could find something to start: an outstanding
-    /// delivery that is not being attempted.
+    /// delivery that is neither being attempted nor held in memory for its turn.
     fn waiting(&self) -> bool {
-        self.outstanding.len() > self.busy.len()
+        self.outstanding.len() > self.busy.len() + self.held.len()
+    }
+
+    /// The partitions whose watermark passed their committed cursor.
+    fn moved(&self) -> Vec<(Place, u64)> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.watermark() > t.committed)
+            .map(|(p, t)| (p.clone(), t.watermark()))
+            .collect()
     }
 }
 
@@ -222,108 +403,250 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// What the deliverer's helpers share.
+struct Shared {
+    board: Mutex<Board>,
+    permits: Arc<Semaphore>,
+    /// Wakes the deliverer: an attempt ended, or spilled rows committed.
+    wake: Notify,
+    /// Wakes the committer: a watermark may have moved.
+    moved: Notify,
+    /// Wakes readers waiting for room.
+    room: Notify,
+    /// Outstanding deliveries, for the readers' backpressure.
+    outstanding: AtomicUsize,
+    /// Fresh deliveries on their way into the store, and how many are.
+    spill: mpsc::UnboundedSender<Vec<Delivery>>,
+    spilling: AtomicUsize,
+}
+
+impl Shared {
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        lock(&self.board)
+    }
+
+    fn send_spill(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let n = deliveries.len();
+        self.spilling.fetch_add(n, Ordering::AcqRel);
+        if self.spill.send(deliveries).is_err() {
+            self.spilling.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Dispatcher {
     pub async fn run(self) {
         let me = Arc::new(self);
         let name = me.sub.spec.name.clone();
+        let Some(partitions) = me.partitions().await else {
+            return;
+        };
+        // The board starts from the store: cursors, and the in-flight table, before any
+        // reader adds to it. What the store already holds at or after a cursor (written
+        // before the cursor was committed) is not read again as fresh.
+        let mut board = Board::default();
+        let mut skips = Vec::with_capacity(partitions.len());
+        let cursors = loop {
+            match me.store.cursors(&name).await {
+                Ok(cs) => break cs,
+                Err(e) => {
+                    tracing::error!(subscription = %name, "reading cursors: {e}");
+                    if me.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        for (topic, p) in &partitions {
+            let cursor = cursors
+                .iter()
+                .find(|c| c.topic == topic.as_str() && c.partition == *p)
+                .map_or(0, |c| c.offset);
+            let Some(known) = me.known_from(topic.as_str(), *p, cursor, &mut board).await else {
+                return;
+            };
+            skips.push(known);
+            board.tracks.insert(
+                (topic.as_str().to_string(), *p),
+                Track {
+                    read_end: cursor,
+                    committed: cursor,
+                    ..Track::default()
+                },
+            );
+        }
+        let (spill, spills) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            outstanding: AtomicUsize::new(board.outstanding.len()),
+            board: Mutex::new(board),
+            permits: Arc::new(Semaphore::new(me.sub.spec.concurrency as usize)),
+            wake: Notify::new(),
+            moved: Notify::new(),
+            room: Notify::new(),
+            spill,
+            spilling: AtomicUsize::new(0),
+        });
+        // A few batches per partition in transit at most; readers wait when it is full.
+        let (handoff, handoffs) = mpsc::channel(8 * partitions.len().max(1));
+        let (acks, queued) = mpsc::channel(1024);
+        let _ = me.acks.set(acks);
+        let acknowledger = tokio::spawn(me.clone().acknowledge(queued));
+        let spiller = tokio::spawn(me.clone().spill(spills, shared.clone()));
+        let committer = tokio::spawn(me.clone().commit_cursors(shared.clone()));
+        let mut readers = Vec::new();
+        for ((topic, p), skip) in partitions.into_iter().zip(skips) {
+            let cursor = shared.board().tracks[&(topic.as_str().to_string(), p)].read_end;
+            readers.push(tokio::spawn(me.clone().read(
+                topic,
+                p,
+                cursor,
+                skip,
+                handoff.clone(),
+                shared.clone(),
+            )));
+        }
+        drop(handoff);
+        me.deliver(&shared, handoffs).await;
+        for r in readers {
+            r.abort();
+        }
+        // Spilled rows first (the watermark waits for them), then the last cursors.
+        committer.abort();
+        let _ = tokio::time::timeout(me.options.push_timeout, async {
+            while shared.spilling.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        spiller.abort();
+        me.commit_once(&shared).await;
+        acknowledger.abort();
+    }
+
+    /// Every partition of the subscription's topics (waiting for topics that do not exist
+    /// yet), or None when the dispatcher was stopped meanwhile.
+    async fn partitions(&self) -> Option<Vec<(TopicName, Partition)>> {
+        let name = &self.sub.spec.name;
         let mut partitions = Vec::new();
-        for topic in &me.sub.spec.topics {
+        for topic in &self.sub.spec.topics {
             let Ok(topic) = TopicName::new(topic) else {
                 continue; // validated by the store: cannot happen
             };
             let count = loop {
-                match me.journal.describe_topic(&topic).await {
+                match self.journal.describe_topic(&topic).await {
                     Ok(info) => break info.partitions.len() as Partition,
                     Err(e) => {
                         tracing::warn!(subscription = %name, %topic, "waiting for the topic: {e}");
-                        let mut stop = me.stop.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stopped(&mut stop) => return,
+                        if self.pause(Duration::from_secs(1)).await {
+                            return None;
                         }
                     }
                 }
             };
             partitions.extend((0..count).map(|p| (topic.clone(), p)));
         }
-        // The board starts from the store's in-flight table, before any reader adds to it.
-        let mut board = Board::default();
-        for (topic, p) in &partitions {
-            loop {
-                match me.store.in_flight(&name, topic.as_str(), *p).await {
-                    Ok(all) => {
-                        all.iter().for_each(|d| board.learn(d));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(subscription = %name, "reading in-flight deliveries: {e}");
-                        let mut stop = me.stop.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stopped(&mut stop) => return,
+        Some(partitions)
+    }
+
+    /// Waits `d`; true when the dispatcher was stopped meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => *stop.borrow(),
+            _ = stopped(&mut stop) => true,
+        }
+    }
+
+    /// Loads one partition's in-flight deliveries into the board and returns the offsets at
+    /// or after `cursor` that the store holds (in flight or parked), or None when stopped.
+    async fn known_from(
+        &self,
+        topic: &str,
+        partition: Partition,
+        cursor: u64,
+        board: &mut Board,
+    ) -> Option<HashSet<u64>> {
+        let name = &self.sub.spec.name;
+        let mut known = HashSet::new();
+        loop {
+            match self.store.in_flight(name, topic, partition).await {
+                Ok(all) => {
+                    for d in &all {
+                        board.learn_stored(d);
+                        if d.key.offset >= cursor {
+                            known.insert(d.key.offset);
                         }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(subscription = %name, "reading in-flight deliveries: {e}");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return None;
                     }
                 }
             }
         }
-        let outstanding = Arc::new(AtomicUsize::new(board.outstanding.len()));
-        let wake = Arc::new(Notify::new());
-        // A few batches per partition in transit at most; readers wait when it is full.
-        let (handoff, handoffs) = mpsc::channel(8 * partitions.len().max(1));
-        let (acks, queued) = mpsc::channel(1024);
-        let _ = me.acks.set(acks);
-        let mut tasks = vec![tokio::spawn(me.clone().acknowledge(queued))];
-        for (topic, p) in partitions {
-            // A few batches ahead at most: the reader waits when the store falls behind.
-            let (enqueue, enqueues) = mpsc::channel(4);
-            tasks.push(tokio::spawn(
-                me.clone().enqueue_in_order(enqueues, wake.clone()),
-            ));
-            tasks.push(tokio::spawn(me.clone().read(
-                topic,
-                p,
-                handoff.clone(),
-                enqueue,
-                outstanding.clone(),
-            )));
-        }
-        drop(handoff);
-        me.deliver(board, handoffs, wake, outstanding).await;
-        for t in tasks {
-            t.abort();
+        // Parked ones, a page at a time from the cursor on (keyset order: topic, partition,
+        // offset).
+        let mut after = cursor
+            .checked_sub(1)
+            .map(|before| DeliveryKey::new(name.clone(), topic, partition, before));
+        loop {
+            let page = match self.store.parked(name, after.as_ref(), 1000).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(subscription = %name, "reading parked deliveries: {e}");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let full = page.len() == 1000;
+            for p in &page {
+                let k = &p.delivery.key;
+                if (k.topic.as_str(), k.partition) > (topic, partition) {
+                    return Some(known);
+                }
+                if k.topic == topic && k.partition == partition && k.offset >= cursor {
+                    known.insert(k.offset);
+                }
+            }
+            match page.last() {
+                Some(last) if full => after = Some(last.delivery.key.clone()),
+                _ => return Some(known),
+            }
         }
     }
 
-    /// Reads one partition from the cursor: hands each batch to the deliverer and to the
-    /// partition's enqueuer, and goes on reading without waiting for the store.
+    /// Reads one partition from `cursor` and hands each read to the deliverer, skipping the
+    /// offsets in `skip` (the store has them); it does not read further ahead than the
+    /// subscriber can take.
     async fn read(
         self: Arc<Self>,
         topic: TopicName,
         partition: Partition,
+        mut cursor: u64,
+        skip: HashSet<u64>,
         handoff: mpsc::Sender<Handoff>,
-        enqueue: mpsc::Sender<Enqueue>,
-        outstanding: Arc<AtomicUsize>,
+        shared: Arc<Shared>,
     ) {
         let name = &self.sub.spec.name;
         let mut stop = self.stop.clone();
-        let mut cursor = match self.store.cursors(name).await {
-            Ok(cs) => cs
-                .into_iter()
-                .find(|c| c.topic == topic.as_str() && c.partition == partition)
-                .map_or(0, |c| c.offset),
-            Err(e) => {
-                tracing::error!(subscription = %name, "reading cursors: {e}");
-                return;
-            }
-        };
         let types = &self.sub.spec.types;
+        let place: Place = (topic.as_str().to_string(), partition);
         loop {
             if *stop.borrow() {
                 return;
             }
             // Backpressure: do not read further ahead than the subscriber can take.
-            if outstanding.load(Ordering::Relaxed) >= self.options.max_in_flight as usize {
+            if shared.outstanding.load(Ordering::Relaxed) >= self.options.max_in_flight as usize {
                 tokio::select! {
+                    _ = shared.room.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = stopped(&mut stop) => return,
                 }
@@ -353,17 +676,31 @@ impl Dispatcher {
                 }
             };
             if batch.records.is_empty() {
+                if batch.next_offset > cursor {
+                    // Nothing there (a backend whose offsets have gaps): the watermark may
+                    // pass it all the same.
+                    cursor = batch.next_offset;
+                    let passed = Handoff {
+                        place: place.clone(),
+                        deliveries: Vec::new(),
+                        read_end: cursor,
+                    };
+                    if handoff.send(passed).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = self.journal.wait_for(&topic, partition, batch.next_offset) => {}
                     _ = stopped(&mut stop) => return,
                 }
-                cursor = batch.next_offset.max(cursor);
                 continue;
             }
             let now = now_ms();
-            let fresh: Vec<(Delivery, Bytes, Early)> = batch
+            let deliveries: Vec<(Delivery, Bytes)> = batch
                 .records
                 .into_iter()
+                .filter(|r| !skip.contains(&r.offset))
                 .filter_map(|r| {
                     // Parsed only when something here needs it: the attempt parses anyway.
                     let needed = !types.is_empty()
@@ -385,27 +722,16 @@ impl Dispatcher {
                             r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
                             event.as_ref().and_then(deliver_at).unwrap_or(now),
                         );
-                        (d, r.payload, Early::default())
+                        (d, r.payload)
                     })
                 })
                 .collect();
-            let deliveries: Vec<(Delivery, Early)> = fresh
-                .iter()
-                .map(|(d, _, e)| (d.clone(), e.clone()))
-                .collect();
-            let (committed, commit) = watch::channel(false);
-            let enqueue_this = Enqueue {
-                deliveries,
-                cursor_after: Cursor::new(topic.as_str(), partition, batch.next_offset),
-                committed,
-            };
             let sent = tokio::select! {
-                r = async {
-                    if !fresh.is_empty() {
-                        handoff.send(Handoff { deliveries: fresh, commit }).await.ok()?;
-                    }
-                    enqueue.send(enqueue_this).await.ok()
-                } => r.is_some(),
+                r = handoff.send(Handoff {
+                    place: place.clone(),
+                    deliveries,
+                    read_end: batch.next_offset,
+                }) => r.is_ok(),
                 _ = stopped(&mut stop) => return,
             };
             if !sent {
@@ -415,83 +741,86 @@ impl Dispatcher {
         }
     }
 
-    /// Writes one partition's batches to the store in read order, each with the cursor
-    /// after it, several at once when they queue up; a failed write is retried (the
-    /// deliveries it carries wait, since an outcome is recorded only after the enqueue).
-    async fn enqueue_in_order(
+    /// Writes spilled fresh deliveries to the store's in-flight table, whatever queued
+    /// meanwhile in one transaction; once committed they no longer hold the watermark back,
+    /// and a scan may start them. A failed write is retried.
+    async fn spill(
         self: Arc<Self>,
-        mut enqueues: mpsc::Receiver<Enqueue>,
-        wake: Arc<Notify>,
+        mut spills: mpsc::UnboundedReceiver<Vec<Delivery>>,
+        shared: Arc<Shared>,
     ) {
         let name = &self.sub.spec.name;
-        let mut stop = self.stop.clone();
-        while let Some(first) = enqueues.recv().await {
-            if !first.deliveries.is_empty() {
-                tokio::time::sleep(LINGER).await;
-            }
-            let mut batch = vec![first];
-            while batch.len() < 16 {
-                match enqueues.try_recv() {
-                    Ok(e) => batch.push(e),
+        while let Some(mut batch) = spills.recv().await {
+            while batch.len() < 4096 {
+                match spills.try_recv() {
+                    Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
             }
-            // From here on a push's outcome waits for the commit; those acknowledged
-            // already are left out.
-            let deliveries: Vec<Delivery> = batch
-                .iter()
-                .flat_map(|e| e.deliveries.iter())
-                .filter(|(_, early)| {
-                    early
-                        .compare_exchange(PENDING, ENQUEUING, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                })
-                .map(|(d, _)| d.clone())
-                .collect();
-            let cursor = batch.last().map(|e| e.cursor_after.clone());
-            while let Err(e) = self
-                .store
-                .enqueue(name, deliveries.clone(), cursor.clone())
-                .await
+            while let Err(e) = self.store.enqueue(name, batch.clone(), None).await {
+                tracing::error!(subscription = %name, "spilling deliveries to the store (retrying in 1 s): {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             {
-                tracing::error!(subscription = %name, "enqueue (retrying in 1 s): {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stopped(&mut stop) => return,
+                let mut b = shared.board();
+                for d in &batch {
+                    b.settle_fresh(&d.key);
                 }
             }
-            for e in batch {
-                let _ = e.committed.send(true);
+            shared.spilling.fetch_sub(batch.len(), Ordering::AcqRel);
+            shared.moved.notify_one();
+            shared.wake.notify_one();
+        }
+    }
+
+    /// Commits each partition's cursor as its watermark moves, at most every
+    /// `COMMIT_EVERY`: one small write per partition, however many events settled.
+    async fn commit_cursors(self: Arc<Self>, shared: Arc<Shared>) {
+        loop {
+            shared.moved.notified().await;
+            self.commit_once(&shared).await;
+            tokio::time::sleep(COMMIT_EVERY).await;
+        }
+    }
+
+    async fn commit_once(&self, shared: &Shared) {
+        let name = &self.sub.spec.name;
+        let moved = shared.board().moved();
+        for ((topic, partition), to) in moved {
+            match self.store.advance_cursor(name, &topic, partition, to).await {
+                Ok(_) => {
+                    if let Some(t) = shared.board().tracks.get_mut(&(topic, partition)) {
+                        t.committed = t.committed.max(to);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(subscription = %name, %topic, partition, "committing the cursor: {e}");
+                }
             }
-            wake.notify_one();
         }
     }
 
     /// Pushes what may go now, at most `concurrency` at once, one at a time per key: fresh
-    /// records as they are handed over, and what a scan of the store finds due.
+    /// records as they are handed over or their turn comes, and what a scan of the store
+    /// finds due.
     async fn deliver(
         self: &Arc<Self>,
-        board: Board,
+        shared: &Arc<Shared>,
         mut handoffs: mpsc::Receiver<Handoff>,
-        wake: Arc<Notify>,
-        outstanding: Arc<AtomicUsize>,
     ) {
         let name = self.sub.spec.name.clone();
-        let permits = Arc::new(Semaphore::new(self.sub.spec.concurrency as usize));
-        let board = Arc::new(Mutex::new(board));
         let mut stop = self.stop.clone();
         let mut scan = true;
         let mut poll = tokio::time::interval(self.options.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max = self.sub.spec.max_batch.max(1) as usize;
         'run: loop {
             if *stop.borrow() {
                 break;
             }
-            // Scan before taking handoffs: a record the scan finds was handed over before
-            // its enqueue committed, so the board learns it below before it is started.
             let mut due = Vec::new();
             if scan {
-                let before = lock(&board).finished;
+                let before = shared.board().finished;
                 due = match self.store.due(&name, now_ms(), 512).await {
                     Ok(d) => d,
                     Err(e) => {
@@ -500,62 +829,62 @@ impl Dispatcher {
                     }
                 };
                 // Attempts that ended before the scan began are reflected in what it read.
-                lock(&board).settled.retain(|_, at| *at > before);
-            }
-            while let Ok(h) = handoffs.try_recv() {
-                self.take(h, &board, &permits, &wake);
+                shared.board().settled.retain(|_, at| *at > before);
             }
             {
-                let mut b = lock(&board);
-                due.iter().for_each(|d| b.learn(d));
+                let mut b = shared.board();
+                due.iter().for_each(|d| b.learn_stored(d));
             }
-            let max = self.sub.spec.max_batch.max(1) as usize;
             let mut group: Vec<Pending> = Vec::new();
             let mut permit = None;
             for d in due {
-                if !lock(&board).may_start(&d) {
+                if !shared.board().may_start(&d) {
                     continue;
                 }
                 if permit.is_none() {
                     permit = tokio::select! {
-                        p = permits.clone().acquire_owned() => match p { Ok(p) => Some(p), Err(_) => break 'run },
+                        p = shared.permits.clone().acquire_owned() => match p { Ok(p) => Some(p), Err(_) => break 'run },
                         _ = stopped(&mut stop) => break 'run,
                     };
                 }
                 // Fresh handoffs may have started the same key meanwhile: check again.
-                let mut b = lock(&board);
+                let mut b = shared.board();
                 if !b.may_start(&d) {
                     continue;
                 }
                 b.start(&d);
-                let event = b.take_event(&d.key);
                 drop(b);
                 group.push(Pending {
                     d,
-                    event,
-                    fresh: None,
+                    event: None,
+                    fresh: false,
                 });
                 if group.len() == max
                     && let Some(p) = permit.take()
                 {
-                    self.spawn_attempt(std::mem::take(&mut group), p, &board, &wake);
+                    self.spawn_attempt(std::mem::take(&mut group), p, shared);
                 }
             }
             if let Some(p) = permit
                 && !group.is_empty()
             {
-                self.spawn_attempt(group, p, &board, &wake);
+                self.spawn_attempt(group, p, shared);
             }
-            outstanding.store(lock(&board).outstanding.len(), Ordering::Relaxed);
+            self.start_ready(shared);
+            let outstanding = shared.board().outstanding.len();
+            shared.outstanding.store(outstanding, Ordering::Relaxed);
+            if outstanding < self.options.max_in_flight as usize {
+                shared.room.notify_waiters();
+            }
             tokio::select! {
                 h = handoffs.recv() => {
                     match h {
-                        Some(h) => self.take(h, &board, &permits, &wake),
+                        Some(h) => self.take(h, shared),
                         None => break,
                     }
                     scan = false;
                 }
-                _ = wake.notified() => scan = lock(&board).waiting(),
+                _ = shared.wake.notified() => scan = shared.board().waiting(),
                 _ = self.poke.notified() => scan = true,
                 _ = poll.tick() => scan = true,
                 _ = stopped(&mut stop) => break,
@@ -564,59 +893,88 @@ impl Dispatcher {
         // Let attempts in progress finish and record their outcome, up to a bound.
         let all = self.sub.spec.concurrency;
         let _ = tokio::time::timeout(self.options.push_timeout, async {
-            let _ = permits.acquire_many(all).await;
-            while !lock(&board).busy.is_empty() {
+            let _ = shared.permits.acquire_many(all).await;
+            while !shared.board().busy.is_empty() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await;
     }
 
-    /// Takes a reader's handoff: learns the records and starts those that may go now and
-    /// are due (delayed ones and those that must wait are left to a scan of the store).
-    fn take(
-        self: &Arc<Self>,
-        handoff: Handoff,
-        board: &Arc<Mutex<Board>>,
-        permits: &Arc<Semaphore>,
-        wake: &Arc<Notify>,
-    ) {
-        let Handoff { deliveries, commit } = handoff;
+    /// Takes a reader's handoff: learns the records, starts those that may go now, holds
+    /// those that must wait their turn and spills those that cannot go soon.
+    fn take(self: &Arc<Self>, handoff: Handoff, shared: &Arc<Shared>) {
+        let Handoff {
+            place,
+            deliveries,
+            read_end,
+        } = handoff;
         let now = now_ms();
-        for (d, _, _) in &deliveries {
-            lock(board).learn(d);
-        }
         let max = self.sub.spec.max_batch.max(1) as usize;
         let mut group: Vec<Pending> = Vec::new();
+        let mut spill = Vec::new();
         let mut permit = None;
-        for (d, event, early) in deliveries {
-            let mut b = lock(board);
-            let go = d.next_attempt_at_ms <= now && b.may_start(&d);
+        {
+            let mut b = shared.board();
+            for (d, _) in &deliveries {
+                b.learn_fresh(d);
+            }
+            b.read_to(&place, read_end);
+        }
+        for (d, event) in deliveries {
+            let mut b = shared.board();
+            if d.next_attempt_at_ms > now || b.behind_the_store(&d) {
+                // Delayed, or its key waits on the store: the store keeps it meanwhile.
+                b.move_to_store(&d.key);
+                spill.push(d);
+                continue;
+            }
+            let go = b.may_start(&d);
             if go && permit.is_none() {
-                permit = permits.clone().try_acquire_owned().ok();
+                permit = shared.permits.clone().try_acquire_owned().ok();
             }
             if !go || permit.is_none() {
-                b.keep_event(&d.key, event); // for the scan that will start it
+                if let Some(d) = b.hold(d, event) {
+                    b.move_to_store(&d.key);
+                    spill.push(d);
+                }
                 continue;
             }
             b.start(&d);
             drop(b);
-            let fresh = Some((commit.clone(), early));
             group.push(Pending {
                 d,
                 event: Some(event),
-                fresh,
+                fresh: true,
             });
             if group.len() == max
                 && let Some(p) = permit.take()
             {
-                self.spawn_attempt(std::mem::take(&mut group), p, board, wake);
+                self.spawn_attempt(std::mem::take(&mut group), p, shared);
             }
         }
         if let Some(p) = permit
             && !group.is_empty()
         {
-            self.spawn_attempt(group, p, board, wake);
+            self.spawn_attempt(group, p, shared);
+        }
+        shared.send_spill(spill);
+        shared.moved.notify_one();
+    }
+
+    /// Starts the held deliveries whose turn came (their key's predecessor finished, or
+    /// they waited for a slot), as long as slots are free.
+    fn start_ready(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let max = self.sub.spec.max_batch.max(1) as usize;
+        while !shared.board().ready.is_empty() {
+            let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+                return; // a finishing attempt wakes the deliverer
+            };
+            let group = shared.board().start_ready(max);
+            if group.is_empty() {
+                return;
+            }
+            self.spawn_attempt(group, permit, shared);
         }
     }
 
@@ -624,26 +982,28 @@ impl Dispatcher {
         self: &Arc<Self>,
         group: Vec<Pending>,
         permit: tokio::sync::OwnedSemaphorePermit,
-        board: &Arc<Mutex<Board>>,
-        wake: &Arc<Notify>,
+        shared: &Arc<Shared>,
     ) {
         let me = self.clone();
-        let (board, wake) = (board.clone(), wake.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let ds: Vec<Delivery> = group.iter().map(|p| p.d.clone()).collect();
             let settled = me.attempt(group, permit).await;
-            let mut b = lock(&board);
-            for (d, how) in ds.iter().zip(settled) {
-                b.finish(d, how);
+            let mut spill = Vec::new();
+            {
+                let mut b = shared.board();
+                for (d, how) in ds.iter().zip(settled) {
+                    spill.extend(b.finish(d, how));
+                }
             }
-            drop(b);
-            wake.notify_one();
+            shared.send_spill(spill);
+            shared.moved.notify_one();
+            shared.wake.notify_one();
         });
     }
 
     /// One push of `group` (one event, or a batch with `max-batch` above 1), then for each
-    /// delivery: ack, retry later or park. A fresh delivery waits for its enqueue to
-    /// commit before anything is recorded. The concurrency permit covers the push only:
+    /// delivery: ack, retry later or park. The concurrency permit covers the push only:
     /// recording does not hold up the next push (the keys stay busy until recorded).
     async fn attempt(
         &self,
@@ -709,24 +1069,15 @@ impl Dispatcher {
         futures::future::join_all(records).await
     }
 
-    /// Records the outcome of one delivery's attempt.
-    async fn record(
-        &self,
-        d: &Delivery,
-        fresh: Option<(Commit, Early)>,
-        outcome: Outcome,
-        now: i64,
-    ) -> Settled {
-        if let Some((mut commit, early)) = fresh {
-            let acked = matches!(outcome, Outcome::Delivered);
-            if acked
-                && early
-                    .compare_exchange(PENDING, ACKED_EARLY, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return Settled::Done; // the enqueuer leaves it out
+    /// Records the outcome of one delivery's attempt. A fresh delivery that was delivered
+    /// needs nothing written; one that failed first gets its row, then is recorded like any
+    /// other.
+    async fn record(&self, d: &Delivery, fresh: bool, outcome: Outcome, now: i64) -> Settled {
+        if fresh {
+            if matches!(outcome, Outcome::Delivered) {
+                return Settled::Done;
             }
-            if commit.wait_for(|&done| done).await.is_err() {
+            if !self.write_row(d).await {
                 return Settled::NotRecorded;
             }
         }
@@ -764,6 +1115,23 @@ impl Dispatcher {
                 tracing::error!(subscription = %self.sub.spec.name, key = %d.key, "recording the outcome: {e}");
                 // Still in flight in the store: a later scan attempts it again.
                 Settled::Retrying
+            }
+        }
+    }
+
+    /// Writes a fresh delivery's in-flight row, retrying until it commits; false when the
+    /// dispatcher stopped first (the delivery then stays behind the watermark).
+    async fn write_row(&self, d: &Delivery) -> bool {
+        let name = &self.sub.spec.name;
+        loop {
+            match self.store.enqueue(name, vec![d.clone()], None).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::error!(subscription = %name, key = %d.key, "recording a failed delivery (retrying in 1 s): {e}");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return false;
+                    }
+                }
             }
         }
     }
@@ -880,9 +1248,23 @@ mod tests {
         )
     }
 
+    fn board() -> Board {
+        let mut b = Board::default();
+        b.tracks.insert(("t".into(), 0), Track::default());
+        b
+    }
+
+    fn event() -> Bytes {
+        Bytes::from_static(b"{}")
+    }
+
+    fn offsets(group: &[Pending]) -> Vec<u64> {
+        group.iter().map(|p| p.d.key.offset).collect()
+    }
+
     #[test]
     fn the_board_starts_one_delivery_per_key_in_offset_order() {
-        let mut b = Board::default();
+        let mut b = board();
         let (a1, a2, b1, free) = (
             delivery(1, Some("a")),
             delivery(2, Some("a")),
@@ -891,7 +1273,7 @@ mod tests {
         );
         // Learned out of order (a scan can list a later one first): still offset order.
         for d in [&a2, &b1, &a1, &free] {
-            b.learn(d);
+            b.learn_stored(d);
         }
         assert!(!b.may_start(&a2), "a2 waits for a1");
         assert!(b.may_start(&a1) && b.may_start(&b1) && b.may_start(&free));
@@ -909,12 +1291,128 @@ mod tests {
         b.start(&a1);
         b.finish(&a1, Settled::Done);
         assert!(b.may_start(&a2), "a1 acknowledged: a2 may go");
-        b.learn(&a1);
+        b.learn_stored(&a1);
         assert!(b.may_start(&a2), "a settled delivery is not learned again");
         // An attempt that recorded nothing leaves no trace.
         b.start(&b1);
         b.finish(&b1, Settled::NotRecorded);
         assert!(!b.outstanding.contains_key(&b1.key) && !b.settled.contains_key(&b1.key));
+    }
+
+    #[test]
+    fn a_held_delivery_starts_when_its_predecessor_is_done() {
+        let mut b = board();
+        let (a1, a2, a3, free) = (
+            delivery(1, Some("a")),
+            delivery(2, Some("a")),
+            delivery(3, Some("a")),
+            delivery(4, None),
+        );
+        for d in [&a1, &a2, &a3, &free] {
+            b.learn_fresh(d);
+        }
+        b.read_to(&("t".into(), 0), 5);
+        b.start(&a1);
+        assert!(b.hold(a2.clone(), event()).is_none());
+        assert!(b.hold(a3.clone(), event()).is_none());
+        // `free` waited only for a slot: ready at once.
+        assert!(b.hold(free.clone(), event()).is_none());
+        assert!(
+            !b.waiting(),
+            "everything not in progress is held: no scan needed"
+        );
+        assert_eq!(offsets(&b.start_ready(10)), [4], "a2 waits for a1");
+        b.finish(&free, Settled::Done);
+        assert_eq!(b.tracks[&("t".into(), 0)].watermark(), 1, "a1 is unsettled");
+        b.finish(&a1, Settled::Done);
+        assert_eq!(b.tracks[&("t".into(), 0)].watermark(), 2);
+        assert_eq!(offsets(&b.start_ready(10)), [2], "one at a time per key");
+        assert!(b.start_ready(10).is_empty());
+        b.finish(&a2, Settled::Done);
+        let last = b.start_ready(10);
+        assert_eq!(offsets(&last), [3]);
+        assert!(last[0].fresh && last[0].event.is_some());
+        b.finish(&a3, Settled::Done);
+        assert!(b.held.is_empty() && b.held_bytes == 0);
+        assert_eq!(
+            b.tracks[&("t".into(), 0)].watermark(),
+            5,
+            "all settled: the cursor may go to where the read ended"
+        );
+        assert_eq!(b.moved(), [(("t".to_string(), 0), 5)]);
+    }
+
+    #[test]
+    fn a_failed_fresh_delivery_takes_its_key_into_the_store() {
+        let mut b = board();
+        let (a1, a2, a3, c1) = (
+            delivery(1, Some("a")),
+            delivery(2, Some("a")),
+            delivery(3, Some("a")),
+            delivery(4, Some("c")),
+        );
+        for d in [&a1, &a2, &c1] {
+            b.learn_fresh(d);
+        }
+        b.read_to(&("t".into(), 0), 5);
+        b.start(&a1);
+        b.hold(a2.clone(), event());
+        b.start(&c1);
+        // a1's first attempt failed and its row committed: a2, held, must follow it there.
+        let spilled = b.finish(&a1, Settled::Retrying);
+        assert_eq!(
+            spilled.iter().map(|d| d.key.offset).collect::<Vec<_>>(),
+            [2]
+        );
+        assert!(b.held.is_empty());
+        assert!(
+            b.behind_the_store(&a3),
+            "later ones of `a` go to the store too"
+        );
+        assert!(!b.behind_the_store(&c1));
+        // a2 holds the watermark until the spiller commits it.
+        assert_eq!(b.tracks[&("t".into(), 0)].watermark(), 2);
+        b.settle_fresh(&a2.key);
+        b.finish(&c1, Settled::Done);
+        assert_eq!(b.tracks[&("t".into(), 0)].watermark(), 5);
+        assert!(b.waiting(), "a1 and a2 are the store's: a scan finds them");
+        // Once both are done, `a` is no longer behind the store.
+        b.settled.clear();
+        b.start(&a1);
+        b.finish(&a1, Settled::Done);
+        b.start(&a2);
+        b.finish(&a2, Settled::Done);
+        assert!(!b.behind_the_store(&a3));
+        assert!(b.in_store.is_empty() && b.outstanding.is_empty());
+    }
+
+    #[test]
+    fn an_unrecorded_fresh_delivery_keeps_the_watermark() {
+        let mut b = board();
+        let a1 = delivery(1, Some("a"));
+        b.learn_fresh(&a1);
+        b.read_to(&("t".into(), 0), 2);
+        b.start(&a1);
+        b.finish(&a1, Settled::NotRecorded);
+        assert!(b.outstanding.is_empty());
+        assert_eq!(b.tracks[&("t".into(), 0)].watermark(), 1);
+    }
+
+    #[test]
+    fn a_held_delivery_beyond_the_memory_budget_is_spilled() {
+        let mut b = board();
+        let (a1, a2, a3) = (
+            delivery(1, Some("a")),
+            delivery(2, Some("a")),
+            delivery(3, Some("a")),
+        );
+        for d in [&a1, &a2, &a3] {
+            b.learn_fresh(d);
+        }
+        b.start(&a1);
+        let big = Bytes::from(vec![b'x'; HELD_BYTES]);
+        assert!(b.hold(a2.clone(), big).is_none(), "one always fits");
+        assert!(b.hold(a3.clone(), event()).is_some(), "over the budget");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! retries and parking, keeping every bit of its state in a [`Store`].
 //!
 //! [`Bus::start`] runs one dispatcher per subscription (see `dispatch.rs`): per partition a
-//! reader moves records into the store's in-flight table and advances the cursor in the
-//! same transaction; a deliverer pushes what is due, at most `concurrency` at once and one
-//! at a time per partition key, so a key that is retrying or waiting blocks only itself.
-//! A restart loses nothing: cursors and in-flight rows are in the store, and an event may be
-//! delivered again, never skipped.
+//! reader hands what it reads to a deliverer, which pushes at most `concurrency` at once and
+//! one at a time per partition key, so a key that is retrying or waiting blocks only itself.
+//! An event that is acknowledged at its first attempt costs the store nothing: the cursor is
+//! committed every few milliseconds at each partition's low watermark (the first offset
+//! read and not yet settled). One that fails, is delayed or has to wait behind a key that is
+//! retrying gets a row in the store's in-flight table before the cursor passes it. A restart
+//! loses nothing: what is behind the cursor is acknowledged or in the store, what is after
+//! it is read again, so an event may be delivered again, never skipped.
 //!
 //! Delayed delivery: an event with the `deliverat` extension (RFC 3339) is not pushed
 //! before that time (and, being in flight, holds back later events of its key).

@@ -106,10 +106,10 @@ pub(crate) async fn get(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    // Cursors first: a cursor moves in the same transaction that adds its in-flight rows,
-    // so counts read after it include every delivery behind it. (The other order could show
-    // an advanced cursor with the deliveries it added not yet counted: "lag 0, nothing in
-    // flight" while something is.)
+    // Cursors first: a cursor passes a delivery that still needs a row only once that row
+    // has committed, so counts read after it include every delivery behind it. (The other
+    // order could show an advanced cursor with the deliveries behind it not yet counted:
+    // "lag 0, nothing in flight" while something is.)
     let cursors = bus(&s)?.store().cursors(&name).await?;
     let (sub, stats) = bus(&s)?.get(&name).await?;
     let mut lag = Vec::new();

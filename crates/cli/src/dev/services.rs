@@ -341,6 +341,13 @@ impl Supervised {
                 Err(e) => last = format!("GET {url}: {e}"),
             }
             if Instant::now() >= deadline {
+                // A service that is failing may be on its way out (a slow machine): its exit
+                // says more than the timeout.
+                if let Ok(Ok(status)) =
+                    tokio::time::timeout(Duration::from_millis(500), child.wait()).await
+                {
+                    return Err(format!("exited during start ({})", describe_exit(status)));
+                }
                 return Err(format!(
                     "not healthy within {} ({last})",
                     humantime::format_duration(s.health.timeout)

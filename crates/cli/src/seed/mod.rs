@@ -86,6 +86,18 @@ struct Report {
     subscriptions: Vec<settle::SubState>,
     warnings: Vec<String>,
     seconds: f64,
+    /// Where the time went.
+    phases: Phases,
+}
+
+/// Seconds per step of the seed: reading and validating the file, appending the events
+/// (topics included), the calls, and waiting for the subscriptions.
+#[derive(Debug, Default, Serialize)]
+struct Phases {
+    read: f64,
+    append: f64,
+    calls: f64,
+    wait: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +112,16 @@ struct TopicReport {
 pub async fn run(args: SeedArgs) -> Result<u8, Exit> {
     let started = Instant::now();
     let seed = file::load(&args.file)?;
+    let mut phases = Phases {
+        read: started.elapsed().as_secs_f64(),
+        ..Phases::default()
+    };
+    let mut step = Instant::now();
+    let mut lap = || {
+        std::mem::replace(&mut step, Instant::now())
+            .elapsed()
+            .as_secs_f64()
+    };
     let server = &args.server;
     // One cheap request first, so an unreachable server is reported as that.
     server
@@ -129,6 +151,7 @@ pub async fn run(args: SeedArgs) -> Result<u8, Exit> {
         .collect();
     let created = publish::create_missing(server, &seed, &states).await?;
     let outcomes = publish::append(server, &seed, &states, &progress).await?;
+    phases.append = lap();
     let mut report = Report {
         file: seed.file.clone(),
         server: server.server.clone(),
@@ -152,9 +175,11 @@ pub async fn run(args: SeedArgs) -> Result<u8, Exit> {
         subscriptions: Vec::new(),
         warnings,
         seconds: 0.0,
+        phases: Phases::default(),
     };
 
     report.calls = settle::make_calls(server, &seed.calls, args.timeout).await;
+    phases.calls = lap();
     if let Some(failed) = report.calls.iter().find(|c| !c.ok) {
         report.error = Some(format!(
             "{}:{}: call {} {}: {}",
@@ -197,9 +222,11 @@ pub async fn run(args: SeedArgs) -> Result<u8, Exit> {
         }
         report.caught_up = Some(waited.caught_up);
         report.subscriptions = waited.subs;
+        phases.wait = lap();
     }
     report.ok = report.error.is_none();
     report.seconds = started.elapsed().as_secs_f64();
+    report.phases = phases;
 
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -221,7 +248,12 @@ pub async fn run(args: SeedArgs) -> Result<u8, Exit> {
 }
 
 fn print_human(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
-    writeln!(out, "seed {} into {}: {:.2}s", r.file, r.server, r.seconds)?;
+    let p = &r.phases;
+    writeln!(
+        out,
+        "seed {} into {}: {:.2}s (read {:.2}s, append {:.2}s, calls {:.2}s, wait {:.2}s)",
+        r.file, r.server, r.seconds, p.read, p.append, p.calls, p.wait
+    )?;
     for t in &r.topics {
         writeln!(
             out,
