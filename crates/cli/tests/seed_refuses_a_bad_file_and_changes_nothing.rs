@@ -62,7 +62,8 @@ const CASES: [(&str, &str, &[&str]); 7] = [
     (
         "undeclared topic",
         "  ghost.v1:\n    - {type: boo}\n",
-        &["bad.yaml:9:", "topic `ghost.v1` does not exist", "topics:"],
+        // The line that names the topic.
+        &["bad.yaml:8:", "topic `ghost.v1` does not exist", "topics:"],
     ),
 ];
 

@@ -2,9 +2,9 @@
 //! becomes. Everything here happens before the server is contacted, so a bad file is refused
 //! before anything changes.
 
+use super::yaml::{self, At, Key, Kind, Node};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use switchyard_types::{TopicConfig, TopicName};
@@ -66,39 +66,23 @@ impl Call {
     }
 }
 
-// ---- the format as serde reads it ----
+// ---- the format ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSpec {
-    #[serde(default)]
-    topics: HashMap<String, Spanned<Option<TopicConfig>>>,
-    #[serde(default)]
-    events: HashMap<String, Spanned<Vec<Spanned<EventSpec>>>>,
-    #[serde(default)]
-    calls: Vec<Spanned<CallSpec>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An event as the file gives it (read by hand from the YAML nodes: this is the hot path
+/// of a large seed).
+#[derive(Default)]
 struct EventSpec {
-    #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
     data: Option<Value>,
-    #[serde(default)]
     subject: Option<String>,
-    #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     source: Option<String>,
-    #[serde(default)]
     time: Option<String>,
-    #[serde(default)]
     extensions: BTreeMap<String, Value>,
 }
+
+const EVENT_KEYS: &str = "`type`, `data`, `subject`, `key`, `id`, `source`, `time`, `extensions`";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,22 +123,26 @@ pub fn load(path: &Path) -> anyhow::Result<Seed> {
     parse(&text, &file, &stem).map_err(anyhow::Error::msg)
 }
 
+/// A problem at a place in the file: where, the key path, and what.
+struct Located {
+    at: At,
+    path: String,
+    message: String,
+}
+
+fn located(at: At, path: impl Into<String>, message: impl Into<String>) -> Located {
+    Located {
+        at,
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
 /// Parses and validates the text of a seed file named `file` (with stem `stem`).
 pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
-    // The path to a bad value (`events.orders.v1[3].type`) names the key in the error.
-    let mut path = None;
-    let spec: FileSpec = serde_saphyr::with_deserializer_from_str_with_options(
-        text,
-        yaml_options(text.len()),
-        |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                path = Some(key_path(e.path()));
-                e.into_inner()
-            })
-        },
-    )
-    .map_err(|e| yaml_error(&e, file, path.as_deref()))?;
-    if spec.topics.is_empty() && spec.events.is_empty() && spec.calls.is_empty() {
+    let root = yaml::load(text).map_err(|e| render(text, file, located(e.at, "", e.message)))?;
+    let (declared, listed, calls) = read_top(root).map_err(|l| render(text, file, l))?;
+    if declared.is_empty() && listed.is_empty() && calls.is_empty() {
         return Err(format!(
             "{file}: nothing to seed: no `topics`, `events` or `calls`"
         ));
@@ -163,12 +151,9 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
 
     // Topics in file order; `topics:` and `events:` may each name a topic first.
     let mut topics: Vec<TopicSeed> = Vec::new();
-    let mut declared: Vec<_> = spec.topics.into_iter().collect();
-    declared.sort_by_key(|(_, v)| v.referenced.line());
-    for (name, config) in declared {
-        let line = config.referenced.line();
+    for (name, line, config) in declared {
         check_topic_name(&name).map_err(|e| format!("{}: `topics.{name}`: {e}", at(line)))?;
-        let config = config.value.unwrap_or_default();
+        let config = config.unwrap_or_default();
         config
             .validate()
             .map_err(|e| format!("{}: `topics.{name}.{}`: {}", at(line), e.field, e.reason))?;
@@ -179,12 +164,9 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
             events: Vec::new(),
         });
     }
-    let mut listed: Vec<_> = spec.events.into_iter().collect();
-    listed.sort_by_key(|(_, v)| v.referenced.line());
-    for (name, events) in listed {
-        let line = events.referenced.line();
+    for (name, line, events) in listed {
         check_topic_name(&name).map_err(|e| format!("{}: `events.{name}`: {e}", at(line)))?;
-        let built = build_events(&name, events.value, stem, file)?;
+        let built = build_events(&name, events, stem, file)?;
         match topics.iter_mut().find(|t| t.name == name) {
             Some(t) => t.events = built,
             None => topics.push(TopicSeed {
@@ -197,13 +179,11 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
     }
     topics.sort_by_key(|t| t.line);
 
-    let calls = spec
-        .calls
+    let calls = calls
         .into_iter()
         .enumerate()
-        .map(|(i, c)| {
-            let line = c.referenced.line();
-            build_call(c.value, line)
+        .map(|(i, (line, c))| {
+            build_call(c, line)
                 .map_err(|(key, why)| format!("{}: `calls[{}].{key}`: {why}", at(line), i + 1))
         })
         .collect::<Result<_, _>>()?;
@@ -214,76 +194,240 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
     })
 }
 
-/// Parser limits: the defaults guard against alias bombs and deep nesting, but cap a
-/// document at 250,000 nodes; a seed may hold far more events, so the counts scale with
-/// the input (a node takes at least one byte).
-fn yaml_options(len: usize) -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_events = budget.max_events.max(len.saturating_mul(2));
-    budget.max_nodes = budget.max_nodes.max(len);
-    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options
+type Declared = Vec<(String, u64, Option<TopicConfig>)>;
+type Listed = Vec<(String, u64, Vec<(u64, EventSpec)>)>;
+type Calls = Vec<(u64, CallSpec)>;
+
+/// The three sections of the file, each in file order.
+fn read_top(root: Node) -> Result<(Declared, Listed, Calls), Located> {
+    let mut declared = Vec::new();
+    let mut listed = Vec::new();
+    let mut calls = Vec::new();
+    if root.is_null() {
+        return Ok((declared, listed, calls));
+    }
+    for (key, value) in into_entries(root, "")? {
+        match key.text.as_str() {
+            "topics" => {
+                for (name, config) in into_entries_or_null(value, "topics")? {
+                    let path = format!("topics.{}", name.text);
+                    let config = if config.is_null() {
+                        None
+                    } else {
+                        Some(from_node::<TopicConfig>(&config, &path)?)
+                    };
+                    declared.push((name.text, name.at.line, config));
+                }
+            }
+            "events" => {
+                for (name, list) in into_entries_or_null(value, "events")? {
+                    let path = format!("events.{}", name.text);
+                    let items = match list.kind {
+                        Kind::Seq(items) => items,
+                        _ if list.is_null() => Vec::new(),
+                        _ => {
+                            return Err(located(
+                                list.at,
+                                path,
+                                format!("expected a list of events, found {}", list.describe()),
+                            ));
+                        }
+                    };
+                    let events = items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, e)| {
+                            let line = e.at.line;
+                            read_event(e, &format!("{path}[{}]", n + 1)).map(|s| (line, s))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    listed.push((name.text, name.at.line, events));
+                }
+            }
+            "calls" => match &value.kind {
+                Kind::Seq(items) => {
+                    for (i, c) in items.iter().enumerate() {
+                        let path = format!("calls[{}]", i + 1);
+                        calls.push((c.at.line, from_node::<CallSpec>(c, &path)?));
+                    }
+                }
+                _ if value.is_null() => {}
+                _ => {
+                    return Err(located(
+                        value.at,
+                        "calls",
+                        format!("expected a list of calls, found {}", value.describe()),
+                    ));
+                }
+            },
+            other => {
+                return Err(located(
+                    key.at,
+                    other,
+                    format!("unknown field `{other}`, expected one of `topics`, `events`, `calls`"),
+                ));
+            }
+        }
+    }
+    declared.sort_by_key(|(_, line, _)| *line);
+    listed.sort_by_key(|(_, line, _)| *line);
+    Ok((declared, listed, calls))
 }
 
-/// `FILE:LINE:COLUMN: message`, then the parser's picture of the spot (its source lines
-/// with a caret; its own first line repeats the message, so it is left out).
-fn yaml_error(e: &serde_saphyr::Error, file: &str, path: Option<&str>) -> String {
-    use serde_saphyr::MessageFormatter as _;
-    let formatter = serde_saphyr::UserMessageFormatter;
-    let message: String = formatter
-        .format_message(e.without_snippet())
+/// The entries of a mapping node, or an error naming what it is instead.
+fn into_entries(node: Node, path: &str) -> Result<Vec<(Key, Node)>, Located> {
+    let found = node.describe();
+    match node.kind {
+        Kind::Map(entries) => Ok(entries),
+        _ => Err(located(
+            node.at,
+            path,
+            format!("expected a mapping, found {found}"),
+        )),
+    }
+}
+
+/// As [`into_entries`], with an empty section (`topics:` alone) as no entries.
+fn into_entries_or_null(node: Node, path: &str) -> Result<Vec<(Key, Node)>, Located> {
+    if node.is_null() {
+        return Ok(Vec::new());
+    }
+    into_entries(node, path)
+}
+
+/// One event, read field by field.
+fn read_event(node: Node, path: &str) -> Result<EventSpec, Located> {
+    let mut e = EventSpec::default();
+    let mut has_type = false;
+    let at = node.at;
+    for (key, value) in into_entries(node, path)? {
+        let here = format!("{path}.{}", key.text);
+        match key.text.as_str() {
+            "type" => {
+                has_type = !value.is_null();
+                e.kind = text_of(value, &here)?.unwrap_or_default();
+            }
+            "data" => e.data = (!value.is_null()).then(|| value.into_json()),
+            "subject" => e.subject = text_of(value, &here)?,
+            "key" => e.key = text_of(value, &here)?,
+            "id" => e.id = text_of(value, &here)?,
+            "source" => e.source = text_of(value, &here)?,
+            "time" => e.time = text_of(value, &here)?,
+            "extensions" => {
+                for (name, v) in into_entries_or_null(value, &here)? {
+                    e.extensions.insert(name.text, v.into_json());
+                }
+            }
+            other => {
+                return Err(located(
+                    key.at,
+                    here,
+                    format!("unknown field `{other}`, expected one of {EVENT_KEYS}"),
+                ));
+            }
+        }
+    }
+    if !has_type {
+        return Err(located(at, path, "missing field `type`"));
+    }
+    Ok(e)
+}
+
+/// A string field: any scalar, as written (`id: 123` is "123"); null is absent.
+fn text_of(node: Node, path: &str) -> Result<Option<String>, Located> {
+    match &node.kind {
+        Kind::Scalar {
+            value: Value::Null, ..
+        } => Ok(None),
+        Kind::Scalar { .. } => Ok(node.into_text()),
+        _ => Err(located(
+            node.at,
+            path,
+            format!("invalid type: {}, expected a string", node.describe()),
+        )),
+    }
+}
+
+/// A typed section read through serde from the node's JSON form; an error points at the
+/// node its path leads to (at the key, for an unknown one).
+fn from_node<T: serde::de::DeserializeOwned>(node: &Node, path: &str) -> Result<T, Located> {
+    serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
+        let steps: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.into_inner().to_string();
+        let at = find(node, &steps, message.starts_with("unknown field"));
+        let full = steps.iter().fold(path.to_string(), |mut p, s| {
+            p.push('.');
+            p.push_str(s);
+            p
+        });
+        located(at, full, message)
+    })
+}
+
+/// Where the node at `steps` below `node` starts (its key's place when `at_key`); as far
+/// as the path leads.
+fn find(node: &Node, steps: &[String], at_key: bool) -> At {
+    let mut here = node;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        match &here.kind {
+            Kind::Map(entries) => match entries.iter().find(|(k, _)| &k.text == step) {
+                Some((k, _)) if last && at_key => return k.at,
+                Some((_, v)) => here = v,
+                None => return here.at,
+            },
+            Kind::Seq(items) => match step.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                Some(v) => here = v,
+                None => return here.at,
+            },
+            Kind::Scalar { .. } => return here.at,
+        }
+    }
+    here.at
+}
+
+/// `FILE:LINE:COLUMN: `path`: message`, then the line itself with a caret under the column.
+fn render(text: &str, file: &str, l: Located) -> String {
+    let message: String = l
+        .message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let Some(l) = e.location().filter(|l| l.line() > 0) else {
+    if l.at.line == 0 {
         return format!("{file}: {message}");
-    };
-    let picture = e.render_with_options(serde_saphyr::render_options! {
-        formatter: &formatter,
-        source_name: Some(file),
-    });
-    let picture: Vec<&str> = picture.lines().skip(1).collect();
-    let mut out = format!("{file}:{}:{}: ", l.line(), l.column());
-    // A syntax error leaves the path at a key not yet read (`?`): then it names nothing.
-    if let Some(p) = path.filter(|p| !p.is_empty() && !p.contains('?')) {
-        out.push_str(&format!("`{p}`: "));
+    }
+    let mut out = format!("{file}:{}:{}: ", l.at.line, l.at.col);
+    if !l.path.is_empty() {
+        out.push_str(&format!("`{}`: ", l.path));
     }
     out.push_str(&message);
-    if picture.iter().any(|line| line.contains(" --> ")) {
-        out.push('\n');
-        out.push_str(&picture.join("\n"));
-    }
-    out
-}
-
-/// A serde path as the file's keys: `events.orders.v1[2].type`, items counted from 1.
-/// Leaves out the `value` step that [`Spanned`] adds (no key of the format is `value`).
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    let mut after_item_or_topic = false;
-    for (depth, seg) in path.iter().enumerate() {
-        match seg {
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !(after_item_or_topic && key == "value") {
-                    if !out.is_empty() {
-                        out.push('.');
-                    }
-                    out.push_str(key);
-                }
-                after_item_or_topic = depth == 1;
-            }
-            Segment::Seq { index } => {
-                out.push_str(&format!("[{}]", index + 1));
-                after_item_or_topic = true;
-            }
-            Segment::Unknown => {
-                out.push_str(".?");
-                after_item_or_topic = false;
-            }
-        }
+    let line = usize::try_from(l.at.line - 1)
+        .ok()
+        .and_then(|n| text.lines().nth(n));
+    if let Some(source) = line {
+        // Long lines (a one-line JSON-ish event) are cut around the spot.
+        let col = usize::try_from(l.at.col.saturating_sub(1)).unwrap_or(0);
+        let chars: Vec<char> = source.chars().collect();
+        let start = col.saturating_sub(60).min(chars.len());
+        let end = (col + 60).min(chars.len());
+        let shown: String = chars[start..end]
+            .iter()
+            .map(|&c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let gutter = l.at.line.to_string();
+        out.push_str(&format!(
+            "\n {gutter} | {shown}\n {} | {}^",
+            " ".repeat(gutter.len()),
+            " ".repeat(col - start)
+        ));
     }
     out
 }
@@ -296,7 +440,7 @@ fn check_topic_name(name: &str) -> Result<(), String> {
 
 fn build_events(
     topic: &str,
-    events: Vec<Spanned<EventSpec>>,
+    events: Vec<(u64, EventSpec)>,
     stem: &str,
     file: &str,
 ) -> Result<Vec<SeedEvent>, String> {
@@ -305,9 +449,7 @@ fn build_events(
     // events get `.1`, `.2`, ... so each still has its own id).
     let mut ids: HashSet<String> = HashSet::with_capacity(events.len());
     let mut seen_hashes: HashMap<u64, u32> = HashMap::new();
-    for (n, spanned) in events.into_iter().enumerate() {
-        let line = spanned.referenced.line();
-        let e = spanned.value;
+    for (n, (line, e)) in events.into_iter().enumerate() {
         let bad = |key: &str, why: String| {
             format!(
                 "{file}:{line}: `events.{topic}[{n}].{key}`: {why}",

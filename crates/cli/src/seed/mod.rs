@@ -11,6 +11,7 @@ mod file;
 mod progress;
 mod publish;
 mod settle;
+mod yaml;
 
 use crate::Exit;
 use crate::remote::Server;
