@@ -223,6 +223,15 @@ impl NatsServer {
         Ok(())
     }
 
+    /// The `server_name` in its config (`n0`, `n1`, ...).
+    pub fn name(&self) -> String {
+        self.conf
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

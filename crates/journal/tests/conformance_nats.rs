@@ -244,3 +244,28 @@ async fn bad_urls_and_absent_servers_are_clear() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// The cases where a cluster behaves differently from one server (dedup and expectations
+/// are checked before the raft proposal, reads may be answered by a follower) on a 3-node
+/// cluster with streams of 3 replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_of_three_replicas_conforms() {
+    let Some(bin) = nats_server::for_test("cluster_of_three_replicas_conforms") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = nats_server::NatsCluster::start(&bin, dir.path(), Sync::Always, 3)
+        .await
+        .unwrap_or_else(|e| panic!("starting the cluster: {e}"));
+    let url = format!("nats://{}?sync=always&replicas=3", cluster.urls());
+    let j = NatsJournal::connect(NatsOptions::from_url(&url).expect("url"))
+        .await
+        .expect("connect");
+    c::dedup(&j, &unique_prefix("cdedup")).await;
+    c::conflicts(&j, &unique_prefix("cconflict")).await;
+    c::concurrent_expectations_admit_one_writer(&j, &unique_prefix("crace")).await;
+    c::batch_append_is_one_result_per_record(&j, &unique_prefix("cbatch")).await;
+    c::tail_follower_sees_every_record(&j, &unique_prefix("cfollow")).await;
+    c::tail_on_deleted_topic(&j, &unique_prefix("ctaildel")).await;
+    j.close().await.expect("close");
+}

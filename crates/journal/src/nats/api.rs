@@ -13,10 +13,13 @@ use std::time::Duration;
 
 /// JetStream API error codes the backend acts on.
 pub mod code {
+    pub const TEMPORARILY_UNAVAILABLE: u64 = 10008;
     pub const STREAM_NOT_FOUND: u64 = 10059;
     pub const STREAM_NAME_IN_USE: u64 = 10058;
     pub const NO_MESSAGE_FOUND: u64 = 10037;
     pub const WRONG_LAST_SEQUENCE: u64 = 10071;
+    /// A replicated stream's answer while another expectation on the subject is in flight.
+    pub const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
     pub const WRONG_LAST_MSG_ID: u64 = 10070;
     pub const MESSAGE_TOO_LARGE: u64 = 10054;
     pub const BATCH_HAS_DUPLICATE: u64 = 10201;
@@ -194,24 +197,37 @@ impl Api {
         } else {
             Bytes::from(serde_json::to_vec(body).map_err(|e| unavailable(op, e))?)
         };
-        let msg = self
-            .client
-            .request(format!("$JS.API.{subject}"), payload)
-            .await
-            .map_err(|e| unavailable(op, e))?;
-        let reply: Reply<R> = serde_json::from_slice(&msg.payload).map_err(|e| {
-            unavailable(
-                op,
-                format!(
-                    "unreadable answer {:?}: {e}",
-                    String::from_utf8_lossy(&msg.payload)
-                ),
-            )
-        })?;
-        Ok(match reply {
-            Reply::Ok(r) => Ok(r),
-            Reply::Err { error } => Err(error),
-        })
+        // A cluster electing a leader answers "temporarily unavailable": ask again, within
+        // the request timeout.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let msg = self
+                .client
+                .request(format!("$JS.API.{subject}"), payload.clone())
+                .await
+                .map_err(|e| unavailable(op, e))?;
+            let reply: Reply<R> = serde_json::from_slice(&msg.payload).map_err(|e| {
+                unavailable(
+                    op,
+                    format!(
+                        "unreadable answer {:?}: {e}",
+                        String::from_utf8_lossy(&msg.payload)
+                    ),
+                )
+            })?;
+            match reply {
+                Reply::Ok(r) => return Ok(Ok(r)),
+                Reply::Err { error }
+                    if error.err_code == code::TEMPORARILY_UNAVAILABLE
+                        && started.elapsed() + pause < self.timeout =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Reply::Err { error } => return Ok(Err(error)),
+            }
+        }
     }
 
     pub async fn stream_info(&self, stream: &str) -> Result<Option<stream::Info>> {

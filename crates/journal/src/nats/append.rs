@@ -2,10 +2,17 @@
 //!
 //! Dedup is the server's (`Nats-Msg-Id`, per stream, so topic-wide). Two server behaviours
 //! shape the code: an atomic batch that holds an id already in the window fails whole, and
-//! an expectation is checked before dedup. Both failures end in a *probe* of the batch's
-//! ids (a publish whose `Nats-Expected-Last-Msg-Id` can never match: the server answers a
-//! duplicate with its original's sequence and stores nothing otherwise); the duplicates
-//! are then taken out and the rest published again, as the `Journal` contract asks.
+//! a single server checks an expectation before dedup. Both failures end in a *probe* of
+//! the batch's ids: a publish with an expectation that can never hold, which the server
+//! checks after dedup, so it answers a duplicate with its original's sequence and stores
+//! nothing otherwise. The duplicates are then taken out and the rest published again, as
+//! the `Journal` contract asks.
+//!
+//! Which expectation is checked after dedup depends on the stream (measured on 2.15): a
+//! replicated stream checks dedup before the raft proposal, then the expected last subject
+//! sequence, so that is its probe (`Nats-Expected-Last-Msg-Id` there fails only after the
+//! id was staged, which leaves the id wedged); a one-replica stream checks the expected
+//! last subject sequence before dedup and the expected last message id after it.
 
 use super::api::{PubAck, code};
 use super::{NatsJournal, TopicState, envelope, names};
@@ -251,6 +258,7 @@ async fn publish(
     if let Some(e) = ack.error {
         return Err(match e.err_code {
             code::WRONG_LAST_SEQUENCE => Failure::Conflict(parse_actual(&e.description)),
+            code::WRONG_LAST_SEQUENCE_IN_FLIGHT => Failure::Conflict(None),
             code::BATCH_HAS_DUPLICATE | code::BATCH_UNSUPPORTED_HEADER => Failure::DuplicateInBatch,
             code::MESSAGE_TOO_LARGE => Failure::Other(Error::InvalidRecord {
                 index: pending[0],
@@ -363,7 +371,14 @@ async fn probe(
         let mut h = HeaderMap::new();
         let id = records[i].id.as_deref().unwrap_or_default();
         h.insert("Nats-Msg-Id", names::msg_id(id).as_str());
-        h.insert("Nats-Expected-Last-Msg-Id", names::IMPOSSIBLE_MSG_ID);
+        if t.replicas > 1 {
+            h.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                u64::MAX.to_string().as_str(),
+            );
+        } else {
+            h.insert("Nats-Expected-Last-Msg-Id", names::IMPOSSIBLE_MSG_ID);
+        }
         let subject = names::record_subject(&t.name, partition, None);
         (i, api.publish(subject, h, bytes::Bytes::new()).await)
     });
@@ -374,7 +389,9 @@ async fn probe(
             None if ack.duplicate && ack.seq > 0 => {
                 found.push((i, original(j, t, partition, ack.seq).await?));
             }
-            Some(e) if e.err_code == code::WRONG_LAST_MSG_ID => {}
+            Some(e)
+                if e.err_code == code::WRONG_LAST_MSG_ID
+                    || e.err_code == code::WRONG_LAST_SEQUENCE => {}
             Some(e) => {
                 return Err(Error::Unavailable {
                     op: "append",

@@ -65,6 +65,8 @@ pub(crate) struct TopicState {
     config: TopicConfig,
     /// The stream's creation time: a different one is a different topic of the same name.
     created: time::OffsetDateTime,
+    /// The stream's replicas (dedup checks differ between one and several).
+    replicas: usize,
     checked: Mutex<Instant>,
     round_robin: AtomicU32,
     /// Per partition, the highest offset this instance knows to exist (acknowledged here or
@@ -187,6 +189,7 @@ impl NatsJournal {
             stream: names::stream(name),
             config,
             created: info.created,
+            replicas: info.config.num_replicas,
             checked: Mutex::new(Instant::now()),
             round_robin: AtomicU32::new(0),
             marks: (0..config.partitions)
