@@ -269,3 +269,28 @@ async fn cluster_of_three_replicas_conforms() {
     c::tail_on_deleted_topic(&j, &unique_prefix("ctaildel")).await;
     j.close().await.expect("close");
 }
+
+/// JetStream reserves a stream's max-bytes on the servers' disks: a retention the servers
+/// cannot hold is refused naming `retention.max-bytes`, and no topic is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_beyond_the_servers_disks_is_refused() {
+    let Some(f) = start("retention_refused", Sync::Always, "?sync=always").await else {
+        return;
+    };
+    let t = topic(&unique_prefix("huge"), "t");
+    let cfg = TopicConfig {
+        retention: switchyard_journal::Retention {
+            max_age_ms: None,
+            max_bytes: Some(1 << 50),
+        },
+        ..c::config(2)
+    };
+    match f.journal.create_topic(&t, cfg).await {
+        Err(Error::InvalidConfig(e)) => assert_eq!(e.field, "retention.max-bytes", "{e}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert!(matches!(
+        f.journal.describe_topic(&t).await,
+        Err(Error::TopicNotFound(_))
+    ));
+}

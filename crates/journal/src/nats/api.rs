@@ -14,6 +14,8 @@ use std::time::Duration;
 /// JetStream API error codes the backend acts on.
 pub mod code {
     pub const TEMPORARILY_UNAVAILABLE: u64 = 10008;
+    pub const INSUFFICIENT_RESOURCES: u64 = 10023;
+    pub const STORAGE_LIMIT: u64 = 10047;
     pub const STREAM_NOT_FOUND: u64 = 10059;
     pub const STREAM_NAME_IN_USE: u64 = 10058;
     pub const NO_MESSAGE_FOUND: u64 = 10037;
@@ -92,6 +94,20 @@ pub struct GotMessage {
 pub enum Created {
     Yes,
     NameInUse,
+}
+
+/// What JetStream answers when a stream's max-bytes cannot be reserved on its servers.
+fn no_storage(e: &ApiError) -> Option<Error> {
+    (e.err_code == code::INSUFFICIENT_RESOURCES || e.err_code == code::STORAGE_LIMIT).then(|| {
+        Error::InvalidConfig(switchyard_types::ConfigError {
+            field: "retention.max-bytes",
+            reason: format!(
+                "the NATS servers cannot reserve it ({}); JetStream reserves a topic's \
+                 max-bytes (times its partitions) on the servers' disks",
+                e.description
+            ),
+        })
+    })
 }
 
 pub struct Api {
@@ -249,7 +265,13 @@ impl Api {
         {
             Ok(_) => Ok(Created::Yes),
             Err(e) if e.err_code == code::STREAM_NAME_IN_USE => Ok(Created::NameInUse),
-            Err(e) => Err(unavailable("create stream", e)),
+            Err(e) => {
+                // A stream that exists is compared before the new settings are judged.
+                if self.stream_info(&config.name).await?.is_some() {
+                    return Ok(Created::NameInUse);
+                }
+                Err(no_storage(&e).unwrap_or_else(|| unavailable("create stream", e)))
+            }
         }
     }
 
@@ -262,7 +284,7 @@ impl Api {
         {
             Ok(_) => Ok(true),
             Err(e) if e.err_code == code::STREAM_NOT_FOUND => Ok(false),
-            Err(e) => Err(unavailable("update stream", e)),
+            Err(e) => Err(no_storage(&e).unwrap_or_else(|| unavailable("update stream", e))),
         }
     }
 

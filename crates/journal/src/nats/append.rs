@@ -389,9 +389,11 @@ async fn probe(
             None if ack.duplicate && ack.seq > 0 => {
                 found.push((i, original(j, t, partition, ack.seq).await?));
             }
+            // Checked after dedup: the id is new.
             Some(e)
                 if e.err_code == code::WRONG_LAST_MSG_ID
-                    || e.err_code == code::WRONG_LAST_SEQUENCE => {}
+                    || e.err_code == code::WRONG_LAST_SEQUENCE
+                    || e.err_code == code::WRONG_LAST_SEQUENCE_IN_FLIGHT => {}
             Some(e) => {
                 return Err(Error::Unavailable {
                     op: "append",
