@@ -25,6 +25,7 @@ pub mod code {
     pub const WRONG_LAST_MSG_ID: u64 = 10070;
     pub const MESSAGE_TOO_LARGE: u64 = 10054;
     pub const BATCH_HAS_DUPLICATE: u64 = 10201;
+    pub const BATCH_INCOMPLETE: u64 = 10176;
     pub const BATCH_UNSUPPORTED_HEADER: u64 = 10177;
 }
 

@@ -25,6 +25,15 @@ use switchyard_types::{Expectation, Expected, Offset, Partition, Record};
 /// The most records one atomic batch may hold (the server's default `max_msgs`).
 pub const MAX_BATCH: usize = 1000;
 
+/// Atomic batches one instance keeps in flight per topic: the server accepts 50 per stream
+/// (`max_inflight_per_stream`) and drops the rest as incomplete, so three instances at full
+/// load stay under it.
+pub const BATCHES_IN_FLIGHT: usize = 16;
+
+/// How often a batch the server dropped as incomplete (nothing of it is stored) is sent
+/// again.
+const INCOMPLETE_RETRIES: u32 = 5;
+
 /// NATS keeps a message's headers under 64 KiB.
 const MAX_HEADER_BYTES: usize = 60 * 1024;
 
@@ -227,6 +236,40 @@ async fn publish(
             .await
             .map_err(Failure::Other)?
     } else {
+        let _permit = t
+            .batches
+            .acquire()
+            .await
+            .map_err(|_| Failure::Other(Error::TopicNotFound(t.name.clone())))?;
+        let mut tries = 0;
+        loop {
+            let ack = publish_batch(j, t, partition, records, meta, pending, exp, dedup).await?;
+            match &ack.error {
+                Some(e) if e.err_code == code::BATCH_INCOMPLETE && tries < INCOMPLETE_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+                }
+                _ => break ack,
+            }
+        }
+    };
+    finish(j, t, partition, pending, ack).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_batch(
+    j: &NatsJournal,
+    t: &TopicState,
+    partition: Partition,
+    records: &[Record],
+    meta: &[Option<String>],
+    pending: &[usize],
+    exp: Option<&Expectation>,
+    dedup: bool,
+) -> std::result::Result<PubAck, Failure> {
+    let api = &j.inner.api;
+    let subject = |i: usize| names::record_subject(&t.name, partition, records[i].key.as_deref());
+    {
         let batch = batch_id();
         let last = pending.len() - 1;
         let mut answer = None;
@@ -253,8 +296,18 @@ async fn publish(
                     .map_err(Failure::Other)?;
             }
         }
-        answer.unwrap_or_default()
-    };
+        Ok(answer.unwrap_or_default())
+    }
+}
+
+/// What a publish's answer means for the records of `pending`.
+async fn finish(
+    j: &NatsJournal,
+    t: &TopicState,
+    partition: Partition,
+    pending: &[usize],
+    ack: PubAck,
+) -> std::result::Result<Vec<Appended>, Failure> {
     if let Some(e) = ack.error {
         return Err(match e.err_code {
             code::WRONG_LAST_SEQUENCE => Failure::Conflict(parse_actual(&e.description)),

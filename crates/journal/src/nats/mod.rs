@@ -69,6 +69,9 @@ pub(crate) struct TopicState {
     replicas: usize,
     checked: Mutex<Instant>,
     round_robin: AtomicU32,
+    /// Atomic batches this instance has in flight on the stream (the server takes 50 per
+    /// stream; more are dropped as incomplete).
+    batches: tokio::sync::Semaphore,
     /// Per partition, the highest offset this instance knows to exist (acknowledged here or
     /// seen by the tail watcher). Reads make sure to return records up to it, and waiters
     /// wait on it.
@@ -192,6 +195,7 @@ impl NatsJournal {
             replicas: info.config.num_replicas,
             checked: Mutex::new(Instant::now()),
             round_robin: AtomicU32::new(0),
+            batches: tokio::sync::Semaphore::new(append::BATCHES_IN_FLIGHT),
             marks: (0..config.partitions)
                 .map(|_| tokio::sync::watch::Sender::new(0))
                 .collect(),
