@@ -75,7 +75,7 @@ pub struct Args {
     pub data_dir: Option<PathBuf>,
 
     /// The nats-server binary [default: $SWITCHYARD_NATS_SERVER, pip's scripts directory,
-    /// then $PATH; version 2.10 or later].
+    /// then $PATH; version 2.12 or later].
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
 }

@@ -55,7 +55,7 @@ pub struct Args {
     pub nats_connections: nats::Connections,
 
     /// The nats-server binary [default: $SWITCHYARD_NATS_SERVER, pip's scripts directory,
-    /// then $PATH; version 2.10 or later].
+    /// then $PATH; version 2.12 or later].
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
 }
