@@ -1,7 +1,7 @@
 //! `switchyard-bench`: Switchyard's benchmarks, measured side by side with peers in the same
 //! run. Each suite is a subcommand (`journal`, `bus`; `sdk`, ... as those crates land)
 //! built from the shared pieces: the closed-loop [`load`] driver, the [`report`] table / JSON
-//! lines, and peer servers such as [`nats_server`].
+//! lines, and peer servers (`switchyard_journal::nats_server`).
 
 mod bus;
 mod dev;
@@ -9,7 +9,6 @@ mod env;
 mod ids;
 mod journal;
 mod load;
-mod nats_server;
 mod report;
 mod run;
 

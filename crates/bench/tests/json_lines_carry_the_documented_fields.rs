@@ -119,3 +119,52 @@ fn the_dev_suite_prints_ready_seed_and_reset_rows() {
         rows[0]
     );
 }
+
+/// `switchyard-bench bus --journal nats`: the HTTP API over a NATS JetStream journal on a
+/// private nats-server the bench starts (and removes) itself.
+#[test]
+fn the_bus_suite_runs_on_a_private_nats_journal() {
+    if switchyard_journal::nats_server::for_test("the_bus_suite_runs_on_a_private_nats_journal")
+        .is_none()
+    {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["bus", "--json", "--journal", "nats", "--only", "switchyard"])
+        .args(["--seconds", "0.3", "--warmup", "0.05", "--repeats", "1"])
+        .args([
+            "--publishers",
+            "2",
+            "--batch",
+            "10",
+            "--durability",
+            "always",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
+    assert_eq!(cases.len(), 2, "{stdout}");
+    assert!(cases[0].starts_with("publish-http-") && cases[1] == "publish-to-delivery");
+    for r in &rows {
+        assert_eq!(r["system"], "switchyard-on-nats", "{r}");
+        assert!(r["events"].as_u64().is_some_and(|v| v > 0), "{r}");
+    }
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["bus", "--journal", "kafka://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--journal"));
+}

@@ -45,17 +45,20 @@ enum Command {
     Journal(journal::JournalCommand),
 
     /// Serve the HTTP API (topics, CloudEvents publish, read, SSE and NDJSON streams) over
-    /// the file journal in a data directory, until SIGINT or SIGTERM.
+    /// the file journal in a data directory, or a NATS JetStream cluster, until SIGINT or
+    /// SIGTERM.
     #[command(after_help = "Examples:\n  \
             switchyard serve --data ./data\n  \
+            switchyard serve --journal 'nats://10.0.0.1:4222,10.0.0.2:4222?sync=always&replicas=3'\n  \
             curl -X PUT localhost:7400/v1/topics/orders.v1 -H 'content-type: application/json' -d '{\"partitions\":3}'\n  \
             curl localhost:7400/v1/topics/orders.v1/events -H 'content-type: application/cloudevents+json' \\\n    \
             -d '{\"specversion\":\"1.0\",\"id\":\"o-1\",\"source\":\"/shop\",\"type\":\"order.placed\",\"subject\":\"order-1\",\"data\":{\"total\":42}}'\n  \
             curl -N localhost:7400/v1/topics/orders.v1/stream?from=earliest\n\n\
-            switchyard.toml, table [server] (every key optional): listen, data, max-body-bytes, \
+            switchyard.toml, table [server] (every key optional): listen, data, journal, max-body-bytes, \
             max-batch-events, heartbeat-seconds, slow-client-seconds, stalled-write-seconds, and \
             [[server.tokens]] entries (name, secret-env or secret-file, scopes = publish | read | \
-            admin, topics). The journal and the store (store.sqlite) live in the data directory.")]
+            admin, topics). The store (store.sqlite) lives in the data directory, and so does the \
+            journal unless journal (or --journal) names a NATS cluster.")]
     Serve(serve::ServeArgs),
 
     /// Publish an event (or one per line of stdin) to a running server.

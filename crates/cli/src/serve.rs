@@ -1,4 +1,5 @@
-//! `switchyard serve`: the HTTP API over the file journal in a data directory.
+//! `switchyard serve`: the HTTP API over the file journal in a data directory, or over a
+//! NATS JetStream cluster (`--journal nats://...`).
 
 use crate::Exit;
 use anyhow::{Context as _, anyhow};
@@ -9,12 +10,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_journal::file::FileJournal;
+use switchyard_journal::nats::{NatsJournal, NatsOptions};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Data directory (journal files). Default: `server.data` from the config, else ./data.
+    /// Data directory (journal files, the store). Default: `server.data` from the config,
+    /// else ./data.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Where the journal lives: `file` (in the data directory, the default) or
+    /// `nats://host:port[,host:port...][?sync=always&replicas=3]`, a NATS JetStream
+    /// cluster that several instances can share (`sync` says what the servers'
+    /// sync_interval is: `always`, or `default` for NATS's 2 minutes, which refuses topics
+    /// with durability `always`). Default: `server.journal` from the config, else `file`.
+    #[arg(long, value_name = "URL")]
+    pub journal: Option<String>,
     /// Address to listen on. Default: `server.listen` from the config, else 127.0.0.1:7400.
     /// Use port 0 for a free port (the address is printed on stderr).
     #[arg(long, value_name = "ADDR")]
@@ -31,6 +41,8 @@ pub struct ServeArgs {
 struct ServerConfig {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
+    /// `file` or `nats://host:port[,...]`, as `--journal`.
+    journal: Option<String>,
     /// Largest request body, in bytes.
     max_body_bytes: Option<usize>,
     /// Most events in one batch.
@@ -145,6 +157,13 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .data
         .or(config.data)
         .unwrap_or_else(|| PathBuf::from("data"));
+    let journal = match (&args.journal, &config.journal) {
+        (Some(url), _) => JournalChoice::parse(url).map_err(|e| anyhow!("--journal: {e}"))?,
+        (None, Some(url)) => {
+            JournalChoice::parse(url).map_err(|e| anyhow!("[server] journal: {e}"))?
+        }
+        (None, None) => JournalChoice::File,
+    };
     let mut options = switchyard_server::Options {
         tokens,
         ..Default::default()
@@ -164,7 +183,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     if let Some(v) = config.stalled_write_seconds {
         options.stalled_write_timeout = Duration::from_secs(v.max(1));
     }
-    let platform = Platform::open(&data).await?;
+    let platform = Platform::open_with(&data, &journal).await?;
     options.bus = Some(platform.bus.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -175,8 +194,9 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         n => format!("{n} access token(s)"),
     };
     note(format_args!(
-        "switchyard: serving http://{bound} (data in {}; {access})",
-        data.display()
+        "switchyard: serving http://{bound} (data in {}; journal {}; {access})",
+        data.display(),
+        journal.describe(&data)
     ));
     switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
         .await
@@ -189,10 +209,48 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
+/// Where the journal lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalChoice {
+    /// Segment files in the data directory.
+    File,
+    /// A NATS JetStream cluster.
+    Nats(NatsOptions),
+}
+
+impl JournalChoice {
+    /// `file` or `nats://...`; the error says what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "file" => Ok(Self::File),
+            t if t.starts_with("nats://") => NatsOptions::from_url(t)
+                .map(Self::Nats)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "{other:?} is neither `file` nor nats://host:port[,host:port...]"
+            )),
+        }
+    }
+
+    fn describe(&self, data: &Path) -> String {
+        match self {
+            Self::File => format!("in {}", data.display()),
+            Self::Nats(o) => format!("on NATS {}", o.servers.join(",")),
+        }
+    }
+}
+
+/// The journal backend a platform runs on.
+#[derive(Clone)]
+enum Backend {
+    File(FileJournal),
+    Nats(NatsJournal),
+}
+
 /// The journal, the store and the subscriptions of one data directory: what `serve` runs
 /// and what `dev` runs (and restarts on reset and restore).
 pub struct Platform {
-    journal: FileJournal,
+    journal: Backend,
     store: Arc<switchyard_store::sqlite::SqliteStore>,
     pub bus: switchyard_bus::Bus,
 }
@@ -201,15 +259,35 @@ impl Platform {
     /// Opens the journal in `data` and the store `data/store.sqlite`, and starts the
     /// subscriptions' dispatchers.
     pub async fn open(data: &Path) -> anyhow::Result<Self> {
-        let journal = FileJournal::open(data)
-            .with_context(|| format!("opening the journal in {}", data.display()))?;
+        Self::open_with(data, &JournalChoice::File).await
+    }
+
+    /// As [`Platform::open`], with the journal where `journal` says.
+    pub async fn open_with(data: &Path, journal: &JournalChoice) -> anyhow::Result<Self> {
+        let journal = match journal {
+            JournalChoice::File => Backend::File(
+                FileJournal::open(data)
+                    .with_context(|| format!("opening the journal in {}", data.display()))?,
+            ),
+            JournalChoice::Nats(options) => Backend::Nats(
+                NatsJournal::connect(options.clone())
+                    .await
+                    .context("--journal: connecting to NATS")?,
+            ),
+        };
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
         let store_path = data.join("store.sqlite");
         let store = switchyard_store::sqlite::SqliteStore::open(&store_path)
             .await
             .with_context(|| format!("opening the store {}", store_path.display()))?;
         let store = Arc::new(store);
+        let shared: Arc<dyn switchyard_journal::Journal> = match &journal {
+            Backend::File(j) => Arc::new(j.clone()),
+            Backend::Nats(j) => Arc::new(j.clone()),
+        };
         let bus = switchyard_bus::Bus::start(
-            Arc::new(journal.clone()),
+            shared,
             store.clone(),
             switchyard_bus::BusOptions::default(),
         )
@@ -223,7 +301,10 @@ impl Platform {
     }
 
     pub fn journal(&self) -> Arc<dyn switchyard_journal::Journal> {
-        Arc::new(self.journal.clone())
+        match &self.journal {
+            Backend::File(j) => Arc::new(j.clone()),
+            Backend::Nats(j) => Arc::new(j.clone()),
+        }
     }
 
     /// Stops the dispatchers (attempts in progress record their outcome), checkpoints the
@@ -231,7 +312,11 @@ impl Platform {
     pub async fn close(self) -> anyhow::Result<()> {
         self.bus.shutdown().await;
         self.store.close().await;
-        self.journal.close().await.context("closing the journal")
+        match &self.journal {
+            Backend::File(j) => j.close().await,
+            Backend::Nats(j) => j.close().await,
+        }
+        .context("closing the journal")
     }
 }
 

@@ -460,9 +460,10 @@ pub async fn topic_lifecycle(j: &dyn Journal, prefix: &str) {
         dedup_window_ms: 1_000,
         segment_bytes: 1 << 20,
         index_interval_bytes: 1024,
+        // JetStream reserves a stream's max-bytes on the servers' disks: keep it small.
         retention: Retention {
             max_age_ms: Some(86_400_000),
-            max_bytes: Some(1 << 30),
+            max_bytes: Some(64 << 20),
         },
         ..cfg
     };
@@ -1827,8 +1828,9 @@ async fn check_concurrent(j: &dyn Journal, t: &TopicName, acks: Vec<(String, App
     );
 }
 
-/// Retention by size removes the oldest segments once the partition holds more than
-/// `retention.max-bytes`; reads from before the oldest retained record start at it.
+/// Retention by size removes the oldest records (whole sealed segments on the file backend,
+/// single messages on JetStream) once the partition holds more than `retention.max-bytes`;
+/// reads from before the oldest retained record start at it.
 pub async fn retention_by_size(j: &dyn Journal, prefix: &str) {
     let t = topic(prefix, "t");
     let cfg = TopicConfig {
@@ -1858,7 +1860,7 @@ pub async fn retention_by_size(j: &dyn Journal, prefix: &str) {
     let acks = fill(j, &t, 200, 300).await;
     let info = wait_for_retention(j, &t, e.offset, |i| i.bytes <= 16 * 1024).await;
     check_retained(j, &t, &info, &acks).await;
-    // The key's only record is gone with its segment: the key has no record any more.
+    // The key's only record is gone with retention: the key has no record any more.
     append(
         j,
         &t,
@@ -1870,8 +1872,9 @@ pub async fn retention_by_size(j: &dyn Journal, prefix: &str) {
     delete(j, &t).await;
 }
 
-/// Retention by age removes sealed segments whose newest record is older than
-/// `retention.max-age-ms`.
+/// Retention by age removes records older than `retention.max-age-ms` (on the file backend,
+/// sealed segments whose newest record is; JetStream may remove every record, leaving the
+/// partition empty with its next offset where it was).
 pub async fn retention_by_age(j: &dyn Journal, prefix: &str) {
     let t = topic(prefix, "t");
     let cfg = TopicConfig {

@@ -76,6 +76,12 @@ pub enum Error {
 
     #[error("the journal is closed")]
     Closed,
+
+    /// A distributed backend did not complete the operation (unreachable, no quorum, a
+    /// timeout, a refusal). An append that ends so may or may not have been written:
+    /// retrying it with the same record ids is safe.
+    #[error("the journal backend did not complete {op}: {reason}")]
+    Unavailable { op: &'static str, reason: String },
 }
 
 impl Error {

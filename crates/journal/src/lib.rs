@@ -3,15 +3,19 @@
 //! [`Journal`] is the contract every backend meets: topics of N partitions, atomic batch
 //! appends acknowledged only once the topic's [`Durability`] is met, dedup by record id,
 //! optimistic concurrency per key, reads from an offset or a time, and tailing without
-//! polling. [`file::FileJournal`] is the embedded backend (a segmented, CRC-framed log); a
-//! NATS JetStream backend implements the same trait (see ARCHITECTURE.md for the mapping).
+//! polling. [`file::FileJournal`] is the embedded backend (a segmented, CRC-framed log);
+//! [`nats::NatsJournal`] keeps topics in NATS JetStream streams, for several instances
+//! sharing one cluster (see ARCHITECTURE.md for the mapping).
 //! Every backend runs the same [`conformance`] suite (feature `test-util`).
 
 mod error;
 pub mod file;
+pub mod nats;
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
+#[cfg(feature = "test-util")]
+pub mod nats_server;
 
 pub use error::{Error, Result};
 pub use switchyard_types::{

@@ -120,6 +120,11 @@ impl From<JournalError> for Problem {
                 detail,
             ),
             E::Locked { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail),
+            E::Unavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal-unavailable",
+                detail,
+            ),
         }
     }
 }

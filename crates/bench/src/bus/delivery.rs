@@ -3,6 +3,7 @@
 //! process; the latency of each event runs from just before its POST to its arrival at the
 //! subscriber.
 
+use super::backend::{self, JournalArg};
 use crate::load::{Load, Measured, cpu_seconds};
 use anyhow::{Context as _, Result, bail};
 use hdrhistogram::Histogram;
@@ -10,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_journal::Journal;
-use switchyard_journal::file::FileJournal;
+use switchyard_journal::Durability;
+use switchyard_journal::nats_server::NatsBinary;
 
 const TOPIC: &str = "bench.delivery.v1";
 
@@ -61,17 +62,26 @@ async fn receive(
 
 /// One repeat at `rate` events/s: warm up for `load.warmup`, measure events sent during
 /// `load.measure`, then wait (up to 30 s) for every measured event to arrive.
-pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Result<DeliveryRun> {
+pub async fn run_once(
+    base: &Path,
+    journal: &JournalArg,
+    bin: Option<&NatsBinary>,
+    rate: u32,
+    payload: usize,
+    load: Load,
+) -> Result<DeliveryRun> {
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-delivery-")
         .tempdir_in(base)
         .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
-    let journal = FileJournal::open(dir.path()).context("opening the journal")?;
+    let opened = backend::open(journal, base, bin, Durability::Always, TOPIC).await?;
+    let topic = opened.topic.to_string();
+    let server_pid = opened.server_pid;
     let store = switchyard_store::sqlite::SqliteStore::open(dir.path().join("store.sqlite"))
         .await
         .context("opening the store")?;
     let store = Arc::new(store);
-    let shared: Arc<dyn Journal> = Arc::new(journal.clone());
+    let shared = opened.journal.clone();
     let bus = switchyard_bus::Bus::start(shared.clone(), store.clone(), Default::default())
         .await
         .context("starting the subscriptions")?;
@@ -107,7 +117,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
         client.put(format!("{api}{path}")).json(&body).send()
     };
     let r = put(
-        format!("/v1/topics/{TOPIC}"),
+        format!("/v1/topics/{topic}"),
         serde_json::json!({"durability": "always"}),
     )
     .await?;
@@ -116,7 +126,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
     }
     let r = put(
         "/v1/subscriptions/bench".into(),
-        serde_json::json!({"topics": [TOPIC], "endpoint": hook, "concurrency": 16}),
+        serde_json::json!({"topics": [topic], "endpoint": hook, "concurrency": 16}),
     )
     .await?;
     if !r.status().is_success() {
@@ -124,7 +134,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
     }
 
     let data = "x".repeat(payload);
-    let url = format!("{api}/v1/topics/{TOPIC}/events");
+    let url = format!("{api}/v1/topics/{topic}/events");
     let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -144,7 +154,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
         seq += 1;
         if now >= measure_from {
             if cpu_at_start.is_none() {
-                cpu_at_start = cpu_seconds(None).map(|c| (c, Instant::now()));
+                cpu_at_start = cpu_seconds(server_pid).map(|c| (c, Instant::now()));
                 *clock.latency_ns.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(Histogram::new_with_bounds(1, 600_000_000_000, 3)?);
                 *clock.publish_ns.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -200,7 +210,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
     while let Some(done) = publishes.join_next().await {
         done.context("a publish task panicked")??;
     }
-    let cpu_cores = match (cpu_at_start, cpu_seconds(None)) {
+    let cpu_cores = match (cpu_at_start, cpu_seconds(server_pid)) {
         (Some((c0, t0)), Some(c1)) => (c1 - c0) / t0.elapsed().as_secs_f64(),
         _ => f64::NAN,
     };
@@ -216,7 +226,7 @@ pub async fn run_once(base: &Path, rate: u32, payload: usize, load: Load) -> Res
     bus.shutdown().await;
     store.close().await;
     hook_task.abort();
-    journal.close().await.context("closing the journal")?;
+    opened.close().await?;
     let publish_ns = clock
         .publish_ns
         .lock()

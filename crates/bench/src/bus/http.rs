@@ -1,6 +1,8 @@
-//! Switchyard's HTTP API in process (`switchyard_server::serve` over a file journal on a free
-//! loopback port), published to by one pooled `reqwest` client (HTTP/1.1 keep-alive).
+//! Switchyard's HTTP API in process (`switchyard_server::serve` on a free loopback port, over
+//! the journal `--journal` names), published to by one pooled `reqwest` client (HTTP/1.1
+//! keep-alive).
 
+use super::backend::{self, JournalArg};
 use crate::ids::ulid_like;
 use crate::load::{self, Load, Measured, OpSource};
 use anyhow::{Context as _, Result, bail};
@@ -8,10 +10,9 @@ use futures::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use switchyard_journal::file::FileJournal;
-use switchyard_journal::{Durability, Journal};
+use switchyard_journal::Durability;
+use switchyard_journal::nats_server::NatsBinary;
 
-pub const SYSTEM: &str = "switchyard";
 const TOPIC: &str = "bench.events.v1";
 const BATCH: &str = "application/cloudevents-batch+json";
 
@@ -93,20 +94,17 @@ impl OpSource for Publishes {
     }
 }
 
-/// One repeat: a fresh journal in a fresh directory under `base`, the HTTP API in front of it
-/// on a free loopback port, a topic with one partition and `durability`; stopped afterwards.
+/// One repeat: a fresh journal (see [`backend`]), the HTTP API in front of it on a free
+/// loopback port, a topic with one partition and `durability`; stopped afterwards.
 pub async fn run_once(
     base: &Path,
+    journal: &JournalArg,
+    bin: Option<&NatsBinary>,
     durability: Durability,
     shape: Shape,
     load: Load,
 ) -> Result<Measured> {
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-bench-bus-")
-        .tempdir_in(base)
-        .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
-    let journal = FileJournal::open(dir.path())
-        .with_context(|| format!("opening a file journal in {}", dir.path().display()))?;
+    let opened = backend::open(journal, base, bin, durability, TOPIC).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port for the HTTP API")?;
@@ -117,17 +115,24 @@ pub async fn run_once(
             .context("the HTTP API's local address")?
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shared: Arc<dyn Journal> = Arc::new(journal.clone());
     let server = tokio::spawn(switchyard_server::serve(
         listener,
-        shared,
+        opened.journal.clone(),
         switchyard_server::Options::default(),
         async {
             let _ = stopped.await;
         },
     ));
 
-    let measured = publish(&base_url, durability, shape, load).await;
+    let measured = publish(
+        &base_url,
+        opened.topic.as_str(),
+        durability,
+        shape,
+        load,
+        opened.server_pid,
+    )
+    .await;
 
     let _ = stop.send(());
     match tokio::time::timeout(Duration::from_secs(30), server).await {
@@ -136,17 +141,17 @@ pub async fn run_once(
             .context("the HTTP server failed")?,
         Err(_) => bail!("the HTTP server did not stop within 30 s"),
     }
-    journal.close().await.context("closing the journal")?;
-    drop(journal);
-    dir.close().context("removing the benchmark directory")?;
+    opened.close().await?;
     measured
 }
 
 async fn publish(
     base_url: &str,
+    topic: &str,
     durability: Durability,
     shape: Shape,
     load: Load,
+    server_pid: Option<u32>,
 ) -> Result<Measured> {
     // One client shared by every publisher: its pool keeps one keep-alive connection per
     // request in flight.
@@ -156,7 +161,7 @@ async fn publish(
         .timeout(Duration::from_secs(60))
         .build()
         .context("building the HTTP client")?;
-    let topic_url = format!("{base_url}/v1/topics/{TOPIC}");
+    let topic_url = format!("{base_url}/v1/topics/{topic}");
     let settings = serde_json::json!({ "partitions": 1, "durability": durability });
     let response = client
         .put(&topic_url)
@@ -186,7 +191,7 @@ async fn publish(
             ..load
         },
         source,
-        None,
+        server_pid,
     )
     .await?;
     // The driver counts operations; each one acknowledged a whole batch.

@@ -11,6 +11,7 @@
 //! Durability pairs: Switchyard `always` with NATS `sync_interval: always`, Switchyard `os`
 //! with NATS's default sync.
 
+mod backend;
 mod delivery;
 mod http;
 
@@ -18,13 +19,14 @@ use crate::env;
 use crate::journal::SystemArg;
 use crate::journal::nats;
 use crate::load::{Load, Measured};
-use crate::nats_server::{self, NatsBinary};
 use crate::report::{Case, CaseResult, Reporter, thousands};
 use crate::run::Timing as Plan;
 use anyhow::{Context as _, Result};
+use backend::JournalArg;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use switchyard_journal::Durability;
+use switchyard_journal::nats_server::{self, NatsBinary};
 
 /// Arguments of `switchyard-bench bus`.
 #[derive(clap::Args, Debug)]
@@ -57,6 +59,12 @@ pub struct Args {
     #[arg(long, value_name = "DURABILITY", value_delimiter = ',', default_values = ["always", "os"])]
     pub durability: Vec<Durability>,
 
+    /// The journal Switchyard runs on: file, nats (a private nats-server per repeat, which
+    /// the bench starts itself) or nats://host:port[,host:port...][?sync=always&replicas=3]
+    /// (a cluster of yours; each repeat uses a topic of its own and deletes it).
+    #[arg(long, value_name = "JOURNAL", default_value = "file")]
+    pub journal: JournalArg,
+
     /// Run only one system.
     #[arg(long, value_enum)]
     pub only: Option<SystemArg>,
@@ -67,7 +75,7 @@ pub struct Args {
     pub data_dir: Option<PathBuf>,
 
     /// The nats-server binary [default: $SWITCHYARD_NATS_SERVER, pip's scripts directory,
-    /// then $PATH; version 2.10 or later].
+    /// then $PATH; version 2.12 or later].
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
 }
@@ -99,6 +107,13 @@ pub async fn run(args: Args) -> Result<()> {
     };
 
     let (base, fs) = env::data_base_dir(args.data_dir.as_deref())?;
+    let bin = nats_server::find(args.nats_server.as_deref());
+    let journal_bin = match (&args.journal, &bin) {
+        (JournalArg::PrivateNats, Err(why)) => anyhow::bail!("--journal nats: {why}"),
+        (_, Ok(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let system = args.journal.system();
     let mut out = Reporter::new(args.run.json);
     out.note(&format!(
         "switchyard-bench bus{}: {} s measured per repeat after >= {} s warm-up, median of {} \
@@ -116,11 +131,14 @@ pub async fn run(args: Args) -> Result<()> {
             .unwrap_or(1),
     ))?;
     out.note(&format!(
-        "switchyard: the HTTP API in this process (file journal), one pooled HTTP/1.1 \
+        "{system}: the HTTP API in this process ({}), one pooled HTTP/1.1 \
          keep-alive client; each publisher keeps {} POSTs of {} CloudEvents in flight \
          (application/cloudevents-batch+json, unique ids); events/s = acknowledged batches/s \
          x {}; p50/p99 are per request",
-        args.in_flight, args.batch, args.batch
+        args.journal.describe(),
+        args.in_flight,
+        args.batch,
+        args.batch
     ))?;
     out.note(
         "columns: events/s acknowledged; p50/p99 publish-to-ack latency; cpu = CPU cores busy \
@@ -137,21 +155,22 @@ pub async fn run(args: Args) -> Result<()> {
                     "publish-http-{}B-{durability}-{}x{}-batch{}",
                     args.payload, args.publishers, args.in_flight, args.batch
                 ),
-                system: http::SYSTEM,
+                system,
                 durability: durability.to_string(),
                 payload_bytes: args.payload,
                 appenders: args.publishers,
                 in_flight_per_appender: args.in_flight,
                 events_per_op: Some(args.batch),
             };
+            let (journal, b) = (&args.journal, journal_bin.as_ref());
             measure_case(&plan, &mut out, &mut results, case, |load| {
-                http::run_once(&base, durability, shape, load)
+                http::run_once(&base, journal, b, durability, shape, load)
             })
             .await?;
         }
     }
     if args.only != Some(SystemArg::Switchyard) {
-        match nats_server::find(args.nats_server.as_deref()) {
+        match &bin {
             Err(why) => out.note(&format!("note: skipping NATS JetStream: {why}"))?,
             Ok(bin) => {
                 let nats_plan = Plan {
@@ -161,15 +180,7 @@ pub async fn run(args: Args) -> Result<()> {
                     },
                     ..plan
                 };
-                run_nats(
-                    &nats_plan,
-                    &bin,
-                    &base,
-                    args.payload,
-                    &mut out,
-                    &mut results,
-                )
-                .await?
+                run_nats(&nats_plan, bin, &base, args.payload, &mut out, &mut results).await?
             }
         }
     }
@@ -182,7 +193,7 @@ pub async fn run(args: Args) -> Result<()> {
         let case = Case {
             suite: SUITE,
             case: "publish-to-delivery".into(),
-            system: http::SYSTEM,
+            system,
             durability: "always".into(),
             payload_bytes: args.payload,
             appenders: 1,
@@ -192,8 +203,9 @@ pub async fn run(args: Args) -> Result<()> {
         // The publish part of each repeat, to show where the time goes.
         let publish_parts = std::sync::Mutex::new(Vec::new());
         let (base_ref, parts_ref, payload) = (&base, &publish_parts, args.payload);
+        let (journal, b) = (&args.journal, journal_bin.as_ref());
         measure_case(&plan, &mut out, &mut results, case, |load| async move {
-            let run = delivery::run_once(base_ref, 1_000, payload, load).await?;
+            let run = delivery::run_once(base_ref, journal, b, 1_000, payload, load).await?;
             parts_ref
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -222,7 +234,7 @@ pub async fn run(args: Args) -> Result<()> {
             ))?;
         }
     }
-    summarize(&out, &results)?;
+    summarize(&out, &results, system)?;
     if let Some(d) = results.iter().find(|r| r.case == "publish-to-delivery") {
         out.note(&format!(
             "publish-to-delivery at 1,000 events/s: p50 {:.0} µs, p99 {:.0} µs (target p99 <= \
@@ -314,7 +326,7 @@ where
 
 /// The issue's targets: durable publish over HTTP (Switchyard `always`) at least 2x NATS
 /// JetStream with its default sync, and at least 50x NATS with `sync_interval: always`.
-fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
+fn summarize(out: &Reporter, results: &[CaseResult], system: &str) -> std::io::Result<()> {
     let find = |system: &str, durability: &str| {
         results.iter().find(|r| {
             r.system == system && r.durability == durability && r.case != "publish-to-delivery"
@@ -344,8 +356,8 @@ fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
             thousands(peer.events_per_s),
         )
     };
-    let durable = find(http::SYSTEM, "always");
-    let fast = find(http::SYSTEM, "os");
+    let durable = find(system, "always");
+    let fast = find(system, "os");
     let nats_default = find(
         nats::SYSTEM,
         nats::durability_label(nats_server::Sync::Default),
@@ -358,7 +370,7 @@ fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
         out.note(&ratio_line(
             o,
             p,
-            "switchyard always over HTTP vs nats-jetstream default sync",
+            &format!("{system} always over HTTP vs nats-jetstream default sync"),
             Some(2.0),
         ))?;
     }
@@ -366,7 +378,7 @@ fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
         out.note(&ratio_line(
             o,
             p,
-            "switchyard always over HTTP vs nats-jetstream sync_interval: always",
+            &format!("{system} always over HTTP vs nats-jetstream sync_interval: always"),
             Some(50.0),
         ))?;
     }
@@ -374,7 +386,7 @@ fn summarize(out: &Reporter, results: &[CaseResult]) -> std::io::Result<()> {
         out.note(&ratio_line(
             o,
             p,
-            "switchyard os over HTTP vs nats-jetstream default sync",
+            &format!("{system} os over HTTP vs nats-jetstream default sync"),
             None,
         ))?;
     }

@@ -11,12 +11,12 @@ pub(crate) mod nats;
 
 use crate::env;
 use crate::load::{self, Load, Measured};
-use crate::nats_server::{self, NatsBinary};
 use crate::report::{Case, CaseResult, Reporter, thousands};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use switchyard_journal::Durability;
+use switchyard_journal::nats_server::{self, NatsBinary};
 
 /// Arguments of `switchyard-bench journal`.
 #[derive(clap::Args, Debug)]
@@ -55,7 +55,7 @@ pub struct Args {
     pub nats_connections: nats::Connections,
 
     /// The nats-server binary [default: $SWITCHYARD_NATS_SERVER, pip's scripts directory,
-    /// then $PATH; version 2.10 or later].
+    /// then $PATH; version 2.12 or later].
     #[arg(long, value_name = "PATH")]
     pub nats_server: Option<PathBuf>,
 }

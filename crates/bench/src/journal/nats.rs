@@ -2,7 +2,6 @@
 
 use crate::ids::ulid_like;
 use crate::load::{self, Load, Measured, OpSource, static_payload};
-use crate::nats_server::{NatsBinary, NatsServer, Sync};
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
@@ -10,6 +9,7 @@ use futures::future::BoxFuture;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchyard_journal::nats_server::{NatsBinary, NatsServer, Sync};
 
 pub const SYSTEM: &str = "nats-jetstream";
 const SUBJECT: &str = "bench.events";
@@ -121,7 +121,7 @@ pub async fn run_once(
             ..load
         },
         source,
-        Some(server.pid()),
+        server.pid(),
     )
     .await;
     drop(server);

@@ -108,9 +108,23 @@ pub fn start_server(
     String,
     std::io::BufReader<std::process::ChildStderr>,
 ) {
+    start_server_with(data, listen, &[])
+}
+
+/// [`start_server`] with more `serve` arguments.
+pub fn start_server_with(
+    data: &str,
+    listen: &str,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
     use std::io::BufRead as _;
     let mut child = Command::new(BIN)
         .args(["serve", "--data", data, "--listen", listen])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
