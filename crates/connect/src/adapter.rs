@@ -707,7 +707,20 @@ impl Adapter {
     /// Maps and encodes the event into the request its writer sends; the correlation id
     /// (a new random one, for asynchronous adapters) is put where the adapter says.
     pub fn prepare(&self, event: &Value) -> Result<Prepared, String> {
-        let correlation_id = self.correlation.as_ref().map(|_| new_correlation_id());
+        self.prepare_with(event, None)
+    }
+
+    /// [`prepare`](Self::prepare), keeping `correlation_id` when given (mapping a stored
+    /// message again: its replies must still find it).
+    pub fn prepare_with(
+        &self,
+        event: &Value,
+        correlation_id: Option<String>,
+    ) -> Result<Prepared, String> {
+        let correlation_id = self
+            .correlation
+            .as_ref()
+            .map(|_| correlation_id.unwrap_or_else(new_correlation_id));
         let globals = self.globals(correlation_id.as_deref());
         let mut mapped = self.mapping.one(event, globals)?;
         let mut extra_headers = Vec::new();
