@@ -1,5 +1,5 @@
 //! The AMQP reply reader: consumes the adapter's `reply-queue` (declared durable if it
-//! does not exist), turns each message into an answer (its headers, the `correlation-id`
+//! does not exist; used as it is if it does), turns each message into an answer (its headers, the `correlation-id`
 //! property as a header of that name, its body) and acknowledges it once the lane has
 //! recorded it. A broken connection is made again after a pause.
 
@@ -50,20 +50,38 @@ async fn consume(lane: &LaneShared, url: &str, queue: &str) -> Result<(), String
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .map_err(|e| format!("connecting to {}: {e}", crate::writer::amqp::redact(url)))?;
-    let ch = conn
+    // The queue as it is, if it exists (declaring it with other settings would fail);
+    // else declared durable. A failed passive declare closes its channel: use a new one.
+    let mut ch = conn
         .create_channel()
         .await
         .map_err(|e| format!("opening a channel: {e}"))?;
-    ch.queue_declare(
-        ShortString::from(queue),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| format!("declaring queue {queue}: {e}"))?;
+    let passive = ch
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    if passive.is_err() {
+        ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("opening a channel: {e}"))?;
+        ch.queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("declaring queue {queue}: {e}"))?;
+    }
     let tag = format!("switchyard-{}", lane.adapter.name);
     let mut consumer = ch
         .basic_consume(
