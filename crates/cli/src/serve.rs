@@ -164,8 +164,14 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     if let Some(v) = config.stalled_write_seconds {
         options.stalled_write_timeout = Duration::from_secs(v.max(1));
     }
-    let platform = Platform::open(&data).await?;
+    let adapters_file = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
+    let platform = Platform::open(&data, Some(&adapters_file)).await?;
     options.bus = Some(platform.bus.clone());
+    options.connect = Some(platform.connect.clone());
+    let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -175,12 +181,14 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         n => format!("{n} access token(s)"),
     };
     note(format_args!(
-        "switchyard: serving http://{bound} (data in {}; {access})",
+        "switchyard: serving http://{bound} (data in {}; {access}; {lanes} adapter lane(s))",
         data.display()
     ));
+    let reloader = tokio::spawn(reload_on_sighup(platform.connect.clone()));
     switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    reloader.abort();
     note(format_args!(
         "switchyard: stopping: finishing deliveries in progress, flushing the journal"
     ));
@@ -189,18 +197,38 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     Ok(0)
 }
 
-/// The journal, the store and the subscriptions of one data directory: what `serve` runs
-/// and what `dev` runs (and restarts on reset and restore).
+/// SIGHUP reads the adapters again and applies them (a bad file changes nothing).
+async fn reload_on_sighup(connect: switchyard_connect::Connect) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match connect.reload().await {
+            Ok(r) => note(format_args!(
+                "switchyard: adapters reloaded: added {:?}, changed {:?}, removed {:?}",
+                r.added, r.changed, r.removed
+            )),
+            Err(e) => note(format_args!(
+                "switchyard: adapters not reloaded (nothing changed): {e}"
+            )),
+        }
+    }
+}
+
+/// The journal, the store, the subscriptions and the integration gateway of one data
+/// directory: what `serve` runs and what `dev` runs (and restarts on reset and restore).
 pub struct Platform {
     journal: FileJournal,
     store: Arc<switchyard_store::sqlite::SqliteStore>,
     pub bus: switchyard_bus::Bus,
+    pub connect: switchyard_connect::Connect,
 }
 
 impl Platform {
     /// Opens the journal in `data` and the store `data/store.sqlite`, and starts the
-    /// subscriptions' dispatchers.
-    pub async fn open(data: &Path) -> anyhow::Result<Self> {
+    /// subscriptions' dispatchers and the lanes of the adapters declared in `adapters`
+    /// (a `switchyard.toml`; a missing file declares none).
+    pub async fn open(data: &Path, adapters: Option<&Path>) -> anyhow::Result<Self> {
         let journal = FileJournal::open(data)
             .with_context(|| format!("opening the journal in {}", data.display()))?;
         let store_path = data.join("store.sqlite");
@@ -215,10 +243,28 @@ impl Platform {
         )
         .await
         .context("starting the subscriptions")?;
+        let connect = match switchyard_connect::Connect::start(
+            Arc::new(journal.clone()),
+            store.clone(),
+            switchyard_connect::ConnectOptions {
+                config_file: adapters.map(Path::to_path_buf),
+            },
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                bus.shutdown().await;
+                store.close().await;
+                let _ = journal.close().await;
+                return Err(anyhow!("starting the integration gateway: {e}"));
+            }
+        };
         Ok(Self {
             journal,
             store,
             bus,
+            connect,
         })
     }
 
@@ -226,9 +272,10 @@ impl Platform {
         Arc::new(self.journal.clone())
     }
 
-    /// Stops the dispatchers (attempts in progress record their outcome), checkpoints the
-    /// store and flushes the journal.
+    /// Stops the lanes and the dispatchers (attempts in progress record their outcome),
+    /// checkpoints the store and flushes the journal.
     pub async fn close(self) -> anyhow::Result<()> {
+        self.connect.shutdown().await;
         self.bus.shutdown().await;
         self.store.close().await;
         self.journal.close().await.context("closing the journal")

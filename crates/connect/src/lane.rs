@@ -267,6 +267,7 @@ async fn start_offset(
     s: &LaneShared,
     topic: &TopicName,
     partition: u32,
+    from_start: bool,
 ) -> switchyard_store::Result<u64> {
     let lane = &s.adapter.name;
     if let Some(c) = s
@@ -279,6 +280,7 @@ async fn start_offset(
         return Ok(c.offset);
     }
     let offset = match s.adapter.start {
+        _ if from_start => 0,
         crate::config::Start::Earliest => 0,
         crate::config::Start::Latest => match s.journal.describe_topic(topic).await {
             Ok(info) => info
@@ -297,10 +299,16 @@ async fn start_offset(
 
 /// Waits for the source topic to exist, then runs one intake per partition.
 async fn intakes(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
+    // A topic created after the lane started holds only events the lane is meant to see:
+    // it starts at its beginning whatever `start` says.
+    let mut appeared_later = false;
     let partitions = loop {
         match s.journal.describe_topic(&s.adapter.topic).await {
             Ok(info) => break info.partitions.len(),
-            Err(e) => tracing::debug!(lane = s.adapter.name, "waiting for the source topic: {e}"),
+            Err(e) => {
+                appeared_later = true;
+                tracing::debug!(lane = s.adapter.name, "waiting for the source topic: {e}");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -310,18 +318,23 @@ async fn intakes(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
     let mut set = tokio::task::JoinSet::new();
     for p in 0..partitions {
         let p = u32::try_from(p).unwrap_or(u32::MAX);
-        set.spawn(intake(s.clone(), p, stop.clone()));
+        set.spawn(intake(s.clone(), p, appeared_later, stop.clone()));
     }
     while set.join_next().await.is_some() {}
 }
 
-async fn intake(s: Arc<LaneShared>, partition: u32, mut stop: watch::Receiver<bool>) {
+async fn intake(
+    s: Arc<LaneShared>,
+    partition: u32,
+    from_start: bool,
+    mut stop: watch::Receiver<bool>,
+) {
     let topic = s.adapter.topic.clone();
     let lane = s.adapter.name.clone();
     let mut state = s.state.subscribe();
     let mut next = loop {
         tokio::select! {
-            r = start_offset(&s, &topic, partition) => match r {
+            r = start_offset(&s, &topic, partition, from_start) => match r {
                 Ok(o) => break o,
                 Err(e) => {
                     tracing::warn!(lane, "reading the lane's cursor: {e}");
