@@ -141,10 +141,10 @@ pub async fn messages(args: MessagesArgs) -> Result<u8, Exit> {
                     writeln!(
                         out,
                         "{:>8}  {:<14} {:<14} {:>8}  {:<24} {:<24} {}",
-                        m["id"],
+                        m["id"].to_string(),
                         m["adapter"].as_str().unwrap_or(""),
                         m["state"].as_str().unwrap_or(""),
-                        m["attempts"],
+                        m["attempts"].to_string(),
                         ms_to_time(&m["created-at-ms"]),
                         format!(
                             "{} {}",
@@ -288,8 +288,8 @@ pub async fn cases(args: CasesArgs) -> Result<u8, Exit> {
                         c["adapter"].as_str().unwrap_or(""),
                         c["state"].as_str().unwrap_or(""),
                         c["stage"].as_str().unwrap_or(""),
-                        c["failures"],
-                        c["open-messages"],
+                        c["failures"].to_string(),
+                        c["open-messages"].to_string(),
                         ms_to_time(&c["last-seen-ms"]),
                         c["status"]
                             .as_u64()
@@ -375,7 +375,7 @@ pub async fn adapters(cmd: AdaptersCommand) -> Result<u8, Exit> {
                         a["state"].as_str().unwrap_or(""),
                         a["writer"].as_str().unwrap_or(""),
                         a["topic"].as_str().unwrap_or(""),
-                        a["in-flight"],
+                        a["in-flight"].to_string(),
                         counts.join(", ")
                     )?;
                 }
