@@ -92,6 +92,9 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// When it arrived (for the bench's latencies).
+    #[serde(skip)]
+    pub at: Option<Instant>,
 }
 
 struct Shared {
@@ -315,6 +318,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let at = Instant::now();
     let headers: HeaderMap = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), 16 << 20)
         .await
@@ -331,6 +335,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             })
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: Some(at),
     };
     let behaviour = s
         .sequence
