@@ -6,7 +6,16 @@ use std::process::Command;
 #[test]
 fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
-        .args(["connect", "--json", "--latency-events", "20", "--backlog", "40", "--repeats", "1"])
+        .args([
+            "connect",
+            "--json",
+            "--latency-events",
+            "20",
+            "--backlog",
+            "40",
+            "--repeats",
+            "1",
+        ])
         .output()
         .expect("run the bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -28,6 +37,10 @@ fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
     assert!(rows[0]["p99_us"].as_f64().is_some(), "{}", rows[0]);
     assert_eq!(rows[1]["case"], "isolation");
     assert_eq!(keys(&rows[1]), ["case", "ratio", "suite"]);
-    assert!(rows[1]["ratio"].as_f64().is_some_and(|r| r > 0.0), "{}", rows[1]);
+    assert!(
+        rows[1]["ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{}",
+        rows[1]
+    );
     assert!(stderr.contains("vendor B drains"), "{stderr}");
 }

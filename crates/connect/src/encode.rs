@@ -134,7 +134,7 @@ fn scalar(v: &Value, key: &str) -> Result<String, String> {
     }
 }
 
-fn rows<'v>(value: &'v Value) -> Result<Vec<&'v serde_json::Map<String, Value>>, String> {
+fn rows(value: &Value) -> Result<Vec<&serde_json::Map<String, Value>>, String> {
     match value {
         Value::Object(o) => Ok(vec![o]),
         Value::Array(a) => a
