@@ -10,8 +10,10 @@
 //!   two intakes reads the same events again, and the store inserts nothing twice.
 //!   A mapping that fails puts the message straight into a case (stage `map`).
 //! - **sender**: takes due messages from the store (oldest first, one at a time per key),
-//!   waits for the rate limit (GCRA) and for any hold a 429 or 503 imposed on the whole
-//!   lane, and runs at most `concurrency` attempts at once. Each attempt's outcome is one
+//!   waits for the rate limit (GCRA) and for any hold on the whole lane (a 429 or 503 for
+//!   its Retry-After; a vendor that refuses connections or times out for a backoff that
+//!   grows with the failures in a row, so a vendor that is down is probed, not flooded),
+//!   and runs at most `concurrency` attempts at once. Each attempt's outcome is one
 //!   transaction ([`Store::finish_attempt`]); replies and business errors are appended as
 //!   events *before* it, with ids derived from the message, so a crash in between appends
 //!   nothing twice (the journal's dedup) and repeats the attempt at worst.
@@ -74,6 +76,10 @@ pub(crate) struct LaneShared {
     limiter: Option<DefaultDirectRateLimiter>,
     /// A 429 or 503 holds the whole lane until then (the vendor asked for a pause).
     hold_until: std::sync::Mutex<Option<Instant>>,
+    /// Attempts in a row that found the vendor unreachable (connect, timeout) or asking
+    /// for a pause (429, 503): the lane-wide hold grows with it, like a circuit breaker,
+    /// so a vendor that is down gets probed, not flooded.
+    vendor_failures: std::sync::atomic::AtomicU32,
     in_flight: std::sync::Mutex<HashSet<u64>>,
     pub counters: LaneCounters,
 }
@@ -120,6 +126,7 @@ impl Lane {
             wake: Notify::new(),
             limiter,
             hold_until: std::sync::Mutex::new(None),
+            vendor_failures: std::sync::atomic::AtomicU32::new(0),
             in_flight: std::sync::Mutex::new(HashSet::new()),
             counters: LaneCounters::default(),
         });
@@ -540,13 +547,25 @@ async fn run_attempt(s: &LaneShared, message: Message) {
     let outcome = match sent {
         Sent::Failed { class, message: e } => {
             record.error = Some(format!("{class}: {e}"));
+            let unreachable = matches!(
+                class,
+                crate::writer::class::CONNECT | crate::writer::class::TIMEOUT
+            );
+            if unreachable {
+                hold_lane(s, None);
+            }
             if exhausted {
                 failure(a, class, None, &e, failed_attempts)
             } else {
-                retry(s, None, a.backoff(failed_attempts), false)
+                retry(a.backoff(failed_attempts))
             }
         }
         Sent::Answer(answer) => {
+            if matches!(answer.status, Some(429 | 503)) {
+                hold_lane(s, crate::adapter::retry_after(&answer));
+            } else {
+                s.vendor_failures.store(0, Ordering::Relaxed);
+            }
             record.status = answer.status;
             record.response_body = Some(answer.body.clone());
             match a.classify(&answer) {
@@ -567,7 +586,7 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                         }
                         Err(ReplyError::Append(e)) => {
                             record.error = Some(e);
-                            retry(s, None, a.backoff(failed_attempts), false)
+                            retry(a.backoff(failed_attempts))
                         }
                     },
                 },
@@ -578,10 +597,7 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                     if exhausted {
                         failure(a, "http-status", answer.status, &reason, failed_attempts)
                     } else {
-                        // 429 and 503 mean the vendor as a whole wants a pause.
-                        let lane_wide = matches!(answer.status, Some(429 | 503));
-                        let wait = delay.unwrap_or_else(|| a.backoff(failed_attempts));
-                        retry(s, Some(wait), wait, lane_wide)
+                        retry(delay.unwrap_or_else(|| a.backoff(failed_attempts)))
                     }
                 }
                 Verdict::Business { event_type, reason } => {
@@ -590,7 +606,7 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                         Ok(()) => AttemptOutcome::Rejected { reason },
                         Err(e) => {
                             record.error = Some(e);
-                            retry(s, None, a.backoff(failed_attempts), false)
+                            retry(a.backoff(failed_attempts))
                         }
                     }
                 }
@@ -635,19 +651,21 @@ async fn run_attempt(s: &LaneShared, message: Message) {
     }
 }
 
-/// A retry `after` from now; with `lane_wide` the whole lane waits that long too.
-fn retry(
-    s: &LaneShared,
-    _delay: Option<Duration>,
-    after: Duration,
-    lane_wide: bool,
-) -> AttemptOutcome {
-    if lane_wide && let Ok(mut hold) = s.hold_until.lock() {
-        let until = Instant::now() + after;
+/// The vendor as a whole is unreachable or asked for a pause: the whole lane waits for
+/// the vendor's delay, or a backoff that grows with the failures in a row.
+fn hold_lane(s: &LaneShared, vendor_delay: Option<Duration>) {
+    let n = s.vendor_failures.fetch_add(1, Ordering::Relaxed) + 1;
+    let wait = vendor_delay.unwrap_or_else(|| s.adapter.backoff(n));
+    if let Ok(mut hold) = s.hold_until.lock() {
+        let until = Instant::now() + wait;
         if hold.is_none_or(|h| h < until) {
             *hold = Some(until);
         }
     }
+}
+
+/// A retry `after` from now.
+fn retry(after: Duration) -> AttemptOutcome {
     AttemptOutcome::Retry {
         next_at_ms: now_ms() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2),
     }

@@ -48,10 +48,13 @@ async fn topic_task(
     store: Arc<dyn Store>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A topic created after the lane started is read from its beginning.
+    let mut appeared_later = false;
     let info = loop {
         if let Ok(info) = journal.describe_topic(&topic).await {
             break info;
         }
+        appeared_later = true;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
@@ -62,7 +65,7 @@ async fn topic_task(
         set.spawn(partition_task(
             topic.clone(),
             p.partition,
-            p.next_offset,
+            if appeared_later { 0 } else { p.next_offset },
             adapters.clone(),
             journal.clone(),
             store.clone(),
