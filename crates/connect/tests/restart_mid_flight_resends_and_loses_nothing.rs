@@ -3,7 +3,7 @@
 //! lane's cursor: every event is delivered, none lost.
 //!
 //! The first life runs in a child process: this test's own binary, run again with
-//! `CRASH_CHILD` set, which starts the gateway and publishes, then waits to be killed.
+//! `CRASH_CHILD_DIR` set, which publishes, starts the gateway, then waits to be killed.
 
 mod common;
 
