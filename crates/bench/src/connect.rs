@@ -67,6 +67,7 @@ async fn rig(adapters: &str) -> Result<Rig> {
         store.clone(),
         ConnectOptions {
             config_file: Some(file),
+            ..ConnectOptions::default()
         },
     )
     .await

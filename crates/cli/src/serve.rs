@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// read here; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Start the integration gateway as the standby of a blue-green pair: it reads nothing,
+    /// connects to no vendor and takes no reply until `POST /v1/adapters/promote`.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// The `[server]` table of switchyard.toml.
@@ -168,7 +172,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
-    let platform = Platform::open(&data, Some(&adapters_file)).await?;
+    let platform = Platform::open(&data, Some(&adapters_file), args.standby).await?;
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -228,7 +232,7 @@ impl Platform {
     /// Opens the journal in `data` and the store `data/store.sqlite`, and starts the
     /// subscriptions' dispatchers and the lanes of the adapters declared in `adapters`
     /// (a `switchyard.toml`; a missing file declares none).
-    pub async fn open(data: &Path, adapters: Option<&Path>) -> anyhow::Result<Self> {
+    pub async fn open(data: &Path, adapters: Option<&Path>, standby: bool) -> anyhow::Result<Self> {
         let journal = FileJournal::open(data)
             .with_context(|| format!("opening the journal in {}", data.display()))?;
         let store_path = data.join("store.sqlite");
@@ -248,6 +252,7 @@ impl Platform {
             store.clone(),
             switchyard_connect::ConnectOptions {
                 config_file: adapters.map(Path::to_path_buf),
+                standby,
             },
         )
         .await

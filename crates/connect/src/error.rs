@@ -66,6 +66,10 @@ pub enum Error {
     #[error(transparent)]
     Journal(#[from] switchyard_journal::Error),
 
+    /// This instance is a standby: replies go to the active side.
+    #[error("this instance is a standby: it takes no replies until it is promoted")]
+    Standby,
+
     /// The gateway is shutting down.
     #[error("the integration gateway is shutting down")]
     Closed,

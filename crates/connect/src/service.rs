@@ -20,6 +20,9 @@ pub struct ConnectOptions {
     /// The `switchyard.toml` adapters are read from (and read again by
     /// [`Connect::reload`]); `None`: only what [`Connect::start`] is given.
     pub config_file: Option<PathBuf>,
+    /// Start as the standby of a blue-green pair: read nothing, connect to no vendor and
+    /// take no reply until [`Connect::promote`].
+    pub standby: bool,
 }
 
 /// A lane as the API shows it.
@@ -97,6 +100,8 @@ struct Inner {
     store: Arc<dyn Store>,
     options: ConnectOptions,
     running: Mutex<Running>,
+    /// A standby's adapters, checked and waiting for the promotion (`None` once active).
+    standby: Mutex<Option<Vec<Adapter>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,10 +148,30 @@ impl Connect {
                     lanes: BTreeMap::new(),
                     unrouted: None,
                 }),
+                standby: Mutex::new(None),
             }),
         };
-        connect.apply(adapters).await?;
+        if connect.inner.options.standby {
+            *connect.inner.standby.lock().await = Some(adapters);
+        } else {
+            connect.apply(adapters).await?;
+        }
         Ok(connect)
+    }
+
+    /// Whether this instance is a standby (nothing runs until it is promoted).
+    pub async fn is_standby(&self) -> bool {
+        self.inner.standby.lock().await.is_some()
+    }
+
+    /// Makes a standby active: its lanes start (each from its stored cursor, so it goes
+    /// on where the other side stopped). Promoting an active instance changes nothing.
+    pub async fn promote(&self) -> Result<ReloadReport> {
+        let adapters = self.inner.standby.lock().await.take();
+        match adapters {
+            Some(adapters) => self.apply(adapters).await,
+            None => Ok(ReloadReport::default()),
+        }
     }
 
     /// The store, for queries of the message store and cases.
@@ -162,6 +187,13 @@ impl Connect {
             Some(file) => load(file)?,
             None => return Ok(ReloadReport::default()),
         };
+        // A standby only checks them and keeps them for its promotion.
+        let mut standby = self.inner.standby.lock().await;
+        if let Some(waiting) = standby.as_mut() {
+            *waiting = adapters;
+            return Ok(ReloadReport::default());
+        }
+        drop(standby);
         self.apply(adapters).await
     }
 
@@ -307,6 +339,9 @@ impl Connect {
 
     /// A reply from the vendor of `adapter` (the HTTP callback reader calls this).
     pub async fn receive_reply(&self, adapter: &str, answer: Answer) -> Result<Reply> {
+        if self.is_standby().await {
+            return Err(Error::Standby);
+        }
         let shared = {
             let running = self.inner.running.lock().await;
             let lane = running

@@ -118,6 +118,7 @@ pub fn router(journal: Arc<dyn Journal>, options: Options, stop: watch::Receiver
         .route("/v1/subscriptions/{name}/seek", post(subs::seek))
         .route("/v1/adapters", get(cx::list_adapters))
         .route("/v1/adapters/reload", post(cx::reload))
+        .route("/v1/adapters/promote", post(cx::promote))
         .route("/v1/adapters/{name}", get(cx::get_adapter))
         .route("/v1/adapters/{name}/pause", post(cx::pause))
         .route("/v1/adapters/{name}/resume", post(cx::resume))
@@ -227,7 +228,7 @@ async fn subscription_metrics(bus: &switchyard_bus::Bus) -> String {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route of [`router`], as the OpenAPI document names it (kept in step by a test).
-pub const ROUTES: [&str; 29] = [
+pub const ROUTES: [&str; 30] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -244,6 +245,7 @@ pub const ROUTES: [&str; 29] = [
     "/v1/subscriptions/{name}/seek",
     "/v1/adapters",
     "/v1/adapters/reload",
+    "/v1/adapters/promote",
     "/v1/adapters/{name}",
     "/v1/adapters/{name}/pause",
     "/v1/adapters/{name}/resume",

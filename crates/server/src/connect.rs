@@ -62,6 +62,7 @@ impl From<switchyard_connect::Error> for Problem {
             ),
             E::Store(s) => Problem::from(s),
             E::Journal(j) => Problem::from(j),
+            E::Standby => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "standby", detail),
             E::Closed => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting-down", detail),
         }
     }
@@ -99,8 +100,16 @@ fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 pub(crate) async fn list_adapters(State(s): State<AppState>) -> Result<Json<Value>, Problem> {
-    let lanes = connect(&s)?.lanes().await?;
-    Ok(Json(json!({ "adapters": lanes })))
+    let c = connect(&s)?;
+    let lanes = c.lanes().await?;
+    Ok(Json(
+        json!({ "standby": c.is_standby().await, "adapters": lanes }),
+    ))
+}
+
+/// Makes a standby instance active (blue-green): its lanes start.
+pub(crate) async fn promote(State(s): State<AppState>) -> Result<Json<Value>, Problem> {
+    Ok(Json(json!(connect(&s)?.promote().await?)))
 }
 
 pub(crate) async fn get_adapter(

@@ -83,6 +83,7 @@ classify = {{ business = [{{ status = [422], event-type = "restock.rejected" }}]
         Arc::new(store),
         ConnectOptions {
             config_file: Some(config.clone()),
+            ..ConnectOptions::default()
         },
     )
     .await

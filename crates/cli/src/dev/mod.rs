@@ -325,6 +325,7 @@ impl Up {
         let platform = crate::serve::Platform::open(
             &control.state.data(),
             Some(&control.dir.join("switchyard.toml")),
+            false,
         )
         .await?;
         let (stop_streams, stop_rx) = watch::channel(false);

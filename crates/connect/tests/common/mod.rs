@@ -73,6 +73,7 @@ impl Platform {
             self.store.clone(),
             ConnectOptions {
                 config_file: Some(file),
+                ..ConnectOptions::default()
             },
         )
         .await
