@@ -4,6 +4,7 @@
 //! lines, and peer servers (`switchyard_journal::nats_server`).
 
 mod bus;
+mod connect;
 mod dev;
 mod env;
 mod ids;
@@ -63,6 +64,10 @@ enum Suite {
     /// subscription caught up, and reset time. Needs the `switchyard` binary built next to
     /// this one (cargo build --release -p switchyard).
     Dev(dev::Args),
+    /// The integration gateway: latency it adds per message compared with calling the
+    /// vendor directly (p50, p99, message store on), and vendor B's throughput while
+    /// vendor A is down compared with while A is up.
+    Connect(connect::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +89,7 @@ fn main() -> std::process::ExitCode {
                 Suite::Journal(args) => journal::run(args).await,
                 Suite::Bus(args) => bus::run(args).await,
                 Suite::Dev(args) => dev::run(args).await,
+                Suite::Connect(args) => connect::run(args).await,
             }
         };
         // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.

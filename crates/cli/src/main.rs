@@ -6,6 +6,7 @@
 
 mod args;
 mod check;
+mod connect;
 mod dev;
 mod journal;
 mod output;
@@ -84,6 +85,39 @@ enum Command {
             switchyard subs seek shipping orders.v1 2026-11-22T10:00:00Z"
     )]
     Subs(remote::SubsCommand),
+
+    /// The message store of a running server's integration gateway: list, show, replay.
+    #[command(after_help = "Examples:\n  \
+            switchyard messages --adapter bakery --state failed --since 1h\n  \
+            switchyard messages show 42\n  \
+            switchyard messages replay 42 43 --remap")]
+    Messages(connect::MessagesArgs),
+
+    /// Cases (failures grouped by their key) on a running server: list, show, retry all,
+    /// discard all, resolve.
+    #[command(after_help = "Examples:\n  \
+            switchyard cases --adapter bakery --state open\n  \
+            switchyard cases show 9f2c1a0b3d4e5f60\n  \
+            switchyard cases retry 9f2c1a0b3d4e5f60 --remap\n  \
+            switchyard cases discard 9f2c1a0b3d4e5f60")]
+    Cases(connect::CasesArgs),
+
+    /// The integration gateway's lanes on a running server: list, pause, resume, drain,
+    /// reload the adapters without a restart.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            switchyard adapters ls\n  \
+            switchyard adapters pause bakery\n  \
+            switchyard adapters reload"
+    )]
+    Adapters(connect::AdaptersCommand),
+
+    /// A fake vendor: a real HTTP server with scripted behaviour (latency, 503 with
+    /// Retry-After, timeouts, resets, garbage, 429 rate limiting, down and up), for demos
+    /// and tests.
+    #[command(after_help = connect::FAKE_VENDOR_HELP)]
+    FakeVendor(connect::FakeVendorArgs),
 
     /// Check a system's manifests and print every problem with its file, line and key.
     ///
@@ -190,6 +224,10 @@ fn main() -> ExitCode {
             Command::Publish(args) => remote::publish(args).await,
             Command::Tail(args) => remote::tail(args).await,
             Command::Subs(cmd) => remote::subs(cmd).await,
+            Command::Messages(args) => connect::messages(args).await,
+            Command::Cases(args) => connect::cases(args).await,
+            Command::Adapters(cmd) => connect::adapters(cmd).await,
+            Command::FakeVendor(args) => connect::fake_vendor(args).await,
             Command::Check(args) => check::run(args),
             Command::Dev(args) => dev::run(args).await,
             Command::Reset(args) => dev::reset(args).await,

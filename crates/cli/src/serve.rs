@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// read here; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Start the integration gateway as the standby of a blue-green pair: it reads nothing,
+    /// connects to no vendor and takes no reply until `POST /v1/adapters/promote`.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// The `[server]` table of switchyard.toml.
@@ -183,8 +187,14 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     if let Some(v) = config.stalled_write_seconds {
         options.stalled_write_timeout = Duration::from_secs(v.max(1));
     }
-    let platform = Platform::open_with(&data, &journal).await?;
+    let adapters_file = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
+    let platform = Platform::open_with(&data, &journal, Some(&adapters_file), args.standby).await?;
     options.bus = Some(platform.bus.clone());
+    options.connect = Some(platform.connect.clone());
+    let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -194,13 +204,15 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         n => format!("{n} access token(s)"),
     };
     note(format_args!(
-        "switchyard: serving http://{bound} (data in {}; journal {}; {access})",
+        "switchyard: serving http://{bound} (data in {}; journal {}; {access}; {lanes} adapter lane(s))",
         data.display(),
         journal.describe(&data)
     ));
+    let reloader = tokio::spawn(reload_on_sighup(platform.connect.clone()));
     switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    reloader.abort();
     note(format_args!(
         "switchyard: stopping: finishing deliveries in progress, flushing the journal"
     ));
@@ -247,23 +259,48 @@ enum Backend {
     Nats(NatsJournal),
 }
 
-/// The journal, the store and the subscriptions of one data directory: what `serve` runs
-/// and what `dev` runs (and restarts on reset and restore).
+/// SIGHUP reads the adapters again and applies them (a bad file changes nothing).
+async fn reload_on_sighup(connect: switchyard_connect::Connect) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match connect.reload().await {
+            Ok(r) => note(format_args!(
+                "switchyard: adapters reloaded: added {:?}, changed {:?}, removed {:?}",
+                r.added, r.changed, r.removed
+            )),
+            Err(e) => note(format_args!(
+                "switchyard: adapters not reloaded (nothing changed): {e}"
+            )),
+        }
+    }
+}
+
+/// The journal, the store, the subscriptions and the integration gateway of one data
+/// directory: what `serve` runs and what `dev` runs (and restarts on reset and restore).
 pub struct Platform {
     journal: Backend,
     store: Arc<switchyard_store::sqlite::SqliteStore>,
     pub bus: switchyard_bus::Bus,
+    pub connect: switchyard_connect::Connect,
 }
 
 impl Platform {
     /// Opens the journal in `data` and the store `data/store.sqlite`, and starts the
-    /// subscriptions' dispatchers.
-    pub async fn open(data: &Path) -> anyhow::Result<Self> {
-        Self::open_with(data, &JournalChoice::File).await
+    /// subscriptions' dispatchers and the lanes of the adapters declared in `adapters`
+    /// (a `switchyard.toml`; a missing file declares none).
+    pub async fn open(data: &Path, adapters: Option<&Path>, standby: bool) -> anyhow::Result<Self> {
+        Self::open_with(data, &JournalChoice::File, adapters, standby).await
     }
 
     /// As [`Platform::open`], with the journal where `journal` says.
-    pub async fn open_with(data: &Path, journal: &JournalChoice) -> anyhow::Result<Self> {
+    pub async fn open_with(
+        data: &Path,
+        journal: &JournalChoice,
+        adapters: Option<&Path>,
+        standby: bool,
+    ) -> anyhow::Result<Self> {
         let journal = match journal {
             JournalChoice::File => Backend::File(
                 FileJournal::open(data)
@@ -287,16 +324,38 @@ impl Platform {
             Backend::Nats(j) => Arc::new(j.clone()),
         };
         let bus = switchyard_bus::Bus::start(
-            shared,
+            shared.clone(),
             store.clone(),
             switchyard_bus::BusOptions::default(),
         )
         .await
         .context("starting the subscriptions")?;
+        let connect = match switchyard_connect::Connect::start(
+            shared.clone(),
+            store.clone(),
+            switchyard_connect::ConnectOptions {
+                config_file: adapters.map(Path::to_path_buf),
+                standby,
+            },
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                bus.shutdown().await;
+                store.close().await;
+                let _ = match &journal {
+                    Backend::File(j) => j.close().await,
+                    Backend::Nats(j) => j.close().await,
+                };
+                return Err(anyhow!("starting the integration gateway: {e}"));
+            }
+        };
         Ok(Self {
             journal,
             store,
             bus,
+            connect,
         })
     }
 
@@ -307,9 +366,10 @@ impl Platform {
         }
     }
 
-    /// Stops the dispatchers (attempts in progress record their outcome), checkpoints the
-    /// store and flushes the journal.
+    /// Stops the lanes and the dispatchers (attempts in progress record their outcome),
+    /// checkpoints the store and flushes the journal.
     pub async fn close(self) -> anyhow::Result<()> {
+        self.connect.shutdown().await;
         self.bus.shutdown().await;
         self.store.close().await;
         match &self.journal {

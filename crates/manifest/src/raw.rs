@@ -40,6 +40,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
 pub(crate) struct SystemFile {
     /// `switchyard serve`'s table: kept as it is, the cli reads it strictly.
     pub(crate) server: Option<toml::Table>,
+    /// The integration gateway's tables (`[connect]`, `[adapters.<name>]`): not the
+    /// manifest's; switchyard-connect reads them strictly.
+    #[serde(default, rename = "connect")]
+    _connect: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "adapters")]
+    _adapters: Option<serde::de::IgnoredAny>,
     pub(crate) system: SystemSection,
     #[serde(default)]
     pub(crate) topics: BTreeMap<String, TopicExtras>,

@@ -2,6 +2,7 @@
 
 use crate::auth::{self, Caller, Token};
 use crate::cloudevents::{self, BATCH, Event, STRUCTURED};
+use crate::connect as cx;
 use crate::metrics::Metrics;
 use crate::position::From as StartFrom;
 use crate::problem::Problem;
@@ -47,6 +48,9 @@ pub struct Options {
     pub tokens: Vec<Token>,
     /// The subscriptions; without it `/v1/subscriptions` answers 503.
     pub bus: Option<switchyard_bus::Bus>,
+    /// The integration gateway; without it `/v1/adapters`, `/v1/messages` and
+    /// `/v1/cases` answer 503.
+    pub connect: Option<switchyard_connect::Connect>,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             stalled_write_timeout: Duration::from_secs(60),
             tokens: Vec::new(),
             bus: None,
+            connect: None,
         }
     }
 }
@@ -111,6 +116,25 @@ pub fn router(journal: Arc<dyn Journal>, options: Options, stop: watch::Receiver
             post(subs::discard),
         )
         .route("/v1/subscriptions/{name}/seek", post(subs::seek))
+        .route("/v1/adapters", get(cx::list_adapters))
+        .route("/v1/adapters/reload", post(cx::reload))
+        .route("/v1/adapters/promote", post(cx::promote))
+        .route("/v1/adapters/{name}", get(cx::get_adapter))
+        .route("/v1/adapters/{name}/pause", post(cx::pause))
+        .route("/v1/adapters/{name}/resume", post(cx::resume))
+        .route("/v1/adapters/{name}/drain", post(cx::drain))
+        .route(
+            "/v1/adapters/{name}/replies",
+            get(cx::list_replies).post(cx::receive_reply),
+        )
+        .route("/v1/messages", get(cx::list_messages))
+        .route("/v1/messages/replay", post(cx::replay))
+        .route("/v1/messages/{id}", get(cx::get_message))
+        .route("/v1/cases", get(cx::list_cases))
+        .route("/v1/cases/{id}", get(cx::get_case))
+        .route("/v1/cases/{id}/retry", post(cx::retry_case))
+        .route("/v1/cases/{id}/discard", post(cx::discard_case))
+        .route("/v1/cases/{id}/resolve", post(cx::resolve_case))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no-route", "no such endpoint") })
         .layer(axum::middleware::map_response_with_state(
             state.clone(),
@@ -204,7 +228,7 @@ async fn subscription_metrics(bus: &switchyard_bus::Bus) -> String {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route of [`router`], as the OpenAPI document names it (kept in step by a test).
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 30] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -219,6 +243,22 @@ pub const ROUTES: [&str; 14] = [
     "/v1/subscriptions/{name}/parked/retry",
     "/v1/subscriptions/{name}/parked/discard",
     "/v1/subscriptions/{name}/seek",
+    "/v1/adapters",
+    "/v1/adapters/reload",
+    "/v1/adapters/promote",
+    "/v1/adapters/{name}",
+    "/v1/adapters/{name}/pause",
+    "/v1/adapters/{name}/resume",
+    "/v1/adapters/{name}/drain",
+    "/v1/adapters/{name}/replies",
+    "/v1/messages",
+    "/v1/messages/replay",
+    "/v1/messages/{id}",
+    "/v1/cases",
+    "/v1/cases/{id}",
+    "/v1/cases/{id}/retry",
+    "/v1/cases/{id}/discard",
+    "/v1/cases/{id}/resolve",
 ];
 
 async fn openapi() -> Response {

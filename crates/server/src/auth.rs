@@ -71,7 +71,22 @@ fn required(method: &Method, path: &str) -> Option<(Scope, Option<String>)> {
         "/healthz" | "/readyz" | "/v1/openapi.json" => return None,
         "/metrics" => return Some((Scope::Admin, None)),
         "/v1/topics" => return Some((Scope::Read, None)),
-        p if p == "/v1/subscriptions" || p.starts_with("/v1/subscriptions/") => {
+        // A vendor's reply is published into the system.
+        p if p.starts_with("/v1/adapters/")
+            && p.ends_with("/replies")
+            && method == Method::POST =>
+        {
+            return Some((Scope::Publish, None));
+        }
+        p if p == "/v1/subscriptions"
+            || p.starts_with("/v1/subscriptions/")
+            || p == "/v1/adapters"
+            || p.starts_with("/v1/adapters/")
+            || p == "/v1/messages"
+            || p.starts_with("/v1/messages/")
+            || p == "/v1/cases"
+            || p.starts_with("/v1/cases/") =>
+        {
             let scope = if method == Method::GET {
                 Scope::Read
             } else {

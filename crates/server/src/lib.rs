@@ -5,6 +5,8 @@
 //!   answered once the topic's durability is met, with each event's partition and offset.
 //! - `GET /v1/topics/{topic}/events?from=&limit=&partition=`: read and replay.
 //! - `GET /v1/topics/{topic}/stream?from=`: Server-Sent Events or NDJSON, live, resumable.
+//! - `/v1/adapters`, `/v1/messages`, `/v1/cases`: the integration gateway's lanes, message
+//!   store and cases, and the reply callback of asynchronous vendors.
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! Every error is RFC 9457 problem+json with a stable `code` ([`problem`]). With tokens
@@ -13,6 +15,7 @@
 mod api;
 pub mod auth;
 pub mod cloudevents;
+mod connect;
 mod metrics;
 pub mod position;
 pub mod problem;

@@ -17,6 +17,8 @@
 //! }
 //! ```
 
+pub mod connect;
+
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, MAX_ERROR_LEN, MAX_OFFSET, Parked, Result, Store,
     Subscription, SubscriptionSpec,
@@ -64,6 +66,13 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_enqueue_and_ack(store.clone(), &unique_prefix("concurrent")).await;
     concurrent_duplicate_enqueues_insert_once(store.clone(), &unique_prefix("race")).await;
     event_schemas_are_replaced_whole(&*store, &unique_prefix("schemas")).await;
+    connect::lane_intake_is_idempotent(&*store, &unique_prefix("intake")).await;
+    connect::connect_bad_input_changes_nothing(&*store, &unique_prefix("cbad")).await;
+    connect::due_messages_keep_key_order(&*store, &unique_prefix("keyorder")).await;
+    connect::failures_group_into_cases(&*store, &unique_prefix("cases")).await;
+    connect::replies_are_matched_or_recorded(&*store, &unique_prefix("replies")).await;
+    connect::replay_resends_or_remaps(&*store, &unique_prefix("replay")).await;
+    connect::lane_states_are_kept(&*store, &unique_prefix("lanes")).await;
 }
 
 /// Schemas per topic: put replaces them all, an empty map removes them, topics are

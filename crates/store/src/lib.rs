@@ -60,6 +60,7 @@
 //! a test) controls its clock; only a subscription's created/updated times come from the
 //! store's own clock.
 
+pub mod connect;
 mod error;
 mod model;
 pub mod sqlite;
@@ -75,6 +76,10 @@ pub use model::{
 };
 
 use async_trait::async_trait;
+use connect::{
+    Attempt, AttemptOutcome, Case, CaseState, LaneState, Message, MessageCount, MessageFilter,
+    NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
+};
 
 /// The dispatcher's queryable state. Object-safe: use it as `Arc<dyn Store>`.
 ///
@@ -202,6 +207,141 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The JSON Schemas of `topic`'s event types (empty when it has none).
     async fn schemas(&self, topic: &str) -> Result<EventSchemas>;
+
+    // ---- the integration gateway (switchyard-connect; see [`connect`]) ----
+
+    /// A lane's cursors (the next offset to read per topic and partition), ordered by topic
+    /// and partition. A partition the lane has never read has none.
+    async fn lane_cursors(&self, lane: &str) -> Result<Vec<Cursor>>;
+
+    /// Sets a lane's cursor (forwards or backwards; creating it if there is none).
+    async fn set_lane_cursor(&self, lane: &str, cursor: Cursor) -> Result<()>;
+
+    /// A lane's intake, in one transaction: inserts `messages` (the events it took since
+    /// its cursor, each of them pending, or failed or unmatched with its failure grouped
+    /// into its case) and moves the cursor of `cursor_after`'s partition forward to its
+    /// offset. A message whose (adapter, topic, partition, offset) is already stored is
+    /// skipped, so a retried intake inserts nothing twice. Returns how many were inserted.
+    async fn lane_intake(
+        &self,
+        lane: &str,
+        messages: Vec<NewMessage>,
+        cursor_after: Option<Cursor>,
+        now_ms: i64,
+    ) -> Result<u64>;
+
+    /// Up to `limit` pending messages of `adapter` due at `now_ms`, oldest first, leaving
+    /// out any whose partition key has an older pending message (due or not): a key's
+    /// messages go one at a time, in order. Messages whose id is in `skip` (in flight) are
+    /// left out, and so are later ones of their keys.
+    async fn due_messages(
+        &self,
+        adapter: &str,
+        now_ms: i64,
+        skip: &[u64],
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    /// When the next pending message of `adapter` is due, if it has any.
+    async fn next_due_at(&self, adapter: &str) -> Result<Option<i64>>;
+
+    /// Records an attempt of a pending message and its outcome, in one transaction: the
+    /// attempt row (numbered by the store), the message's new state, and for
+    /// [`AttemptOutcome::Failed`] the case's count. Returns the updated message.
+    /// [`Error::NotFound`] for an unknown id; [`Error::Conflict`] when the message is no
+    /// longer pending (discarded meanwhile): nothing is recorded.
+    async fn finish_attempt(
+        &self,
+        message_id: u64,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<Message>;
+
+    /// A message and every attempt of it, in order. [`Error::NotFound`] for an unknown id.
+    async fn message(&self, id: u64) -> Result<(Message, Vec<Attempt>)>;
+
+    /// Messages that match `filter`, by id (keyset pagination with `after_id`).
+    async fn messages(&self, filter: &MessageFilter) -> Result<Vec<Message>>;
+
+    /// Puts a delivered, rejected, failed or discarded message back in its lane, due at
+    /// `now_ms` (its attempts stay on record). With `remapped`, its request and adapter
+    /// hash are replaced first (mapped again by the current adapter version). Returns it.
+    /// [`Error::Conflict`] for a message that is pending, awaiting a reply or unmatched.
+    async fn replay_message(
+        &self,
+        id: u64,
+        remapped: Option<(OutboundRequest, String)>,
+        now_ms: i64,
+    ) -> Result<Message>;
+
+    /// Records a reply, and settles the message it answers, in one transaction. The
+    /// message is found by (adapter, correlation id): if it awaits a reply it takes
+    /// `settle` (`Delivered`, `Rejected` or `Failed`; `None` means `Delivered`) and the
+    /// reply is `matched`; if it does not await one the reply is `late`; with no such
+    /// message it is `unmatched`. Returns the stored reply.
+    async fn record_reply(
+        &self,
+        reply: NewReply,
+        settle: Option<AttemptOutcome>,
+        now_ms: i64,
+    ) -> Result<Reply>;
+
+    /// The message of `adapter` with this correlation id, if there is one.
+    async fn message_by_correlation(
+        &self,
+        adapter: &str,
+        correlation_id: &str,
+    ) -> Result<Option<Message>>;
+
+    /// Up to `limit` replies of `adapter`, newest first, optionally of one disposition.
+    async fn replies(
+        &self,
+        adapter: &str,
+        disposition: Option<ReplyDisposition>,
+        limit: u32,
+    ) -> Result<Vec<Reply>>;
+
+    /// Moves every message of `adapter` awaiting a reply past its deadline at `now_ms` to
+    /// `failed`, in `failure`'s case. Returns how many.
+    async fn expire_replies(
+        &self,
+        adapter: &str,
+        now_ms: i64,
+        failure: connect::Failure,
+    ) -> Result<u64>;
+
+    /// Cases, most recently seen first, optionally of one adapter and state.
+    async fn cases(
+        &self,
+        adapter: Option<&str>,
+        state: Option<CaseState>,
+        limit: u32,
+    ) -> Result<Vec<Case>>;
+
+    /// One case. [`Error::NotFound`] for an unknown id.
+    async fn case(&self, id: &str) -> Result<Case>;
+
+    /// Puts every `failed` message of the case back in its lane, due at `now_ms`. Returns
+    /// how many.
+    async fn retry_case(&self, id: &str, now_ms: i64) -> Result<u64>;
+
+    /// Marks every `failed` or `unmatched` message of the case `discarded`. Returns how
+    /// many.
+    async fn discard_case(&self, id: &str, now_ms: i64) -> Result<u64>;
+
+    /// Marks the case resolved. Returns it.
+    async fn resolve_case(&self, id: &str, now_ms: i64) -> Result<Case>;
+
+    /// Sets a lane's state.
+    async fn set_lane_state(&self, lane: &str, state: LaneState, now_ms: i64) -> Result<()>;
+
+    /// Every lane's recorded state (lanes never set are running).
+    async fn lane_states(&self) -> Result<Vec<(String, LaneState)>>;
+
+    /// Messages per adapter and state (states with none are left out), optionally of one
+    /// adapter.
+    async fn message_counts(&self, adapter: Option<&str>) -> Result<Vec<MessageCount>>;
 }
 
 /// Event type -> JSON Schema, for one topic.

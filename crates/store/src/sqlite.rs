@@ -16,6 +16,12 @@
 //! means one more delivery, which at-least-once allows), and it keeps an fsync off every
 //! delivery's path. A later FULL commit also makes every earlier NORMAL one durable.
 
+mod messages;
+
+use crate::connect::{
+    Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
+    MessageFilter, NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
+};
 use crate::model::clip_error;
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
@@ -163,6 +169,12 @@ impl SqliteStore {
             "deliveries",
             "parked",
             "event_schemas",
+            "lane_cursors",
+            "lanes",
+            "messages",
+            "attempts",
+            "replies",
+            "cases",
         ] {
             sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.reader)
@@ -1129,5 +1141,131 @@ impl Store for SqliteStore {
             out.insert(event_type, schema);
         }
         Ok(out)
+    }
+
+    async fn lane_cursors(&self, lane: &str) -> Result<Vec<Cursor>> {
+        messages::lane_cursors(self, lane).await
+    }
+
+    async fn set_lane_cursor(&self, lane: &str, cursor: Cursor) -> Result<()> {
+        messages::set_lane_cursor(self, lane, cursor).await
+    }
+
+    async fn lane_intake(
+        &self,
+        lane: &str,
+        messages: Vec<NewMessage>,
+        cursor_after: Option<Cursor>,
+        now_ms: i64,
+    ) -> Result<u64> {
+        messages::lane_intake(self, lane, messages, cursor_after, now_ms).await
+    }
+
+    async fn due_messages(
+        &self,
+        adapter: &str,
+        now_ms: i64,
+        skip: &[u64],
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        messages::due_messages(self, adapter, now_ms, skip, limit).await
+    }
+
+    async fn next_due_at(&self, adapter: &str) -> Result<Option<i64>> {
+        messages::next_due_at(self, adapter).await
+    }
+
+    async fn finish_attempt(
+        &self,
+        message_id: u64,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<Message> {
+        messages::finish_attempt(self, message_id, attempt, outcome, now_ms).await
+    }
+
+    async fn message(&self, id: u64) -> Result<(Message, Vec<Attempt>)> {
+        messages::message(self, id).await
+    }
+
+    async fn messages(&self, filter: &MessageFilter) -> Result<Vec<Message>> {
+        messages::messages(self, filter).await
+    }
+
+    async fn replay_message(
+        &self,
+        id: u64,
+        remapped: Option<(OutboundRequest, String)>,
+        now_ms: i64,
+    ) -> Result<Message> {
+        messages::replay_message(self, id, remapped, now_ms).await
+    }
+
+    async fn record_reply(
+        &self,
+        reply: NewReply,
+        settle: Option<AttemptOutcome>,
+        now_ms: i64,
+    ) -> Result<Reply> {
+        messages::record_reply(self, reply, settle, now_ms).await
+    }
+
+    async fn message_by_correlation(
+        &self,
+        adapter: &str,
+        correlation_id: &str,
+    ) -> Result<Option<Message>> {
+        messages::message_by_correlation(self, adapter, correlation_id).await
+    }
+
+    async fn replies(
+        &self,
+        adapter: &str,
+        disposition: Option<ReplyDisposition>,
+        limit: u32,
+    ) -> Result<Vec<Reply>> {
+        messages::replies(self, adapter, disposition, limit).await
+    }
+
+    async fn expire_replies(&self, adapter: &str, now_ms: i64, failure: Failure) -> Result<u64> {
+        messages::expire_replies(self, adapter, now_ms, failure).await
+    }
+
+    async fn cases(
+        &self,
+        adapter: Option<&str>,
+        state: Option<CaseState>,
+        limit: u32,
+    ) -> Result<Vec<Case>> {
+        messages::cases(self, adapter, state, limit).await
+    }
+
+    async fn case(&self, id: &str) -> Result<Case> {
+        messages::case(self, id).await
+    }
+
+    async fn retry_case(&self, id: &str, now_ms: i64) -> Result<u64> {
+        messages::retry_case(self, id, now_ms).await
+    }
+
+    async fn discard_case(&self, id: &str, now_ms: i64) -> Result<u64> {
+        messages::discard_case(self, id, now_ms).await
+    }
+
+    async fn resolve_case(&self, id: &str, now_ms: i64) -> Result<Case> {
+        messages::resolve_case(self, id, now_ms).await
+    }
+
+    async fn set_lane_state(&self, lane: &str, state: LaneState, now_ms: i64) -> Result<()> {
+        messages::set_lane_state(self, lane, state, now_ms).await
+    }
+
+    async fn lane_states(&self) -> Result<Vec<(String, LaneState)>> {
+        messages::lane_states(self).await
+    }
+
+    async fn message_counts(&self, adapter: Option<&str>) -> Result<Vec<MessageCount>> {
+        messages::message_counts(self, adapter).await
     }
 }

@@ -84,6 +84,8 @@ struct Control {
     state: Arc<StateDir>,
     postgres: Arc<Postgres>,
     url: String,
+    /// The system directory (its switchyard.toml declares the adapters).
+    dir: PathBuf,
 }
 
 pub async fn run(args: DevArgs) -> Result<u8, Exit> {
@@ -177,6 +179,7 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
         state: state.clone(),
         postgres: postgres.clone(),
         url: url.clone(),
+        dir: dir.clone(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -319,10 +322,16 @@ impl Up {
                 databases.insert(s.name.clone(), url);
             }
         }
-        let platform = crate::serve::Platform::open(&control.state.data()).await?;
+        let platform = crate::serve::Platform::open(
+            &control.state.data(),
+            Some(&control.dir.join("switchyard.toml")),
+            false,
+        )
+        .await?;
         let (stop_streams, stop_rx) = watch::channel(false);
         let options = switchyard_server::Options {
             bus: Some(platform.bus.clone()),
+            connect: Some(platform.connect.clone()),
             ..Default::default()
         };
         control.api.store(Arc::new(switchyard_server::router(

@@ -445,6 +445,11 @@ pub fn launches(
             env.insert("PORT".into(), port.to_string());
             env.insert("SWITCHYARD_URL".into(), platform_url.to_string());
             env.insert("SERVICE_NAME".into(), s.name.clone());
+            // The running switchyard itself, for services that are its tools (the demo's
+            // fake vendors run `$SWITCHYARD_BIN fake-vendor`).
+            if let Ok(exe) = std::env::current_exe() {
+                env.insert("SWITCHYARD_BIN".into(), exe.display().to_string());
+            }
             env.insert("TRACEPARENT".into(), traceparent());
             if let Some(url) = databases.get(&s.name) {
                 env.insert("DATABASE_URL".into(), url.clone());

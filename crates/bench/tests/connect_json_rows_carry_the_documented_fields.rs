@@ -1,0 +1,46 @@
+//! `switchyard-bench connect --json` prints the two rows the suite documents, exactly
+//! those fields. (A tiny run; speed is never asserted.)
+
+use std::process::Command;
+
+#[test]
+fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args([
+            "connect",
+            "--json",
+            "--latency-events",
+            "20",
+            "--backlog",
+            "40",
+            "--repeats",
+            "1",
+        ])
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(rows[0]["suite"], "connect");
+    assert_eq!(rows[0]["case"], "added-latency");
+    assert_eq!(keys(&rows[0]), ["case", "p50_us", "p99_us", "suite"]);
+    assert!(rows[0]["p99_us"].as_f64().is_some(), "{}", rows[0]);
+    assert_eq!(rows[1]["case"], "isolation");
+    assert_eq!(keys(&rows[1]), ["case", "ratio", "suite"]);
+    assert!(
+        rows[1]["ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{}",
+        rows[1]
+    );
+    assert!(stderr.contains("vendor B drains"), "{stderr}");
+}

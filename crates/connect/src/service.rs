@@ -1,0 +1,454 @@
+//! [`Connect`]: the running integration gateway, the only way to talk to its lanes.
+
+use crate::adapter::{Adapter, Answer};
+use crate::config::Declarations;
+use crate::error::{Error, Result};
+use crate::lane::{Lane, LaneCounters, now_ms};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use switchyard_journal::Journal;
+use switchyard_store::Store;
+use switchyard_store::connect::{LaneState, Message, MessageFilter, MessageState, Reply};
+use tokio::sync::{Mutex, watch};
+
+/// How the gateway is started.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// The `switchyard.toml` adapters are read from (and read again by
+    /// [`Connect::reload`]); `None`: only what [`Connect::start`] is given.
+    pub config_file: Option<PathBuf>,
+    /// Start as the standby of a blue-green pair: read nothing, connect to no vendor and
+    /// take no reply until [`Connect::promote`].
+    pub standby: bool,
+}
+
+/// A lane as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LaneView {
+    pub name: String,
+    pub vendor: String,
+    pub topic: String,
+    pub writer: &'static str,
+    /// The adapter version (hash of its configuration).
+    pub hash: String,
+    pub state: LaneState,
+    /// Draining, with nothing pending or in flight.
+    pub drained: bool,
+    pub in_flight: usize,
+    /// Messages per state, in the message store.
+    pub messages: BTreeMap<MessageState, u64>,
+    /// Since this process started.
+    pub counters: CountersView,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CountersView {
+    pub taken: u64,
+    pub attempts: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+impl From<&LaneCounters> for CountersView {
+    fn from(c: &LaneCounters) -> Self {
+        Self {
+            taken: c.taken.load(Ordering::Relaxed),
+            attempts: c.attempts.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// How a replay sends a stored message again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayMode {
+    /// The stored request, exactly as it was sent.
+    Resend,
+    /// The original event mapped again by the adapter's current version.
+    Remap,
+}
+
+#[derive(Debug)]
+struct Running {
+    lanes: BTreeMap<String, Lane>,
+    unrouted: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+struct Inner {
+    journal: Arc<dyn Journal>,
+    store: Arc<dyn Store>,
+    options: ConnectOptions,
+    running: Mutex<Running>,
+    /// A standby's adapters, checked and waiting for the promotion (`None` once active).
+    standby: Mutex<Option<Vec<Adapter>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The integration gateway: one lane per adapter. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    inner: Arc<Inner>,
+}
+
+impl Connect {
+    /// Reads the adapters from `options.config_file` (when given) and starts their lanes.
+    pub async fn start(
+        journal: Arc<dyn Journal>,
+        store: Arc<dyn Store>,
+        options: ConnectOptions,
+    ) -> Result<Self> {
+        let adapters = match &options.config_file {
+            Some(file) => load(file)?,
+            None => Vec::new(),
+        };
+        Self::start_with(journal, store, options, adapters).await
+    }
+
+    /// Starts lanes for `adapters` (already compiled).
+    pub async fn start_with(
+        journal: Arc<dyn Journal>,
+        store: Arc<dyn Store>,
+        options: ConnectOptions,
+        adapters: Vec<Adapter>,
+    ) -> Result<Self> {
+        let connect = Self {
+            inner: Arc::new(Inner {
+                journal,
+                store,
+                options,
+                running: Mutex::new(Running {
+                    lanes: BTreeMap::new(),
+                    unrouted: None,
+                }),
+                standby: Mutex::new(None),
+            }),
+        };
+        if connect.inner.options.standby {
+            *connect.inner.standby.lock().await = Some(adapters);
+        } else {
+            connect.apply(adapters).await?;
+        }
+        Ok(connect)
+    }
+
+    /// Whether this instance is a standby (nothing runs until it is promoted).
+    pub async fn is_standby(&self) -> bool {
+        self.inner.standby.lock().await.is_some()
+    }
+
+    /// Makes a standby active: its lanes start (each from its stored cursor, so it goes
+    /// on where the other side stopped). Promoting an active instance changes nothing.
+    pub async fn promote(&self) -> Result<ReloadReport> {
+        let adapters = self.inner.standby.lock().await.take();
+        match adapters {
+            Some(adapters) => self.apply(adapters).await,
+            None => Ok(ReloadReport::default()),
+        }
+    }
+
+    /// The store, for queries of the message store and cases.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Reads the adapters' files again and applies them: new adapters start, changed ones
+    /// restart with their new version (their cursor and messages stay), removed ones
+    /// stop. A configuration with any error changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport> {
+        let adapters = match &self.inner.options.config_file {
+            Some(file) => load(file)?,
+            None => return Ok(ReloadReport::default()),
+        };
+        // A standby only checks them and keeps them for its promotion.
+        let mut standby = self.inner.standby.lock().await;
+        if let Some(waiting) = standby.as_mut() {
+            *waiting = adapters;
+            return Ok(ReloadReport::default());
+        }
+        drop(standby);
+        self.apply(adapters).await
+    }
+
+    /// Runs exactly `adapters` (see [`reload`](Self::reload)).
+    pub async fn apply(&self, adapters: Vec<Adapter>) -> Result<ReloadReport> {
+        let mut writers = Vec::with_capacity(adapters.len());
+        for a in adapters {
+            let w = crate::writer::build(&a.writer, a.timeout)
+                .map_err(|e| Error::invalid(format!("adapters.{}.writer", a.name), e))?;
+            writers.push((Arc::new(a), w));
+        }
+        let states: BTreeMap<String, LaneState> =
+            self.inner.store.lane_states().await?.into_iter().collect();
+        let mut running = self.inner.running.lock().await;
+        let mut report = ReloadReport::default();
+        let wanted: Vec<String> = writers.iter().map(|(a, _)| a.name.clone()).collect();
+        let old: Vec<String> = running.lanes.keys().cloned().collect();
+        for name in old {
+            if !wanted.contains(&name)
+                && let Some(lane) = running.lanes.remove(&name)
+            {
+                lane.stop().await;
+                report.removed.push(name);
+            }
+        }
+        for (adapter, writer) in writers {
+            let name = adapter.name.clone();
+            if let Some(lane) = running.lanes.get(&name) {
+                if lane.shared.adapter.hash == adapter.hash {
+                    report.unchanged.push(name);
+                    continue;
+                }
+                if let Some(lane) = running.lanes.remove(&name) {
+                    lane.stop().await;
+                }
+                report.changed.push(name.clone());
+            } else {
+                report.added.push(name.clone());
+            }
+            let state = states.get(&name).copied().unwrap_or(LaneState::Running);
+            let mut lane = Lane::start(
+                adapter.clone(),
+                writer,
+                self.inner.store.clone(),
+                self.inner.journal.clone(),
+                state,
+            );
+            if let Some(q) = &adapter.config.reply_queue {
+                let task = tokio::spawn(crate::reader::amqp::run(
+                    lane.shared.clone(),
+                    q.url.clone(),
+                    q.queue.clone(),
+                    lane.stop_signal(),
+                ));
+                lane.attach(task);
+            }
+            running.lanes.insert(name, lane);
+        }
+        // The unrouted lane follows the set of adapters.
+        if let Some((stop, task)) = running.unrouted.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let adapters: Vec<Arc<Adapter>> = running
+            .lanes
+            .values()
+            .map(|l| l.shared.adapter.clone())
+            .collect();
+        if !adapters.is_empty() {
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(crate::unrouted::run(
+                adapters,
+                self.inner.journal.clone(),
+                self.inner.store.clone(),
+                rx,
+            ));
+            running.unrouted = Some((stop, task));
+        }
+        Ok(report)
+    }
+
+    /// Every lane, by name.
+    pub async fn lanes(&self) -> Result<Vec<LaneView>> {
+        let running = self.inner.running.lock().await;
+        let counts = self.inner.store.message_counts(None).await?;
+        let mut out = Vec::new();
+        for (name, lane) in &running.lanes {
+            let a = &lane.shared.adapter;
+            let messages: BTreeMap<MessageState, u64> = counts
+                .iter()
+                .filter(|c| &c.adapter == name)
+                .map(|c| (c.state, c.count))
+                .collect();
+            let state = *lane.shared.state.borrow();
+            let in_flight = lane.in_flight();
+            out.push(LaneView {
+                name: name.clone(),
+                vendor: a.vendor.clone(),
+                topic: a.topic.to_string(),
+                writer: match a.writer {
+                    crate::adapter::WriterSpec::Http { .. } => "http",
+                    crate::adapter::WriterSpec::Amqp { .. } => "amqp",
+                    crate::adapter::WriterSpec::File { .. } => "file",
+                },
+                hash: a.hash.clone(),
+                state,
+                drained: state == LaneState::Draining
+                    && in_flight == 0
+                    && messages.get(&MessageState::Pending).copied().unwrap_or(0) == 0,
+                in_flight,
+                messages,
+                counters: CountersView::from(&lane.shared.counters),
+            });
+        }
+        Ok(out)
+    }
+
+    /// One lane.
+    pub async fn lane(&self, name: &str) -> Result<LaneView> {
+        self.lanes()
+            .await?
+            .into_iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| Error::UnknownAdapter(name.to_owned()))
+    }
+
+    /// Pauses, resumes or drains a lane; the state is kept in the store.
+    pub async fn set_state(&self, name: &str, state: LaneState) -> Result<LaneView> {
+        {
+            let running = self.inner.running.lock().await;
+            let lane = running
+                .lanes
+                .get(name)
+                .ok_or_else(|| Error::UnknownAdapter(name.to_owned()))?;
+            self.inner
+                .store
+                .set_lane_state(name, state, now_ms())
+                .await?;
+            lane.set_state(state);
+        }
+        self.lane(name).await
+    }
+
+    /// A reply from the vendor of `adapter` (the HTTP callback reader calls this).
+    pub async fn receive_reply(&self, adapter: &str, answer: Answer) -> Result<Reply> {
+        if self.is_standby().await {
+            return Err(Error::Standby);
+        }
+        let shared = {
+            let running = self.inner.running.lock().await;
+            let lane = running
+                .lanes
+                .get(adapter)
+                .ok_or_else(|| Error::UnknownAdapter(adapter.to_owned()))?;
+            if lane.shared.adapter.correlation.is_none() {
+                return Err(Error::invalid(
+                    "adapter",
+                    format!("adapter `{adapter}` has no [correlation]: it takes no replies"),
+                ));
+            }
+            lane.shared.clone()
+        };
+        shared.receive_reply(answer).await
+    }
+
+    async fn poke(&self, adapter: &str) {
+        if let Some(lane) = self.inner.running.lock().await.lanes.get(adapter) {
+            lane.poke();
+        }
+    }
+
+    async fn adapter(&self, name: &str) -> Result<Arc<Adapter>> {
+        self.inner
+            .running
+            .lock()
+            .await
+            .lanes
+            .get(name)
+            .map(|l| l.shared.adapter.clone())
+            .ok_or_else(|| Error::UnknownAdapter(name.to_owned()))
+    }
+
+    /// Sends a stored message again (see [`ReplayMode`]).
+    pub async fn replay(&self, id: u64, mode: ReplayMode) -> Result<Message> {
+        let (message, _) = self.inner.store.message(id).await?;
+        let remapped = match mode {
+            ReplayMode::Resend => None,
+            ReplayMode::Remap => {
+                let adapter = self.adapter(&message.adapter).await?;
+                let prepared = adapter
+                    .prepare_with(&message.event, message.correlation_id.clone())
+                    .map_err(|e| Error::invalid("mode", format!("mapping again failed: {e}")))?;
+                Some((prepared.request, adapter.hash.clone()))
+            }
+        };
+        let replayed = self
+            .inner
+            .store
+            .replay_message(id, remapped, now_ms())
+            .await?;
+        self.poke(&replayed.adapter).await;
+        Ok(replayed)
+    }
+
+    /// Puts every failed message of a case back in its lane; with `Remap` each is mapped
+    /// again by the current adapter version. Returns how many.
+    pub async fn retry_case(&self, id: &str, mode: ReplayMode) -> Result<u64> {
+        let case = self.inner.store.case(id).await?;
+        let n = match mode {
+            ReplayMode::Resend => self.inner.store.retry_case(id, now_ms()).await?,
+            ReplayMode::Remap => {
+                let mut n = 0;
+                let mut after = None;
+                loop {
+                    let page = self
+                        .inner
+                        .store
+                        .messages(&MessageFilter {
+                            case_id: Some(id.to_owned()),
+                            state: Some(MessageState::Failed),
+                            after_id: after,
+                            limit: 500,
+                            ..MessageFilter::default()
+                        })
+                        .await?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.id);
+                    for m in page {
+                        self.replay(m.id, ReplayMode::Remap).await?;
+                        n += 1;
+                    }
+                }
+                n
+            }
+        };
+        self.poke(&case.key.adapter).await;
+        Ok(n)
+    }
+
+    /// Stops every lane: no attempt starts; attempts in progress record their outcome.
+    pub async fn shutdown(&self) {
+        let mut running = self.inner.running.lock().await;
+        if let Some((stop, task)) = running.unrouted.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let lanes = std::mem::take(&mut running.lanes);
+        for (_, lane) in lanes {
+            lane.stop().await;
+        }
+    }
+}
+
+/// Reads and compiles the adapters of `file` (a `switchyard.toml`).
+pub fn load(file: &std::path::Path) -> Result<Vec<Adapter>> {
+    let decls: Declarations = crate::config::read(file).map_err(Error::Config)?;
+    crate::adapter::compile_all(&decls).map_err(Error::Config)
+}
