@@ -143,7 +143,7 @@ async fn run_handler<DB: Backend>(
         Ok(Err(e)) => Some(e),
         Err(panic) => Some(HandlerError::Retry(format!(
             "the handler panicked: {}",
-            panic_message(&panic)
+            panic_message(&*panic)
         ))),
     };
     let id = ctx.event().id().to_string();
