@@ -112,9 +112,12 @@ impl Client {
 
     /// From `SWITCHYARD_URL` (default `http://127.0.0.1:7400`) and `SWITCHYARD_TOKEN`.
     pub fn from_env() -> Result<Self> {
-        let url = std::env::var("SWITCHYARD_URL").unwrap_or_else(|_| "http://127.0.0.1:7400".into());
+        let url =
+            std::env::var("SWITCHYARD_URL").unwrap_or_else(|_| "http://127.0.0.1:7400".into());
         let mut c = Client::new(&url)?;
-        c.token = std::env::var("SWITCHYARD_TOKEN").ok().filter(|t| !t.is_empty());
+        c.token = std::env::var("SWITCHYARD_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         Ok(c)
     }
 
@@ -503,7 +506,10 @@ impl EventStream {
         let Some(obj) = v.as_object_mut() else {
             return Ok(None);
         };
-        if let Some(p) = obj.remove("position").and_then(|p| p.as_str().map(str::to_string)) {
+        if let Some(p) = obj
+            .remove("position")
+            .and_then(|p| p.as_str().map(str::to_string))
+        {
             self.position = p;
         }
         if obj.contains_key("heartbeat") {

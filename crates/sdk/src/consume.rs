@@ -22,8 +22,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub(crate) type HandlerFn<DB> =
-    Arc<dyn Fn(Context<DB>, CloudEvent) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+pub(crate) type HandlerFn<DB> = Arc<
+    dyn Fn(Context<DB>, CloudEvent) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync,
+>;
 
 /// The handlers of a service, by topic and type.
 pub(crate) struct Handlers<DB: Backend> {
@@ -232,8 +233,14 @@ impl<DB: Backend> PartitionWorker<DB> {
             if unfinished.is_empty() && saved != read_next {
                 // Only events it does not take since the last commit: move the cursor.
                 let mut tx = DB::begin(self.handle.db()).await?;
-                DB::set_cursor(&mut tx, self.handle.name(), &self.topic, self.partition, read_next)
-                    .await?;
+                DB::set_cursor(
+                    &mut tx,
+                    self.handle.name(),
+                    &self.topic,
+                    self.partition,
+                    read_next,
+                )
+                .await?;
                 tx.commit().await?;
                 saved = read_next;
             }
@@ -368,8 +375,14 @@ impl<DB: Backend> PartitionWorker<DB> {
             },
         )
         .await?;
-        DB::set_cursor(&mut tx, self.handle.name(), &self.topic, self.partition, cursor_after)
-            .await?;
+        DB::set_cursor(
+            &mut tx,
+            self.handle.name(),
+            &self.topic,
+            self.partition,
+            cursor_after,
+        )
+        .await?;
         tx.commit().await?;
         self.handle.log().line(format_args!(
             "{} {} ({}/{}@{offset}): parked after {} attempt(s): {}",

@@ -113,7 +113,9 @@ impl<DB: Backend> std::fmt::Debug for Context<DB> {
 
 /// The handler's transaction: use `&mut *tx` as the sqlx executor. Drop it before the
 /// handler returns.
-pub struct Tx<DB: Backend>(OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>);
+pub struct Tx<DB: Backend>(
+    OwnedMappedMutexGuard<Option<Transaction<'static, DB>>, Transaction<'static, DB>>,
+);
 
 impl<DB: Backend> std::fmt::Debug for Tx<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +149,9 @@ impl<DB: Backend> Context<DB> {
     }
 
     /// The transaction and the events to add to the outbox, once the handler is done.
-    pub(crate) async fn finish(self) -> Option<(Transaction<'static, DB>, Vec<(String, CloudEvent)>)> {
+    pub(crate) async fn finish(
+        self,
+    ) -> Option<(Transaction<'static, DB>, Vec<(String, CloudEvent)>)> {
         let tx = self.tx.lock().await.take()?;
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         Some((tx, pending))
@@ -196,7 +200,8 @@ impl<DB: Backend> Context<DB> {
     /// [`Self::publish`] with the id given: derive it from the cause (`payment.captured/ord-1`)
     /// and doing the same work twice publishes one event.
     pub fn publish_as<E: Event>(&self, id: impl Into<String>, event: &E) -> Result<CloudEvent> {
-        let ce = Outgoing::of(event)?.stamp(id.into(), self.handle.outbox().source(), &self.lineage)?;
+        let ce =
+            Outgoing::of(event)?.stamp(id.into(), self.handle.outbox().source(), &self.lineage)?;
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -118,10 +118,7 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// How many events the consumer parked.
-    fn parked_count(
-        pool: &Pool<Self>,
-        consumer: &str,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    fn parked_count(pool: &Pool<Self>, consumer: &str) -> impl Future<Output = Result<u64>> + Send;
 }
 
 fn now_ms() -> i64 {

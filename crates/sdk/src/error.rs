@@ -57,7 +57,9 @@ pub enum Error {
     #[error("{what}: {detail}")]
     Config { what: String, detail: String },
     /// The handler's transaction is over (the context was used after the handler returned).
-    #[error("the transaction of event {event_id} has ended: use the context only inside its handler")]
+    #[error(
+        "the transaction of event {event_id} has ended: use the context only inside its handler"
+    )]
     TransactionEnded { event_id: String },
     /// Something the SDK runs stopped: the service is shutting down.
     #[error("stopped: {0}")]

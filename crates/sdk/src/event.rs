@@ -173,7 +173,13 @@ impl CloudEvent {
                 ));
             }
         }
-        for name in ["subject", "partitionkey", "traceparent", "tracestate", "time"] {
+        for name in [
+            "subject",
+            "partitionkey",
+            "traceparent",
+            "tracestate",
+            "time",
+        ] {
             if let Some(v) = m.get(name)
                 && !v.is_string()
             {

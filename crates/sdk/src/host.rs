@@ -23,13 +23,19 @@ use tokio::sync::watch;
 
 trait Hosted: Send + Sync {
     fn topics(&self) -> Vec<String>;
-    fn run(self: Arc<Self>, launch: Launch, stop: watch::Receiver<bool>)
-    -> BoxFuture<'static, Result<()>>;
+    fn run(
+        self: Arc<Self>,
+        launch: Launch,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<()>>;
 }
 
 impl<DB: Backend> Hosted for Service<DB> {
     fn topics(&self) -> Vec<String> {
-        Service::topics(self).into_iter().map(str::to_string).collect()
+        Service::topics(self)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     fn run(
@@ -163,7 +169,10 @@ impl Host {
 
     /// The topics `name` consumes.
     pub fn topics_of(&self, name: &str) -> Vec<String> {
-        self.services.get(name).map(|s| s.topics()).unwrap_or_default()
+        self.services
+            .get(name)
+            .map(|s| s.topics())
+            .unwrap_or_default()
     }
 
     fn check(&self) -> Result<()> {
@@ -258,7 +267,9 @@ impl Host {
             let mut run = match self.start(&name, launch.clone()) {
                 Ok(r) => r,
                 Err(e) => {
-                    launch.log.line(format_args!("switchyard: cannot start: {e}"));
+                    launch
+                        .log
+                        .line(format_args!("switchyard: cannot start: {e}"));
                     return;
                 }
             };

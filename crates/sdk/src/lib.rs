@@ -123,7 +123,9 @@ mod push;
 mod service;
 pub mod trace;
 
-pub use client::{Client, ClientRetry, EventStream, Page, PartitionExtent, Placed, SubscriptionSpec};
+pub use client::{
+    Client, ClientRetry, EventStream, Page, PartitionExtent, Placed, SubscriptionSpec,
+};
 pub use consume::RetryPolicy;
 pub use context::{Context, Handle, Tx};
 pub use db::Backend;

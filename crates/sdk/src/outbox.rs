@@ -153,9 +153,7 @@ pub struct Relay<DB: Backend> {
 
 impl<DB: Backend> std::fmt::Debug for Relay<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay")
-            .field("batch", &self.batch)
-            .finish()
+        f.debug_struct("Relay").field("batch", &self.batch).finish()
     }
 }
 

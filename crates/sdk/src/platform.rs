@@ -155,7 +155,10 @@ impl Platform {
         match self {
             Platform::Http(_) => {
                 let n = self.partitions(topic).await?.len() as u32;
-                Ok(switchyard_types::partition_for_key(key.as_bytes(), n.max(1)))
+                Ok(switchyard_types::partition_for_key(
+                    key.as_bytes(),
+                    n.max(1),
+                ))
             }
             Platform::Journal(j) => j
                 .choose_partition(

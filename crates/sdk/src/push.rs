@@ -119,7 +119,10 @@ pub(crate) async fn handle<DB: Backend>(
                 return problem(
                     StatusCode::BAD_REQUEST,
                     "unhandled-type",
-                    &format!("{label}: service {} has no handler for this type", s.handle.name()),
+                    &format!(
+                        "{label}: service {} has no handler for this type",
+                        s.handle.name()
+                    ),
                     Some("type"),
                 );
             }
@@ -130,7 +133,8 @@ pub(crate) async fn handle<DB: Backend>(
                         problem(StatusCode::BAD_REQUEST, "rejected", &why, None)
                     }
                     HandlerError::Later { after, reason } => {
-                        let mut r = problem(StatusCode::SERVICE_UNAVAILABLE, "later", &reason, None);
+                        let mut r =
+                            problem(StatusCode::SERVICE_UNAVAILABLE, "later", &reason, None);
                         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                         if let Ok(v) = secs.max(1).to_string().parse() {
                             r.headers_mut().insert(header::RETRY_AFTER, v);

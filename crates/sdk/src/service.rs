@@ -130,7 +130,11 @@ impl<DB: Backend> Service<DB> {
                 handler(ctx, typed).await
             })
         });
-        let topic = self.handlers.by_topic.entry(E::TOPIC.to_string()).or_default();
+        let topic = self
+            .handlers
+            .by_topic
+            .entry(E::TOPIC.to_string())
+            .or_default();
         if topic.insert(E::TYPE.to_string(), f).is_some() {
             self.errors.push(format!(
                 "two handlers for {} on {}: one per event type",
@@ -195,7 +199,11 @@ impl<DB: Backend> Service<DB> {
 
     /// One run: until `stop` turns true (then `Ok`), or until one of its parts fails or
     /// panics (then the error, everything else stopped).
-    pub(crate) async fn run(self: Arc<Self>, launch: Launch, stop: watch::Receiver<bool>) -> Result<()> {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        launch: Launch,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         self.check(launch.consume)?;
         let url = launch.var("DATABASE_URL")?;
         let port_text = launch.var("PORT")?;
@@ -241,8 +249,10 @@ impl<DB: Backend> Service<DB> {
         if launch.consume == Consume::Pull {
             for topic in self.handlers.by_topic.keys() {
                 let partitions = launch.platform.partitions(topic).await?;
-                let cursors: BTreeMap<u32, u64> =
-                    DB::cursors(&pool, &self.name, topic).await?.into_iter().collect();
+                let cursors: BTreeMap<u32, u64> = DB::cursors(&pool, &self.name, topic)
+                    .await?
+                    .into_iter()
+                    .collect();
                 for p in partitions {
                     let start = cursors.get(&p.partition).copied().unwrap_or(0);
                     let worker = PartitionWorker {
@@ -346,11 +356,16 @@ impl<DB: Backend> Service<DB> {
 
 /// Forgets inbox ids older than a week, hourly: by then every cursor is past them and
 /// every subscription has given up redelivering them.
-async fn prune_inbox<DB: Backend>(handle: Handle<DB>, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn prune_inbox<DB: Backend>(
+    handle: Handle<DB>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     const AGE: Duration = Duration::from_secs(7 * 24 * 3600);
     loop {
         if let Err(e) = DB::inbox_prune(handle.db(), AGE).await {
-            handle.log().line(format_args!("inbox: pruning old ids failed: {e}"));
+            handle
+                .log()
+                .line(format_args!("inbox: pruning old ids failed: {e}"));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -38,7 +38,11 @@ struct PublishThenHang(Platform);
 
 #[async_trait::async_trait]
 impl Publisher for PublishThenHang {
-    async fn publish(&self, topic: &str, events: Vec<CloudEvent>) -> switchyard_sdk::Result<Vec<Placed>> {
+    async fn publish(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+    ) -> switchyard_sdk::Result<Vec<Placed>> {
         let n = events.len();
         Publisher::publish(&self.0, topic, events).await?;
         println!("published {n}");
@@ -72,7 +76,12 @@ async fn commit_forever(outbox: &Outbox<Sqlite>, cycle: &str) {
             .await
             .expect("insert");
         outbox
-            .add_as(&mut tx, id.clone(), &lineage, &ThingMade { thing: id.clone() })
+            .add_as(
+                &mut tx,
+                id.clone(),
+                &lineage,
+                &ThingMade { thing: id.clone() },
+            )
             .await
             .expect("outbox");
         outbox.commit(tx).await.expect("commit");
@@ -215,7 +224,10 @@ async fn every_committed_event_is_published_exactly_once() {
     let status = c.child.wait().await.expect("wait");
     assert!(status.success(), "{status}");
 
-    assert_eq!(count(dir, "SELECT count(*) FROM switchyard_outbox").await, 0);
+    assert_eq!(
+        count(dir, "SELECT count(*) FROM switchyard_outbox").await,
+        0
+    );
     let rows = things(dir).await;
     assert!(
         committed.is_subset(&rows),
@@ -248,7 +260,11 @@ async fn every_committed_event_is_published_exactly_once() {
         published, rows,
         "every committed row's event is in the journal, and nothing else"
     );
-    assert!(rows.len() > committed.len() / 2 && rows.len() >= 40, "{}", rows.len());
+    assert!(
+        rows.len() > committed.len() / 2 && rows.len() >= 40,
+        "{}",
+        rows.len()
+    );
     journal.close().await.expect("close");
 }
 

@@ -65,14 +65,12 @@ async fn on_placed(ctx: Context<Sqlite>, ev: Placed) -> Result<(), HandlerError>
 }
 
 fn service() -> Service<Sqlite> {
-    Service::new("tally")
-        .on(on_placed)
-        .retry(RetryPolicy {
-            initial_backoff: Duration::from_millis(60),
-            max_backoff: Duration::from_millis(200),
-            multiplier: 2.0,
-            max_attempts: 5,
-        })
+    Service::new("tally").on(on_placed).retry(RetryPolicy {
+        initial_backoff: Duration::from_millis(60),
+        max_backoff: Duration::from_millis(200),
+        multiplier: 2.0,
+        max_attempts: 5,
+    })
 }
 
 async fn seen(url: &str) -> Vec<(i64, String, i64)> {
@@ -121,8 +119,20 @@ async fn pulled_events_run_once_in_key_order() {
             });
         }
     }
-    events.insert(4, Placed { order: "poison".into(), n: 1 });
-    events.insert(7, Placed { order: "panic-once".into(), n: 1 });
+    events.insert(
+        4,
+        Placed {
+            order: "poison".into(),
+            n: 1,
+        },
+    );
+    events.insert(
+        7,
+        Placed {
+            order: "panic-once".into(),
+            n: 1,
+        },
+    );
     let mut ids = BTreeMap::new();
     for e in &events {
         let ce = Outgoing::of(e)
@@ -193,7 +203,10 @@ async fn pulled_events_run_once_in_key_order() {
     }
 
     // Restart, and replay from the start: nothing runs twice; a new event runs once.
-    assert_eq!(run.stop(Duration::from_secs(5)).await, switchyard_sdk::Exit::Stopped);
+    assert_eq!(
+        run.stop(Duration::from_secs(5)).await,
+        switchyard_sdk::Exit::Stopped
+    );
     let pool = Sqlite::connect(&url).await.expect("db");
     sqlx::query("UPDATE switchyard_cursors SET next_offset = 0")
         .execute(&pool)
@@ -203,9 +216,12 @@ async fn pulled_events_run_once_in_key_order() {
     let run = host
         .start("tally", common::launch(&platform, port, &url))
         .expect("start again");
-    let ce = Outgoing::of(&Placed { order: "a".into(), n: 6 })
-        .and_then(|o| o.stamp(new_id(), "/test", &lineage))
-        .expect("event");
+    let ce = Outgoing::of(&Placed {
+        order: "a".into(),
+        n: 6,
+    })
+    .and_then(|o| o.stamp(new_id(), "/test", &lineage))
+    .expect("event");
     platform
         .publish("orders.v1", vec![ce], None)
         .await
@@ -221,7 +237,10 @@ async fn pulled_events_run_once_in_key_order() {
     let rows = seen(&url).await;
     assert_eq!(rows.len(), expected + 1, "{rows:?}");
     assert_eq!(rows.last().map(|r| (r.1.as_str(), r.2)), Some(("a", 6)));
-    assert_eq!(run.stop(Duration::from_secs(5)).await, switchyard_sdk::Exit::Stopped);
+    assert_eq!(
+        run.stop(Duration::from_secs(5)).await,
+        switchyard_sdk::Exit::Stopped
+    );
     journal.close().await.expect("close");
 }
 

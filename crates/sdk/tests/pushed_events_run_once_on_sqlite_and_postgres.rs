@@ -84,8 +84,16 @@ macro_rules! keeper {
     };
 }
 
-keeper!(on_sqlite, switchyard_sdk::sqlx::Sqlite, "INSERT INTO things (thing, n) VALUES (?, ?)");
-keeper!(on_postgres, switchyard_sdk::sqlx::Postgres, "INSERT INTO things (thing, n) VALUES ($1, $2)");
+keeper!(
+    on_sqlite,
+    switchyard_sdk::sqlx::Sqlite,
+    "INSERT INTO things (thing, n) VALUES (?, ?)"
+);
+keeper!(
+    on_postgres,
+    switchyard_sdk::sqlx::Postgres,
+    "INSERT INTO things (thing, n) VALUES ($1, $2)"
+);
 
 fn binary(id: &str, ty: &str, data: &Value) -> reqwest::RequestBuilder {
     reqwest::Client::new()
@@ -100,7 +108,9 @@ fn binary(id: &str, ty: &str, data: &Value) -> reqwest::RequestBuilder {
 
 async fn push(port: u16, build: reqwest::RequestBuilder) -> (u16, Value, Option<String>) {
     let mut req = build.build().expect("request");
-    *req.url_mut() = format!("http://127.0.0.1:{port}/events").parse().expect("url");
+    *req.url_mut() = format!("http://127.0.0.1:{port}/events")
+        .parse()
+        .expect("url");
     let resp = reqwest::Client::new().execute(req).await.expect("push");
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -173,20 +183,40 @@ async fn scenario<DB: Backend>(
     assert_eq!((s, b["pointer"].as_str()), (400, Some("/1/id")), "{b}");
     let (s, b, _) = push(port, binary("e-3", "thing.made", &json!({"thing": 7}))).await;
     assert_eq!((s, b["code"].as_str()), (400, Some("rejected")), "{b}");
-    assert!(b["detail"].as_str().is_some_and(|d| d.contains("data")), "{b}");
+    assert!(
+        b["detail"].as_str().is_some_and(|d| d.contains("data")),
+        "{b}"
+    );
     let (s, b, _) = push(port, binary("e-4", "other.type", &data)).await;
-    assert_eq!((s, b["code"].as_str()), (400, Some("unhandled-type")), "{b}");
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (400, Some("unhandled-type")),
+        "{b}"
+    );
 
     // Refusals and failures leave nothing behind.
-    let (s, _, _) = push(port, binary("e-13", "thing.made", &json!({"thing": "t", "n": 13}))).await;
+    let (s, _, _) = push(
+        port,
+        binary("e-13", "thing.made", &json!({"thing": "t", "n": 13})),
+    )
+    .await;
     assert_eq!(s, 400);
-    let (s, _, after) =
-        push(port, binary("e-99", "thing.made", &json!({"thing": "t", "n": 99}))).await;
+    let (s, _, after) = push(
+        port,
+        binary("e-99", "thing.made", &json!({"thing": "t", "n": 99})),
+    )
+    .await;
     assert_eq!((s, after.as_deref()), (503, Some("2")));
     for _ in 0..2 {
-        let (s, b, _) =
-            push(port, binary("e-500", "thing.made", &json!({"thing": "t", "n": 500}))).await;
-        assert_eq!(s, 500, "runs again each time: the inbox did not keep it: {b}");
+        let (s, b, _) = push(
+            port,
+            binary("e-500", "thing.made", &json!({"thing": "t", "n": 500})),
+        )
+        .await;
+        assert_eq!(
+            s, 500,
+            "runs again each time: the inbox did not keep it: {b}"
+        );
     }
     assert_eq!(count().await, 1, "rolled back");
 
@@ -212,10 +242,16 @@ async fn scenario<DB: Backend>(
             .expect("event")
         })
         .collect();
-    client.publish("things.v1", &events, None).await.expect("publish");
+    client
+        .publish("things.v1", &events, None)
+        .await
+        .expect("publish");
     assert!(common::eventually(Duration::from_secs(20), || async { count().await == 6 }).await);
     let seek = reqwest::Client::new()
-        .post(format!("{}/v1/subscriptions/keeper.things.v1/seek", server.url))
+        .post(format!(
+            "{}/v1/subscriptions/keeper.things.v1/seek",
+            server.url
+        ))
         .json(&json!({"topic": "things.v1", "to": "earliest"}))
         .send()
         .await
@@ -244,7 +280,10 @@ async fn scenario<DB: Backend>(
         })
         .await
     );
-    let notes = client.read("notes.v1", None, "earliest", 100).await.expect("read");
+    let notes = client
+        .read("notes.v1", None, "earliest", 100)
+        .await
+        .expect("read");
     assert!(notes.events.iter().all(|e| e.source() == "/keeper"));
     run.stop(Duration::from_secs(5)).await;
     server.stop().await;

@@ -169,7 +169,10 @@ impl PgDatabase {
         };
         let name = format!(
             "sdk_test_{}_{}_{:08x}",
-            test.chars().filter(char::is_ascii_alphanumeric).take(20).collect::<String>(),
+            test.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(20)
+                .collect::<String>(),
             std::process::id(),
             rand::random::<u32>()
         );
