@@ -196,6 +196,7 @@ impl Loader {
             name: folder_name,
             services_dir: self.root.join("services"),
             server: None,
+            host: None,
             topics: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -272,6 +273,28 @@ impl Loader {
             .root
             .join(file.system.services_dir.as_deref().unwrap_or("services"));
         system.server = file.server;
+        if let Some(h) = file.host {
+            let manifest: PathBuf = self
+                .root
+                .join(&h.path)
+                .join("Cargo.toml")
+                .components()
+                .collect();
+            if !manifest.is_file() {
+                r.error(
+                    Code::InvalidPath,
+                    &root.key("host").key("path"),
+                    format!(
+                        "host path {:?} holds no Cargo.toml (it is relative to the system directory)",
+                        h.path
+                    ),
+                );
+            }
+            system.host = Some(crate::model::Host {
+                package: h.package,
+                manifest,
+            });
+        }
 
         for (name, extras) in file.topics {
             let path = root.key("topics").key(&name);
@@ -560,7 +583,30 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
             ),
         );
     }
-    let argv = match shell_words::split(&file.run) {
+    let run_line = match (&file.run, file.in_process) {
+        (Some(run), false) => run.clone(),
+        (None, true) => "in-process".to_string(),
+        (Some(_), true) => {
+            r.error(
+                Code::InvalidRun,
+                &root.key("run"),
+                "an in-process service has no `run`: it runs inside the host (drop one of \
+                 `run` and `in-process`)",
+            );
+            String::new()
+        }
+        (None, false) => {
+            r.error(
+                Code::MissingKey,
+                &root,
+                "missing key `run` (the command that starts the service), or \
+                 `in-process = true` for a Rust service of the system's [host]",
+            );
+            String::new()
+        }
+    };
+    let argv = match shell_words::split(&run_line) {
+        _ if file.in_process || file.run.is_none() => Vec::new(),
         Err(e) => {
             r.error(
                 Code::InvalidRun,
@@ -769,7 +815,8 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
         name: cx.folder.to_string(),
         dir: cx.dir.clone(),
         manifest: cx.manifest.clone(),
-        run_line: file.run,
+        run_line,
+        in_process: file.in_process,
         argv,
         workdir,
         port: file.port,

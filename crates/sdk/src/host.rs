@@ -105,7 +105,7 @@ impl Running {
     }
 
     /// Asks the run to stop and waits up to `grace` for it, then cuts it off.
-    pub async fn stop(mut self, grace: Duration) -> Exit {
+    pub async fn stop(&mut self, grace: Duration) -> Exit {
         let _ = self.stop.send(true);
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(e) => e,

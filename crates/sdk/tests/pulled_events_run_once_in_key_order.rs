@@ -147,7 +147,7 @@ async fn pulled_events_run_once_in_key_order() {
 
     let host = Host::new().service(service());
     let port = common::free_port();
-    let run = host
+    let mut run = host
         .start("tally", common::launch(&platform, port, &url))
         .expect("start");
     let expected = 16; // a, b, bad-key x5 and panic-once; poison is parked
@@ -213,7 +213,7 @@ async fn pulled_events_run_once_in_key_order() {
         .await
         .expect("rewind");
     pool.close().await;
-    let run = host
+    let mut run = host
         .start("tally", common::launch(&platform, port, &url))
         .expect("start again");
     let ce = Outgoing::of(&Placed {

@@ -141,7 +141,7 @@ async fn scenario<DB: Backend>(
     let mut launch = common::launch(&platform, port, db_url);
     launch.consume = Consume::Push;
     let host = Host::new().service(service);
-    let run = host.start("keeper", launch).expect("start");
+    let mut run = host.start("keeper", launch).expect("start");
     assert!(
         common::eventually(Duration::from_secs(10), || async {
             reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
