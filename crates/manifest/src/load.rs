@@ -1218,6 +1218,73 @@ on-failure = "fail"
     }
 
     #[test]
+    fn in_process_services_need_a_host_and_no_run() {
+        let d = Dir::new(&[
+            ("switchyard.toml", "[system]\nname = \"s\"\n"),
+            (
+                "services/a/service.toml",
+                "name = \"a\"\nin-process = true\n",
+            ),
+            (
+                "services/b/service.toml",
+                "name = \"b\"\nrun = \"sh\"\nin-process = true\n",
+            ),
+            ("services/c/service.toml", "name = \"c\"\n"),
+        ]);
+        let l = d.load();
+        let mut got = codes(&l);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (
+                    "services/a/service.toml",
+                    Code::MissingKey,
+                    Some(2),
+                    "in-process"
+                ),
+                (
+                    "services/b/service.toml",
+                    Code::MissingKey,
+                    Some(3),
+                    "in-process"
+                ),
+                ("services/b/service.toml", Code::InvalidRun, Some(2), "run"),
+                ("services/c/service.toml", Code::MissingKey, Some(1), ""),
+            ]
+        );
+        let a = &l.system.services["a"];
+        assert!(a.in_process && a.argv.is_empty());
+
+        // With a [host] whose folder has a Cargo.toml, in-process is fine.
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n[host]\npackage = \"s-host\"\npath = \"host\"\n",
+            ),
+            ("host/Cargo.toml", "[package]\nname = \"s-host\"\n"),
+            (
+                "services/a/service.toml",
+                "name = \"a\"\nin-process = true\n",
+            ),
+        ]);
+        let l = d.load();
+        assert!(l.diagnostics.is_empty(), "{:#?}", l.diagnostics);
+        let host = l.system.host.as_ref().expect("host");
+        assert_eq!(host.package, "s-host");
+        assert!(host.manifest.ends_with("host/Cargo.toml"));
+        // A [host] path without a Cargo.toml is named.
+        let d = Dir::new(&[(
+            "switchyard.toml",
+            "[system]\nname = \"s\"\n[host]\npackage = \"x\"\npath = \"nowhere\"\n",
+        )]);
+        assert_eq!(
+            codes(&d.load()),
+            [("switchyard.toml", Code::InvalidPath, Some(5), "host.path")]
+        );
+    }
+
+    #[test]
     fn topics_may_be_written_inline() {
         let d = Dir::new(&[(
             "switchyard.toml",

@@ -52,8 +52,12 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
     /// `sqlite` or `postgres`.
     const NAME: &'static str;
 
-    /// A pool for `url` (`sqlite://PATH`, `postgres://...`).
-    fn connect(url: &str) -> impl Future<Output = Result<Pool<Self>>> + Send;
+    /// A pool for `url` (`sqlite://PATH`, `postgres://...`). `durable`: every commit is on
+    /// disk before it returns (SQLite `synchronous=FULL`); otherwise (SQLite `NORMAL`, in WAL
+    /// mode) a commit survives the process being killed but the last ones may roll back on a
+    /// power loss, all together (state, inbox, outbox, cursor), which a pulling service reads
+    /// again from its cursor. PostgreSQL commits as the server is configured.
+    fn connect(url: &str, durable: bool) -> impl Future<Output = Result<Pool<Self>>> + Send;
 
     /// Creates the SDK's tables if they are missing (safe to run from many processes).
     fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<()>> + Send;
@@ -175,17 +179,26 @@ CREATE TABLE IF NOT EXISTS switchyard_parked (
 impl Backend for sqlx::Sqlite {
     const NAME: &'static str = "sqlite";
 
-    async fn connect(url: &str) -> Result<Pool<Self>> {
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    async fn connect(url: &str, durable: bool) -> Result<Pool<Self>> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::config("DATABASE_URL", format!("{url:?}: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // A commit is on disk before a handler's event is acknowledged.
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            // Small services, many of them in one process: a modest page cache each.
+            .pragma("cache_size", "-512")
+            .statement_cache_capacity(32);
         SqlitePoolOptions::new()
-            .max_connections(4)
+            // One writer at a time anyway (BEGIN IMMEDIATE); the second serves reads.
+            .max_connections(2)
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options)
@@ -400,7 +413,7 @@ CREATE TABLE IF NOT EXISTS switchyard_parked (
 impl Backend for sqlx::Postgres {
     const NAME: &'static str = "postgres";
 
-    async fn connect(url: &str) -> Result<Pool<Self>> {
+    async fn connect(url: &str, _durable: bool) -> Result<Pool<Self>> {
         use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::config("DATABASE_URL", format!("{url:?}: {e}")))?;

@@ -210,7 +210,9 @@ impl<DB: Backend> Service<DB> {
         let port: u16 = port_text
             .parse()
             .map_err(|_| Error::config("PORT", format!("{port_text:?} is not a port")))?;
-        let pool = DB::connect(url).await?;
+        // Pushed events are acknowledged after the commit: it must be on disk. Pulled ones
+        // have their cursor in the same commit: a commit lost to a power loss is read again.
+        let pool = DB::connect(url, launch.consume == Consume::Push).await?;
         let result = self.run_with(pool.clone(), port, &launch, stop).await;
         pool.close().await;
         result

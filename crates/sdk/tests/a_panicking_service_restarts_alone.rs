@@ -35,7 +35,7 @@ async fn record(ctx: Context<Sqlite>, p: Ping) -> Result<(), HandlerError> {
 }
 
 async fn pings(url: &str) -> i64 {
-    let pool = Sqlite::connect(url).await.expect("db");
+    let pool = Sqlite::connect(url, true).await.expect("db");
     let n = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM pings")
         .fetch_one(&pool)
         .await

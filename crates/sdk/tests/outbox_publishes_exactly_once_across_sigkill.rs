@@ -53,7 +53,7 @@ impl Publisher for PublishThenHang {
 async fn child_setup(dir: &Path) -> (Platform, Outbox<Sqlite>) {
     let journal = common::open_journal(&dir.join("journal"));
     let platform = Platform::Journal(Arc::new(journal));
-    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"))
+    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"), true)
         .await
         .expect("database");
     Sqlite::migrate(&pool).await.expect("sdk tables");
@@ -269,7 +269,7 @@ async fn every_committed_event_is_published_exactly_once() {
 }
 
 async fn count(dir: &Path, sql: &str) -> i64 {
-    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"))
+    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"), true)
         .await
         .expect("db");
     let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.expect("count");
@@ -278,7 +278,7 @@ async fn count(dir: &Path, sql: &str) -> i64 {
 }
 
 async fn things(dir: &Path) -> BTreeSet<String> {
-    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"))
+    let pool = Sqlite::connect(&common::sqlite_url(dir, "service"), true)
         .await
         .expect("db");
     let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM things")

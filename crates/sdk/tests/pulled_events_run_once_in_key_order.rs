@@ -74,7 +74,7 @@ fn service() -> Service<Sqlite> {
 }
 
 async fn seen(url: &str) -> Vec<(i64, String, i64)> {
-    let pool = Sqlite::connect(url).await.expect("db");
+    let pool = Sqlite::connect(url, true).await.expect("db");
     let rows = sqlx::query_as("SELECT seq, order_id, n FROM seen ORDER BY seq")
         .fetch_all(&pool)
         .await
@@ -92,7 +92,7 @@ async fn pulled_events_run_once_in_key_order() {
     let platform = Platform::Journal(Arc::new(journal.clone()));
     let url = common::sqlite_url(tmp.path(), "tally");
     {
-        let pool = Sqlite::connect(&url).await.expect("db");
+        let pool = Sqlite::connect(&url, true).await.expect("db");
         sqlx::query(
             "CREATE TABLE seen (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT, n INTEGER)",
         )
@@ -171,7 +171,7 @@ async fn pulled_events_run_once_in_key_order() {
     assert!(last_a < first_bad, "a did not wait for bad-key: {rows:?}");
     assert_eq!(BAD_KEY_FAILURES.load(Ordering::SeqCst), 2 + 5);
 
-    let pool = Sqlite::connect(&url).await.expect("db");
+    let pool = Sqlite::connect(&url, true).await.expect("db");
     let parked: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT event_id, error, attempts FROM switchyard_parked")
             .fetch_all(&pool)
@@ -207,7 +207,7 @@ async fn pulled_events_run_once_in_key_order() {
         run.stop(Duration::from_secs(5)).await,
         switchyard_sdk::Exit::Stopped
     );
-    let pool = Sqlite::connect(&url).await.expect("db");
+    let pool = Sqlite::connect(&url, true).await.expect("db");
     sqlx::query("UPDATE switchyard_cursors SET next_offset = 0")
         .execute(&pool)
         .await

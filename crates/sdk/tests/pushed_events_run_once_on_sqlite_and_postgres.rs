@@ -62,7 +62,7 @@ macro_rules! keeper {
 
             pub fn rows(url: String) -> BoxFuture<'static, i64> {
                 Box::pin(async move {
-                    let pool = <$db as Backend>::connect(&url).await.expect("db");
+                    let pool = <$db as Backend>::connect(&url, true).await.expect("db");
                     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM things")
                         .fetch_one(&pool)
                         .await
@@ -73,7 +73,7 @@ macro_rules! keeper {
             }
 
             pub async fn create_table(url: &str) {
-                let pool = <$db as Backend>::connect(url).await.expect("db");
+                let pool = <$db as Backend>::connect(url, true).await.expect("db");
                 sqlx::query("CREATE TABLE things (thing TEXT NOT NULL, n BIGINT NOT NULL)")
                     .execute(&pool)
                     .await
