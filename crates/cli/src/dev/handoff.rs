@@ -36,6 +36,12 @@ pub fn hand_over(system: &System, in_process: &[String]) -> anyhow::Result<u8> {
         );
     }
     let started = Instant::now();
+    // The first build compiles the host (a while); later ones are a no-op.
+    eprintln!(
+        "switchyard dev: building the host {} (cargo build {})",
+        host.package,
+        host.manifest.display()
+    );
     let exe = build(host)?;
     eprintln!(
         "switchyard dev: {} in process: running the system from {} (cargo build: {} ms)",
