@@ -528,20 +528,10 @@ pub fn launches(
         .collect()
 }
 
-/// `payments-eu` → `PAYMENTS_EU_URL`.
+/// `payments-eu` → `PAYMENTS_EU_URL` (the SDK's host names settings the same way).
 pub fn env_name(service: &str, suffix: &str) -> String {
-    let mut n: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    n.push_str(suffix);
-    n
+    let prefix = switchyard_sdk::env_prefix(service);
+    format!("{}{suffix}", prefix.trim_end_matches('_'))
 }
 
 /// A fresh W3C trace context: the root of the service's start-up trace.
