@@ -1,5 +1,5 @@
 //! `switchyard-bench`: Switchyard's benchmarks, measured side by side with peers in the same
-//! run. Each suite is a subcommand (`journal`, `bus`; `sdk`, ... as those crates land)
+//! run. Each suite is a subcommand (`journal`, `bus`, `dev`, `sdk`)
 //! built from the shared pieces: the closed-loop [`load`] driver, the [`report`] table / JSON
 //! lines, and peer servers (`switchyard_journal::nats_server`).
 
@@ -12,6 +12,7 @@ mod journal;
 mod load;
 mod report;
 mod run;
+mod sdk;
 
 use clap::{Parser, Subcommand};
 
@@ -68,10 +69,19 @@ enum Suite {
     /// vendor directly (p50, p99, message store on), and vendor B's throughput while
     /// vendor A is down compared with while A is up.
     Connect(connect::Args),
+    /// The Rust SDK: peak resident memory of one process hosting 15 example-sized services
+    /// on the embedded journal, and in-process publish-to-handler latency (p50, p99).
+    Sdk(sdk::Args),
+    /// The process `sdk` measures (hosts the services and prints its memory).
+    #[command(hide = true)]
+    SdkHost(sdk::HostArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory();
+    // The SDK host child is measured as a service host runs: freed memory goes back.
+    if std::env::args().nth(1).as_deref() != Some("sdk-host") {
+        keep_freed_memory();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +100,8 @@ fn main() -> std::process::ExitCode {
                 Suite::Bus(args) => bus::run(args).await,
                 Suite::Dev(args) => dev::run(args).await,
                 Suite::Connect(args) => connect::run(args).await,
+                Suite::Sdk(args) => sdk::run(args).await,
+                Suite::SdkHost(args) => sdk::host_child(args).await,
             }
         };
         // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.

@@ -388,16 +388,5 @@ fn note(line: std::fmt::Arguments<'_>) {
 
 /// SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    switchyard_sdk::shutdown_signal().await;
 }

@@ -139,7 +139,7 @@ mod rules;
 pub use diagnostic::{Code, Diagnostic, Severity};
 pub use load::{Error, Loaded, Result, SERVICE_MANIFEST, SYSTEM_MANIFEST};
 pub use model::{
-    Database, DatabaseKind, DeliveryRetry, Dependency, Edge, Endpoint, EventType, Health,
+    Database, DatabaseKind, DeliveryRetry, Dependency, Edge, Endpoint, EventType, Health, Host,
     INJECTED_ENV, Publish, Service, Subscription, System, Topic,
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};

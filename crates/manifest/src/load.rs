@@ -196,6 +196,7 @@ impl Loader {
             name: folder_name,
             services_dir: self.root.join("services"),
             server: None,
+            host: None,
             topics: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -272,6 +273,28 @@ impl Loader {
             .root
             .join(file.system.services_dir.as_deref().unwrap_or("services"));
         system.server = file.server;
+        if let Some(h) = file.host {
+            let manifest: PathBuf = self
+                .root
+                .join(&h.path)
+                .join("Cargo.toml")
+                .components()
+                .collect();
+            if !manifest.is_file() {
+                r.error(
+                    Code::InvalidPath,
+                    &root.key("host").key("path"),
+                    format!(
+                        "host path {:?} holds no Cargo.toml (it is relative to the system directory)",
+                        h.path
+                    ),
+                );
+            }
+            system.host = Some(crate::model::Host {
+                package: h.package,
+                manifest,
+            });
+        }
 
         for (name, extras) in file.topics {
             let path = root.key("topics").key(&name);
@@ -560,7 +583,30 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
             ),
         );
     }
-    let argv = match shell_words::split(&file.run) {
+    let run_line = match (&file.run, file.in_process) {
+        (Some(run), false) => run.clone(),
+        (None, true) => "in-process".to_string(),
+        (Some(_), true) => {
+            r.error(
+                Code::InvalidRun,
+                &root.key("run"),
+                "an in-process service has no `run`: it runs inside the host (drop one of \
+                 `run` and `in-process`)",
+            );
+            String::new()
+        }
+        (None, false) => {
+            r.error(
+                Code::MissingKey,
+                &root,
+                "missing key `run` (the command that starts the service), or \
+                 `in-process = true` for a Rust service of the system's [host]",
+            );
+            String::new()
+        }
+    };
+    let argv = match shell_words::split(&run_line) {
+        _ if file.in_process || file.run.is_none() => Vec::new(),
         Err(e) => {
             r.error(
                 Code::InvalidRun,
@@ -769,7 +815,8 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
         name: cx.folder.to_string(),
         dir: cx.dir.clone(),
         manifest: cx.manifest.clone(),
-        run_line: file.run,
+        run_line,
+        in_process: file.in_process,
         argv,
         workdir,
         port: file.port,
@@ -1167,6 +1214,73 @@ on-failure = "fail"
                     "topics.\"c.v1\".durability"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn in_process_services_need_a_host_and_no_run() {
+        let d = Dir::new(&[
+            ("switchyard.toml", "[system]\nname = \"s\"\n"),
+            (
+                "services/a/service.toml",
+                "name = \"a\"\nin-process = true\n",
+            ),
+            (
+                "services/b/service.toml",
+                "name = \"b\"\nrun = \"sh\"\nin-process = true\n",
+            ),
+            ("services/c/service.toml", "name = \"c\"\n"),
+        ]);
+        let l = d.load();
+        let mut got = codes(&l);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (
+                    "services/a/service.toml",
+                    Code::MissingKey,
+                    Some(2),
+                    "in-process"
+                ),
+                (
+                    "services/b/service.toml",
+                    Code::MissingKey,
+                    Some(3),
+                    "in-process"
+                ),
+                ("services/b/service.toml", Code::InvalidRun, Some(2), "run"),
+                ("services/c/service.toml", Code::MissingKey, Some(1), ""),
+            ]
+        );
+        let a = &l.system.services["a"];
+        assert!(a.in_process && a.argv.is_empty());
+
+        // With a [host] whose folder has a Cargo.toml, in-process is fine.
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n[host]\npackage = \"s-host\"\npath = \"host\"\n",
+            ),
+            ("host/Cargo.toml", "[package]\nname = \"s-host\"\n"),
+            (
+                "services/a/service.toml",
+                "name = \"a\"\nin-process = true\n",
+            ),
+        ]);
+        let l = d.load();
+        assert!(l.diagnostics.is_empty(), "{:#?}", l.diagnostics);
+        let host = l.system.host.as_ref().expect("host");
+        assert_eq!(host.package, "s-host");
+        assert!(host.manifest.ends_with("host/Cargo.toml"));
+        // A [host] path without a Cargo.toml is named.
+        let d = Dir::new(&[(
+            "switchyard.toml",
+            "[system]\nname = \"s\"\n[host]\npackage = \"x\"\npath = \"nowhere\"\n",
+        )]);
+        assert_eq!(
+            codes(&d.load()),
+            [("switchyard.toml", Code::InvalidPath, Some(5), "host.path")]
         );
     }
 

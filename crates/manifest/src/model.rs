@@ -19,11 +19,23 @@ pub struct System {
     pub services_dir: PathBuf,
     /// The `[server]` table as written: `switchyard serve` reads it (strictly).
     pub server: Option<toml::Table>,
+    /// `[host]`: where the binary of the `in-process` services is built from.
+    pub host: Option<Host>,
     pub topics: BTreeMap<TopicName, Topic>,
     /// `[subscriptions."<name>"]`: push subscriptions to endpoints outside the system.
     pub subscriptions: BTreeMap<String, Subscription>,
     /// By name (the name of the service's folder).
     pub services: BTreeMap<String, Service>,
+}
+
+/// `[host]`: a cargo package whose binary is `switchyard` with the system's in-process
+/// services linked in (`switchyard::main_with`); `switchyard dev` builds it and runs the
+/// system from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub package: String,
+    /// Its Cargo.toml, absolute.
+    pub manifest: PathBuf,
 }
 
 /// `[topics."<name>"]`.
@@ -56,8 +68,11 @@ pub struct Service {
     pub dir: PathBuf,
     /// Its service.toml, relative to the system directory (as diagnostics name it).
     pub manifest: String,
-    /// `run` as written.
+    /// `run` as written (`in-process` for an in-process service).
     pub run_line: String,
+    /// `in-process = true`: a Rust service hosted in the platform's process (see
+    /// [`Host`]); it has no `run` and no process of its own.
+    pub in_process: bool,
     /// `run` split like a shell would (quotes, backslashes), to be run without a shell. A
     /// program written as a path (`./serve.sh`, `bin/app`) is made absolute against
     /// `workdir`; a bare name (`python3`) is left for the `PATH` lookup.
@@ -283,6 +298,7 @@ mod tests {
             dir: PathBuf::from(name),
             manifest: format!("services/{name}/service.toml"),
             run_line: "true".into(),
+            in_process: false,
             argv: vec!["true".into()],
             workdir: PathBuf::from(name),
             port: None,
@@ -312,6 +328,7 @@ mod tests {
             name: "t".into(),
             services_dir: PathBuf::from("services"),
             server: None,
+            host: None,
             topics: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),

@@ -47,6 +47,7 @@ pub(crate) struct SystemFile {
     #[serde(default, rename = "adapters")]
     _adapters: Option<serde::de::IgnoredAny>,
     pub(crate) system: SystemSection,
+    pub(crate) host: Option<HostSection>,
     #[serde(default)]
     pub(crate) topics: BTreeMap<String, TopicExtras>,
     #[serde(default)]
@@ -58,6 +59,15 @@ pub(crate) struct SystemFile {
 pub(crate) struct SystemSection {
     pub(crate) name: String,
     pub(crate) services_dir: Option<String>,
+}
+
+/// `[host]`: the cargo package whose binary hosts the services marked `in-process`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct HostSection {
+    pub(crate) package: String,
+    /// The package's folder (its Cargo.toml), relative to the system directory.
+    pub(crate) path: String,
 }
 
 /// The keys of a `[topics."<name>"]` table that are not `TopicConfig`'s. The table minus
@@ -112,7 +122,9 @@ pub(crate) struct RetrySection {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) struct ServiceFile {
     pub(crate) name: String,
-    pub(crate) run: String,
+    pub(crate) run: Option<String>,
+    #[serde(default)]
+    pub(crate) in_process: bool,
     pub(crate) workdir: Option<String>,
     pub(crate) port: Option<u16>,
     #[serde(default)]

@@ -51,7 +51,27 @@ pub(crate) fn check(sys: &System, cx: &Context<'_>) -> Vec<Diagnostic> {
     sync_cycles(sys, cx, &mut out);
     ports(sys, cx, &mut out);
     subscription_names(&sites, &mut out);
+    if cx.system_parsed {
+        in_process_host(sys, cx, &mut out);
+    }
     out
+}
+
+/// An `in-process` service needs the `[host]` whose binary links it in.
+fn in_process_host(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic>) {
+    if sys.host.is_some() {
+        return;
+    }
+    for s in sys.services.values().filter(|s| s.in_process) {
+        if let Some(src) = cx.sources.get(&s.manifest) {
+            out.push(src.error(
+                Code::MissingKey,
+                &KeyPath::root().key("in-process"),
+                "an in-process service needs [host] in switchyard.toml: `package` and `path` \
+                 of the cargo package whose binary links it in",
+            ));
+        }
+    }
 }
 
 fn sites<'a>(sys: &'a System, cx: &Context<'a>) -> Vec<Site<'a>> {

@@ -8,6 +8,7 @@
 //! up throughout (requests meanwhile get 503).
 
 mod client;
+mod handoff;
 mod services;
 mod state;
 
@@ -86,9 +87,11 @@ struct Control {
     url: String,
     /// The system directory (its switchyard.toml declares the adapters).
     dir: PathBuf,
+    /// The services linked into this binary (a host binary), for the in-process ones.
+    hosted: Option<Arc<switchyard_sdk::Host>>,
 }
 
-pub async fn run(args: DevArgs) -> Result<u8, Exit> {
+pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
     let started = Instant::now();
     let dir = args.dir.clone();
     let loaded = switchyard_manifest::load(&dir)
@@ -117,6 +120,30 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
                     .join(", ")
             )
             .into());
+        }
+    }
+    // In-process services run in this process, on its journal: only a host binary that
+    // links them in can run them (the plain binary hands over to one).
+    let in_process: Vec<String> = system
+        .services
+        .values()
+        .filter(|s| s.in_process && (args.only.is_empty() || args.only.contains(&s.name)))
+        .map(|s| s.name.clone())
+        .collect();
+    if !in_process.is_empty() {
+        match &hosted {
+            None => return Ok(handoff::hand_over(&system, &in_process)?),
+            Some(h) => {
+                let missing: Vec<&String> = in_process.iter().filter(|n| !h.contains(n)).collect();
+                if !missing.is_empty() {
+                    return Err(anyhow!(
+                        "services {missing:?} are in-process, but this host binary does not link \
+                         them in (it hosts: {})",
+                        h.names().join(", ")
+                    )
+                    .into());
+                }
+            }
         }
     }
     // Absolute: services run in their own folders and get paths into it.
@@ -162,6 +189,7 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
                     state: if chosen { "waiting" } else { "not-started" },
                     port,
                     url: format!("http://127.0.0.1:{port}"),
+                    in_process: s.in_process,
                     pid: None,
                     restarts: 0,
                     last_exit: None,
@@ -180,6 +208,7 @@ pub async fn run(args: DevArgs) -> Result<u8, Exit> {
         postgres: postgres.clone(),
         url: url.clone(),
         dir: dir.clone(),
+        hosted,
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -345,7 +374,15 @@ impl Up {
             platform.close().await?;
             return Err(e);
         }
-        let launches = services::launches(system, only, ports, &control.url, &databases);
+        let mut launches = services::launches(system, only, ports, &control.url, &databases);
+        if let Some(host) = &control.hosted {
+            for l in launches.iter_mut().filter(|l| l.service.in_process) {
+                l.hosted = Some(services::Hosted {
+                    host: host.clone(),
+                    journal: platform.journal(),
+                });
+            }
+        }
         let (services, outcome) =
             Services::start(launches, control.board.clone(), args.grace, colour).await;
         let up = Up {
@@ -407,6 +444,14 @@ async fn register(
     for sub in system.all_subscriptions() {
         let endpoint = match &sub.endpoint {
             Endpoint::Url(u) => u.clone(),
+            Endpoint::Service { service, .. }
+                if system.services.get(service).is_some_and(|s| s.in_process) =>
+            {
+                // It reads the journal itself, with its cursors in its own database; a push
+                // subscription left from a run when it was a process would deliver twice.
+                let _ = bus.delete(&sub.name).await;
+                continue;
+            }
             Endpoint::Service { service, path } => {
                 if !chosen(service) {
                     // Not started: its events wait in the journal (a subscription kept

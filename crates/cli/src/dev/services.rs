@@ -26,6 +26,8 @@ pub struct ServiceStatus {
     pub state: &'static str,
     pub port: u16,
     pub url: String,
+    /// No pid of its own: it runs inside the runner (a host binary's `in-process` service).
+    pub in_process: bool,
     pub pid: Option<u32>,
     pub restarts: u32,
     pub last_exit: Option<String>,
@@ -46,6 +48,60 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// Services it waits for at start (healthy first).
     pub waits_for: Vec<String>,
+    /// For an in-process service: the host that runs it and the journal it uses.
+    pub hosted: Option<Hosted>,
+}
+
+/// What an in-process service runs on.
+#[derive(Clone)]
+pub struct Hosted {
+    pub host: Arc<switchyard_sdk::Host>,
+    pub journal: Arc<dyn switchyard_journal::Journal>,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("host", &self.host).finish()
+    }
+}
+
+/// A running service: a child process, or a task of this process (in-process).
+enum Proc {
+    Child(tokio::process::Child),
+    Task(switchyard_sdk::Running),
+}
+
+impl Proc {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Task(_) => None,
+        }
+    }
+
+    /// How it ended, if it did.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(describe_exit(status)),
+                _ => None,
+            },
+            Proc::Task(t) => t.is_finished().then(|| "ended".to_string()),
+        }
+    }
+
+    async fn wait(&mut self) -> String {
+        match self {
+            Proc::Child(c) => match c.wait().await {
+                Ok(s) => describe_exit(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            },
+            Proc::Task(t) => match t.wait().await {
+                switchyard_sdk::Exit::Stopped => "ended by itself".to_string(),
+                other => other.to_string(),
+            },
+        }
+    }
 }
 
 /// A failed start: which service, why, and its last lines of output.
@@ -223,8 +279,8 @@ impl Supervised {
             }
             first = false;
             // Running: wait for it to exit or for the stop.
-            let status = tokio::select! {
-                s = child.wait() => s,
+            let how = tokio::select! {
+                how = child.wait() => how,
                 _ = stopped(&mut stop) => {
                     self.terminate(&mut child).await;
                     self.set("stopped", None);
@@ -233,10 +289,6 @@ impl Supervised {
                 }
             };
             let _ = self.healthy.send(false);
-            let how = match status {
-                Ok(s) => describe_exit(s),
-                Err(e) => format!("could not be waited for: {e}"),
-            };
             // A service that stayed up a while starts over with a short backoff.
             if started.elapsed() > Duration::from_secs(60) {
                 backoff = Duration::from_millis(500);
@@ -288,7 +340,16 @@ impl Supervised {
         }
     }
 
-    fn spawn(&self, lines: &Arc<Mutex<VecDeque<String>>>) -> anyhow::Result<tokio::process::Child> {
+    fn spawn(&self, lines: &Arc<Mutex<VecDeque<String>>>) -> anyhow::Result<Proc> {
+        if let Some(h) = &self.launch.hosted {
+            let launch = switchyard_sdk::Launch {
+                platform: switchyard_sdk::Platform::Journal(h.journal.clone()),
+                env: self.launch.env.clone(),
+                log: switchyard_sdk::Log::new(self.prefix.clone()),
+                consume: switchyard_sdk::Consume::Pull,
+            };
+            return Ok(Proc::Task(h.host.start(&self.launch.service.name, launch)?));
+        }
         let s = &self.launch.service;
         let (program, args) = s
             .argv
@@ -314,10 +375,10 @@ impl Supervised {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(relay(err, self.prefix.clone(), lines.clone()));
         }
-        Ok(child)
+        Ok(Proc::Child(child))
     }
 
-    async fn probe_until_healthy(&self, child: &mut tokio::process::Child) -> Result<(), String> {
+    async fn probe_until_healthy(&self, child: &mut Proc) -> Result<(), String> {
         let s = &self.launch.service;
         let url = format!("http://127.0.0.1:{}{}", self.launch.port, s.health.path);
         let client = reqwest::Client::builder()
@@ -329,8 +390,8 @@ impl Supervised {
         let mut last;
         let mut pause = Duration::from_millis(10);
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("exited during start ({})", describe_exit(status)));
+            if let Some(how) = child.exited() {
+                return Err(format!("exited during start ({how})"));
             }
             match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
@@ -343,10 +404,10 @@ impl Supervised {
             if Instant::now() >= deadline {
                 // A service that is failing may be on its way out (a slow machine): its exit
                 // says more than the timeout.
-                if let Ok(Ok(status)) =
+                if let Ok(how) =
                     tokio::time::timeout(Duration::from_millis(500), child.wait()).await
                 {
-                    return Err(format!("exited during start ({})", describe_exit(status)));
+                    return Err(format!("exited during start ({how})"));
                 }
                 return Err(format!(
                     "not healthy within {} ({last})",
@@ -358,8 +419,16 @@ impl Supervised {
         }
     }
 
-    /// SIGTERM to the service's process group, SIGKILL after the grace period.
-    async fn terminate(&self, child: &mut tokio::process::Child) {
+    /// SIGTERM to the service's process group, SIGKILL after the grace period (an
+    /// in-process service: asked to stop, cut off after the grace period).
+    async fn terminate(&self, child: &mut Proc) {
+        let child = match child {
+            Proc::Child(c) => c,
+            Proc::Task(t) => {
+                t.stop(self.grace).await;
+                return;
+            }
+        };
         let Some(pid) = child.id() else { return };
         let group = rustix::process::Pid::from_raw(pid as i32);
         if let Some(group) = group {
@@ -465,25 +534,16 @@ pub fn launches(
                 port,
                 env,
                 waits_for,
+                hosted: None,
             }
         })
         .collect()
 }
 
-/// `payments-eu` → `PAYMENTS_EU_URL`.
+/// `payments-eu` → `PAYMENTS_EU_URL` (the SDK's host names settings the same way).
 pub fn env_name(service: &str, suffix: &str) -> String {
-    let mut n: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    n.push_str(suffix);
-    n
+    let prefix = switchyard_sdk::env_prefix(service);
+    format!("{}{suffix}", prefix.trim_end_matches('_'))
 }
 
 /// A fresh W3C trace context: the root of the service's start-up trace.

@@ -8,11 +8,4 @@ CREATE TABLE notifications (
     sent_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
 );
 
--- The events already handled (unique by CloudEvents source and id).
-CREATE TABLE processed (
-    source       TEXT NOT NULL,
-    event_id     TEXT NOT NULL,
-    event_type   TEXT NOT NULL,
-    processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
-    PRIMARY KEY (source, event_id)
-);
+-- The inbox and the cursors are switchyard-sdk's (switchyard_* tables).

@@ -9,18 +9,4 @@ CREATE TABLE payments (
     at           TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ'))
 );
 
--- The events already handled (unique by CloudEvents source and id).
-CREATE TABLE processed (
-    source       TEXT NOT NULL,
-    event_id     TEXT NOT NULL,
-    event_type   TEXT NOT NULL,
-    processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ')),
-    PRIMARY KEY (source, event_id)
-);
-
--- Events written with the state they describe, deleted once the journal has them.
-CREATE TABLE outbox (
-    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    event TEXT NOT NULL
-);
+-- The inbox, the outbox and the cursors are switchyard-sdk's (switchyard_* tables).

@@ -1,0 +1,147 @@
+//! `shop-host dev examples/shop`: the whole shop with payments and notifications running
+//! inside the platform's process on the embedded journal. An order placed with the Python
+//! orders service is reserved by the Python inventory, charged by the Rust payments and
+//! notified by the Rust notifications; the runner's status shows the two as in-process.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_goes_through_the_rust_services() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let system = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shop-host"))
+        .arg("dev")
+        .arg(&system)
+        .args(["--listen", "127.0.0.1:0", "--fresh", "--state"])
+        .arg(state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start shop-host dev");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let api = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "dev exited before ready"
+        );
+        if line.contains(" ready in ") {
+            break line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .expect("API address")
+                .trim_end_matches(',')
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    let http = reqwest::Client::new();
+    let placed: serde_json::Value = http
+        .post("http://127.0.0.1:8101/orders")
+        .json(&serde_json::json!({"customer": "ada", "items": [{"sku": "widget", "qty": 2}]}))
+        .send()
+        .await
+        .expect("POST /orders")
+        .json()
+        .await
+        .expect("json");
+    let order = placed["order"].as_str().expect("order id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o: serde_json::Value = http
+            .get(format!("http://127.0.0.1:8101/orders/{order}"))
+            .send()
+            .await
+            .expect("GET order")
+            .json()
+            .await
+            .expect("json");
+        if o["state"] == "confirmed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not confirmed: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let payments: serde_json::Value = http
+        .get("http://127.0.0.1:8103/payments")
+        .send()
+        .await
+        .expect("payments")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(payments["payments"][0]["order_id"], order.as_str());
+    assert_eq!(payments["payments"][0]["state"], "captured");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: serde_json::Value = http
+            .get("http://127.0.0.1:8104/notifications")
+            .send()
+            .await
+            .expect("notifications")
+            .json()
+            .await
+            .expect("json");
+        let sent = n["notifications"].as_array().is_some_and(|a| {
+            a.iter().any(|m| {
+                m["recipient"] == "ada"
+                    && m["message"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("is confirmed"))
+            })
+        });
+        if sent {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not notified: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status: serde_json::Value = http
+        .get(format!("{api}/v1/system/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    for s in status["services"].as_array().expect("services") {
+        let rust = s["name"] == "payments" || s["name"] == "notifications";
+        assert_eq!(s["in-process"], rust, "{s}");
+        assert_eq!(s["pid"].is_null(), rust, "{s}");
+        assert_eq!(s["state"], "healthy", "{s}");
+    }
+    let subs: serde_json::Value = http
+        .get(format!("{api}/v1/subscriptions"))
+        .send()
+        .await
+        .expect("subscriptions")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = subs["subscriptions"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("payments.") && !n.starts_with("notifications.")),
+        "in-process services read the journal themselves: {names:?}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}
