@@ -45,7 +45,11 @@ impl<DB: Backend> Handle<DB> {
         &self.0.name
     }
 
-    /// The service's database.
+    /// The service's database. On SQLite the pool has one connection (SQLite has one
+    /// writer; a single connection handed over in order is faster than a second one put to
+    /// sleep by the busy handler), so inside an event handler use the handler's transaction
+    /// (`ctx.tx()`): a query on this pool there waits until the handler is done, and fails
+    /// after 10 s.
     pub fn db(&self) -> &Pool<DB> {
         self.0.outbox.pool()
     }
