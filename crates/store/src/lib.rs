@@ -1,7 +1,7 @@
-//! The queryable state of Switchyard's subscription dispatcher: the [`Store`] trait, its
-//! embedded SQLite backend ([`sqlite::SqliteStore`]) and, behind the `test-util` feature,
-//! the [`conformance`] suite every backend runs (a PostgreSQL backend is planned and must
-//! pass the same suite).
+//! The queryable state of Switchyard's subscription dispatcher and integration gateway: the
+//! [`Store`] trait, its embedded SQLite backend ([`sqlite::SqliteStore`]), its PostgreSQL
+//! backend for several instances sharing one database ([`postgres::PostgresStore`]) and,
+//! behind the `test-util` feature, the [`conformance`] suite both run.
 //!
 //! # The model
 //!
@@ -63,6 +63,7 @@
 pub mod connect;
 mod error;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(feature = "test-util")]
