@@ -141,7 +141,10 @@ fn subscriptions_and_cursors_live_in_postgres_across_a_restart() {
             seen.0.lock().expect("lock").contains("o-4")
         })
         .await;
-        wait_until("the cursor passes it", async || cursor(&base).await == Some(4)).await;
+        wait_until("the cursor passes it", async || {
+            cursor(&base).await == Some(4)
+        })
+        .await;
     });
     stop(server);
     // What the server said is what the database holds.
@@ -166,7 +169,14 @@ fn subscriptions_and_cursors_live_in_postgres_across_a_restart() {
 #[test]
 fn bad_store_urls_name_the_flag_or_key_and_hide_the_password() {
     let s = Scratch::new();
-    let r = run(&["serve", "--data", s.data_str(), "--store", "mysql://u:s3cret@h/db"]).expect_code(2);
+    let r = run(&[
+        "serve",
+        "--data",
+        s.data_str(),
+        "--store",
+        "mysql://u:s3cret@h/db",
+    ])
+    .expect_code(2);
     assert!(
         r.stderr.contains("--store") && r.stderr.contains("neither `sqlite`"),
         "{}",
@@ -196,7 +206,8 @@ fn bad_store_urls_name_the_flag_or_key_and_hide_the_password() {
     let r = run(&["serve", "--data", s.data_str(), "--store", &nobody]).expect_code(2);
     assert!(
         r.stderr.contains("--store")
-            && r.stderr.contains(&format!("postgres://u:***@127.0.0.1:{port}/db"))
+            && r.stderr
+                .contains(&format!("postgres://u:***@127.0.0.1:{port}/db"))
             && r.stderr.to_lowercase().contains("refused"),
         "{}",
         r.stderr
