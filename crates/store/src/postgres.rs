@@ -33,6 +33,7 @@
 //! what it stores and in what it looks up by, so a vendor's body or an event key with a NUL
 //! in it is recorded rather than refused.
 
+mod leases;
 mod messages;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -41,6 +42,7 @@ use crate::connect::{
     Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
     MessageFilter, NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
 };
+use crate::lease::Lease;
 use crate::model::clip_error;
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
@@ -257,6 +259,10 @@ impl PostgresStore {
             ("attempts", "message_id, n, outcome"),
             ("replies", "id, disposition"),
             ("cases", messages::CASE_COLS),
+            (
+                "leases",
+                "name, owner, epoch, acquired_at_ms, expires_at_ms",
+            ),
         ] {
             sqlx::query(&format!("SELECT {cols} FROM {table} LIMIT 0"))
                 .fetch_all(&self.pool)
@@ -1465,6 +1471,34 @@ impl Store for PostgresStore {
 
     async fn message_counts(&self, adapter: Option<&str>) -> Result<Vec<MessageCount>> {
         messages::message_counts(self, adapter).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        leases::acquire_lease(self, name, owner, now_ms, ttl_ms).await
+    }
+
+    async fn steal_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Lease> {
+        leases::steal_lease(self, name, owner, now_ms, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<bool> {
+        leases::release_lease(self, name, owner).await
+    }
+
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
+        leases::leases(self, prefix).await
     }
 }
 

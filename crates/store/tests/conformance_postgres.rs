@@ -105,7 +105,7 @@ fn attempt() -> Attempt {
 /// invariants hold: a batch enqueued by both is inserted once; a key parked by one while
 /// the other enqueues it again is in exactly one table; one attempt of a message is
 /// recorded, the other instance's is refused; one reply settles a message, the other is
-/// late; a case counts every failure.
+/// late; one of them holds a lease both want.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_racing_on_one_database_keep_every_invariant() {
     let Some(db) = TestDatabase::create("two_instances_racing").await else {
@@ -241,6 +241,25 @@ async fn two_instances_racing_on_one_database_keep_every_invariant() {
         a.message(id).await.expect("message").0.state,
         MessageState::Delivered
     );
+
+    // A lease both instances want, fresh and then expired: one holder each time, and the
+    // epoch grows when it changes hands.
+    for (round, now) in [(1u64, 1_000i64), (2, 10_000)] {
+        let name = "sub/racing/orders.v1/0";
+        let (la, lb) = tokio::join!(
+            a.acquire_lease(name, "instance-a", now, 5_000),
+            b.acquire_lease(name, "instance-b", now, 5_000)
+        );
+        let (la, lb) = (la.expect("a"), lb.expect("b"));
+        assert!(la.is_some() ^ lb.is_some(), "round {round}: {la:?} {lb:?}");
+        let held = la.or(lb).expect("a holder");
+        if round == 1 {
+            assert_eq!(held.epoch, 1);
+        } else {
+            // The first holder renewing keeps the epoch; the other taking it adds one.
+            assert!(held.epoch == 1 || held.epoch == 2, "{held:?}");
+        }
+    }
     db.drop_it().await;
 }
 
