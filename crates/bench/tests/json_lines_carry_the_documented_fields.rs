@@ -168,3 +168,74 @@ fn the_bus_suite_runs_on_a_private_nats_journal() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--journal"));
 }
+
+/// `switchyard-bench bus --store postgres://...`: the delivery case on a PostgreSQL store (a
+/// database of its own here), which keeps nothing of the run; a bad store URL is refused
+/// naming the flag and without the password.
+#[test]
+fn the_bus_suite_delivers_on_a_postgres_store() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(switchyard_store::postgres::testing::TestDatabase::create(
+        "the_bus_suite_delivers_on_a_postgres_store",
+    )) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["bus", "--json", "--only", "switchyard", "--store", &db.url])
+        .args(["--seconds", "0.3", "--warmup", "0.05", "--repeats", "1"])
+        .args([
+            "--publishers",
+            "2",
+            "--batch",
+            "10",
+            "--durability",
+            "always",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let systems: Vec<(&str, &str)> = rows
+        .iter()
+        .filter_map(|r| Some((r["case"].as_str()?, r["system"].as_str()?)))
+        .collect();
+    assert_eq!(systems.len(), 2, "{stdout}");
+    assert!(systems[0].0.starts_with("publish-http-") && systems[0].1 == "switchyard");
+    assert_eq!(systems[1], ("publish-to-delivery", "switchyard-pg-store"));
+    assert!(
+        rows[1]["events"].as_u64().is_some_and(|v| v > 0),
+        "{stdout}"
+    );
+    // Each repeat deleted its subscription.
+    rt.block_on(async {
+        use switchyard_store::Store as _;
+        let store = switchyard_store::postgres::PostgresStore::open(&db.options(1))
+            .await
+            .unwrap();
+        assert!(store.list_subscriptions().await.unwrap().is_empty());
+        store.close().await;
+    });
+    rt.block_on(db.drop_it());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["bus", "--store", "mysql://u:s3cret@h/db"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--store") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+}

@@ -1,5 +1,6 @@
 //! `switchyard serve`: the HTTP API over the file journal in a data directory, or over a
-//! NATS JetStream cluster (`--journal nats://...`).
+//! NATS JetStream cluster (`--journal nats://...`), with the store in SQLite in the data
+//! directory, or in a PostgreSQL database (`--store postgres://...`).
 
 use crate::Exit;
 use anyhow::{Context as _, anyhow};
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_journal::file::FileJournal;
 use switchyard_journal::nats::{NatsJournal, NatsOptions};
+use switchyard_store::postgres::{PostgresOptions, PostgresStore};
+use switchyard_store::sqlite::SqliteStore;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -25,6 +28,13 @@ pub struct ServeArgs {
     /// with durability `always`). Default: `server.journal` from the config, else `file`.
     #[arg(long, value_name = "URL")]
     pub journal: Option<String>,
+    /// Where the store lives (subscriptions, cursors, in-flight and parked deliveries, the
+    /// message store, cases): `sqlite` (`store.sqlite` in the data directory, the default)
+    /// or `postgres://[user[:password]@]host[:port]/database[?pool=8&sslmode=...]`, a
+    /// PostgreSQL database that several instances can share (`pool`: the most connections
+    /// this instance opens). Default: `server.store` from the config, else `sqlite`.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Address to listen on. Default: `server.listen` from the config, else 127.0.0.1:7400.
     /// Use port 0 for a free port (the address is printed on stderr).
     #[arg(long, value_name = "ADDR")]
@@ -47,6 +57,8 @@ struct ServerConfig {
     data: Option<PathBuf>,
     /// `file` or `nats://host:port[,...]`, as `--journal`.
     journal: Option<String>,
+    /// `sqlite` or `postgres://...`, as `--store`.
+    store: Option<String>,
     /// Largest request body, in bytes.
     max_body_bytes: Option<usize>,
     /// Most events in one batch.
@@ -168,6 +180,11 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         }
         (None, None) => JournalChoice::File,
     };
+    let store = match (&args.store, &config.store) {
+        (Some(url), _) => StoreChoice::parse(url).map_err(|e| anyhow!("--store: {e}"))?,
+        (None, Some(url)) => StoreChoice::parse(url).map_err(|e| anyhow!("[server] store: {e}"))?,
+        (None, None) => StoreChoice::Sqlite,
+    };
     let mut options = switchyard_server::Options {
         tokens,
         ..Default::default()
@@ -191,7 +208,8 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
-    let platform = Platform::open_with(&data, &journal, Some(&adapters_file), args.standby).await?;
+    let platform =
+        Platform::open_with(&data, &journal, &store, Some(&adapters_file), args.standby).await?;
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -204,9 +222,10 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         n => format!("{n} access token(s)"),
     };
     note(format_args!(
-        "switchyard: serving http://{bound} (data in {}; journal {}; {access}; {lanes} adapter lane(s))",
+        "switchyard: serving http://{bound} (data in {}; journal {}; store {}; {access}; {lanes} adapter lane(s))",
         data.display(),
-        journal.describe(&data)
+        journal.describe(&data),
+        store.describe(&data)
     ));
     let reloader = tokio::spawn(reload_on_sighup(platform.connect.clone()));
     switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
@@ -252,6 +271,67 @@ impl JournalChoice {
     }
 }
 
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// `store.sqlite` in the data directory.
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres(PostgresOptions),
+}
+
+impl StoreChoice {
+    /// `sqlite` or `postgres://...` (`postgresql://` too); the error says what was expected
+    /// and never shows a password.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "sqlite" => Ok(Self::Sqlite),
+            t if t.starts_with("postgres://") || t.starts_with("postgresql://") => {
+                PostgresOptions::from_url(t)
+                    .map(Self::Postgres)
+                    .map_err(|e| match e {
+                        switchyard_store::Error::InvalidInput { reason, .. } => reason,
+                        other => other.to_string(),
+                    })
+            }
+            other => Err(format!(
+                "{:?} is neither `sqlite` nor postgres://[user[:password]@]host[:port]/database",
+                switchyard_store::postgres::redact(other)
+            )),
+        }
+    }
+
+    fn describe(&self, data: &Path) -> String {
+        match self {
+            Self::Sqlite => format!("in {}", data.join("store.sqlite").display()),
+            Self::Postgres(o) => format!("on PostgreSQL {}", o.redacted()),
+        }
+    }
+}
+
+/// The store backend a platform runs on.
+#[derive(Clone)]
+enum StoreBackend {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl StoreBackend {
+    fn shared(&self) -> Arc<dyn switchyard_store::Store> {
+        match self {
+            Self::Sqlite(s) => s.clone(),
+            Self::Postgres(s) => s.clone(),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}
+
 /// The journal backend a platform runs on.
 #[derive(Clone)]
 enum Backend {
@@ -281,7 +361,7 @@ async fn reload_on_sighup(connect: switchyard_connect::Connect) {
 /// directory: what `serve` runs and what `dev` runs (and restarts on reset and restore).
 pub struct Platform {
     journal: Backend,
-    store: Arc<switchyard_store::sqlite::SqliteStore>,
+    store: StoreBackend,
     pub bus: switchyard_bus::Bus,
     pub connect: switchyard_connect::Connect,
 }
@@ -291,13 +371,22 @@ impl Platform {
     /// subscriptions' dispatchers and the lanes of the adapters declared in `adapters`
     /// (a `switchyard.toml`; a missing file declares none).
     pub async fn open(data: &Path, adapters: Option<&Path>, standby: bool) -> anyhow::Result<Self> {
-        Self::open_with(data, &JournalChoice::File, adapters, standby).await
+        Self::open_with(
+            data,
+            &JournalChoice::File,
+            &StoreChoice::Sqlite,
+            adapters,
+            standby,
+        )
+        .await
     }
 
-    /// As [`Platform::open`], with the journal where `journal` says.
+    /// As [`Platform::open`], with the journal where `journal` says and the store where
+    /// `store` says.
     pub async fn open_with(
         data: &Path,
         journal: &JournalChoice,
+        store: &StoreChoice,
         adapters: Option<&Path>,
         standby: bool,
     ) -> anyhow::Result<Self> {
@@ -314,25 +403,49 @@ impl Platform {
         };
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating the data directory {}", data.display()))?;
-        let store_path = data.join("store.sqlite");
-        let store = switchyard_store::sqlite::SqliteStore::open(&store_path)
-            .await
-            .with_context(|| format!("opening the store {}", store_path.display()))?;
-        let store = Arc::new(store);
+        let store = match store {
+            StoreChoice::Sqlite => {
+                let store_path = data.join("store.sqlite");
+                let store = SqliteStore::open(&store_path)
+                    .await
+                    .with_context(|| format!("opening the store {}", store_path.display()));
+                match store {
+                    Ok(s) => StoreBackend::Sqlite(Arc::new(s)),
+                    Err(e) => {
+                        close_journal(&journal).await;
+                        return Err(e);
+                    }
+                }
+            }
+            StoreChoice::Postgres(options) => match PostgresStore::open(options).await {
+                Ok(s) => StoreBackend::Postgres(Arc::new(s)),
+                Err(e) => {
+                    close_journal(&journal).await;
+                    return Err(anyhow!("--store: {e}"));
+                }
+            },
+        };
         let shared: Arc<dyn switchyard_journal::Journal> = match &journal {
             Backend::File(j) => Arc::new(j.clone()),
             Backend::Nats(j) => Arc::new(j.clone()),
         };
-        let bus = switchyard_bus::Bus::start(
+        let bus = match switchyard_bus::Bus::start(
             shared.clone(),
-            store.clone(),
+            store.shared(),
             switchyard_bus::BusOptions::default(),
         )
         .await
-        .context("starting the subscriptions")?;
+        {
+            Ok(b) => b,
+            Err(e) => {
+                store.close().await;
+                close_journal(&journal).await;
+                return Err(anyhow!("starting the subscriptions: {e}"));
+            }
+        };
         let connect = match switchyard_connect::Connect::start(
             shared.clone(),
-            store.clone(),
+            store.shared(),
             switchyard_connect::ConnectOptions {
                 config_file: adapters.map(Path::to_path_buf),
                 standby,
@@ -344,10 +457,7 @@ impl Platform {
             Err(e) => {
                 bus.shutdown().await;
                 store.close().await;
-                let _ = match &journal {
-                    Backend::File(j) => j.close().await,
-                    Backend::Nats(j) => j.close().await,
-                };
+                close_journal(&journal).await;
                 return Err(anyhow!("starting the integration gateway: {e}"));
             }
         };
@@ -378,6 +488,14 @@ impl Platform {
         }
         .context("closing the journal")
     }
+}
+
+/// Closes a journal that a failed start opened (its error is the lesser one).
+async fn close_journal(journal: &Backend) {
+    let _ = match journal {
+        Backend::File(j) => j.close().await,
+        Backend::Nats(j) => j.close().await,
+    };
 }
 
 /// A progress line on stderr; a closed stderr must not stop the server.

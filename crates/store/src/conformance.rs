@@ -18,6 +18,7 @@
 //! ```
 
 pub mod connect;
+pub mod leases;
 
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, MAX_ERROR_LEN, MAX_OFFSET, Parked, Result, Store,
@@ -73,6 +74,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     connect::replies_are_matched_or_recorded(&*store, &unique_prefix("replies")).await;
     connect::replay_resends_or_remaps(&*store, &unique_prefix("replay")).await;
     connect::lane_states_are_kept(&*store, &unique_prefix("lanes")).await;
+    leases::leases_have_one_owner_and_expire(&*store, &unique_prefix("lease")).await;
+    leases::steal_fences_the_old_owner(&*store, &unique_prefix("steal")).await;
+    leases::release_frees_only_for_the_owner(&*store, &unique_prefix("release")).await;
+    leases::bad_lease_input_changes_nothing(&*store, &unique_prefix("leasebad")).await;
+    leases::racing_owners_never_both_hold_a_lease(store.clone(), &unique_prefix("leaserace")).await;
 }
 
 /// Schemas per topic: put replaces them all, an empty map removes them, topics are

@@ -1,7 +1,7 @@
-//! The queryable state of Switchyard's subscription dispatcher: the [`Store`] trait, its
-//! embedded SQLite backend ([`sqlite::SqliteStore`]) and, behind the `test-util` feature,
-//! the [`conformance`] suite every backend runs (a PostgreSQL backend is planned and must
-//! pass the same suite).
+//! The queryable state of Switchyard's subscription dispatcher and integration gateway: the
+//! [`Store`] trait, its embedded SQLite backend ([`sqlite::SqliteStore`]), its PostgreSQL
+//! backend for several instances sharing one database ([`postgres::PostgresStore`]) and,
+//! behind the `test-util` feature, the [`conformance`] suite both run.
 //!
 //! # The model
 //!
@@ -14,6 +14,7 @@
 //! | `cursors` | subscription, topic, partition | the next offset to read from the journal ([`Cursor`]) |
 //! | `deliveries` | subscription, topic, partition, offset | a record owed to the subscription and not yet acknowledged ([`Delivery`]): how many attempts failed, when the first one did, when the next is due, the last error |
 //! | `parked` | subscription, topic, partition, offset | a delivery that was given up on ([`Parked`]): the delivery as it was, the reason, when |
+//! | `leases` | lease name | who holds a subscription partition or an adapter lane when several instances share the store ([`Lease`]): owner, epoch, until when (see [`lease`]) |
 //!
 //! A [`DeliveryKey`] is in at most one of `deliveries` and `parked`. Every record a
 //! subscription has read is therefore exactly one of: acknowledged (gone from both
@@ -62,13 +63,16 @@
 
 pub mod connect;
 mod error;
+pub mod lease;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
 
 pub use error::{BackendError, Error, Result};
+pub use lease::Lease;
 pub use model::{
     Cursor, Delivery, DeliveryKey, MAX_CONCURRENCY, MAX_ENDPOINT_LEN, MAX_ERROR_LEN, MAX_FILTERS,
     MAX_NAME_LEN, MAX_OFFSET, MAX_TYPE_LEN, Parked, RetryPolicy, Subscription, SubscriptionSpec,
@@ -342,6 +346,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Messages per adapter and state (states with none are left out), optionally of one
     /// adapter.
     async fn message_counts(&self, adapter: Option<&str>) -> Result<Vec<MessageCount>>;
+
+    // ---- leases (several instances sharing one store; see [`lease`]) ----
+
+    /// Takes or renews the lease `name` for `owner` until `now_ms + ttl_ms`: when it is
+    /// free (never taken, expired or released) or already `owner`'s. Renewing keeps the
+    /// epoch (and never shortens the grant); a new owner gets the epoch plus one. `None`
+    /// when another owner holds it at `now_ms`: nothing changes. Bad input (an empty or
+    /// non-printable name or owner, `ttl_ms` not in 1..=[`lease::MAX_LEASE_TTL_MS`]) is
+    /// [`Error::InvalidInput`].
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>>;
+
+    /// Takes the lease `name` for `owner` whatever its state (promotion), with the epoch
+    /// plus one: the previous holder's next [`acquire_lease`](Self::acquire_lease) fails,
+    /// which fences it.
+    async fn steal_lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64)
+    -> Result<Lease>;
+
+    /// Gives the lease up if `owner` holds it (it becomes free at once; the epoch stays).
+    /// Returns whether it did; a release by another owner changes nothing.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<bool>;
+
+    /// Every lease whose name starts with `prefix` (`""` for all), held or not, by name.
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>>;
 }
 
 /// Event type -> JSON Schema, for one topic.

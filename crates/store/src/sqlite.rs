@@ -16,12 +16,14 @@
 //! means one more delivery, which at-least-once allows), and it keeps an fsync off every
 //! delivery's path. A later FULL commit also makes every earlier NORMAL one durable.
 
+mod leases;
 mod messages;
 
 use crate::connect::{
     Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
     MessageFilter, NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
 };
+use crate::lease::Lease;
 use crate::model::clip_error;
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
@@ -175,6 +177,7 @@ impl SqliteStore {
             "attempts",
             "replies",
             "cases",
+            "leases",
         ] {
             sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.reader)
@@ -1267,5 +1270,33 @@ impl Store for SqliteStore {
 
     async fn message_counts(&self, adapter: Option<&str>) -> Result<Vec<MessageCount>> {
         messages::message_counts(self, adapter).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        leases::acquire_lease(self, name, owner, now_ms, ttl_ms).await
+    }
+
+    async fn steal_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Lease> {
+        leases::steal_lease(self, name, owner, now_ms, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<bool> {
+        leases::release_lease(self, name, owner).await
+    }
+
+    async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
+        leases::leases(self, prefix).await
     }
 }

@@ -4,6 +4,7 @@
 //! subscriber.
 
 use super::backend::{self, JournalArg};
+use super::store::{self, StoreArg};
 use crate::load::{Load, Measured, cpu_seconds};
 use anyhow::{Context as _, Result, bail};
 use hdrhistogram::Histogram;
@@ -65,6 +66,7 @@ async fn receive(
 pub async fn run_once(
     base: &Path,
     journal: &JournalArg,
+    store_arg: &StoreArg,
     bin: Option<&NatsBinary>,
     rate: u32,
     payload: usize,
@@ -77,12 +79,18 @@ pub async fn run_once(
     let opened = backend::open(journal, base, bin, Durability::Always, TOPIC).await?;
     let topic = opened.topic.to_string();
     let server_pid = opened.server_pid;
-    let store = switchyard_store::sqlite::SqliteStore::open(dir.path().join("store.sqlite"))
-        .await
-        .context("opening the store")?;
-    let store = Arc::new(store);
+    let store = store::Opened::open(store_arg, dir.path()).await?;
+    // A name of this repeat's own: a shared PostgreSQL store may hold earlier runs' rows.
+    let subscription = format!(
+        "bench-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
     let shared = opened.journal.clone();
-    let bus = switchyard_bus::Bus::start(shared.clone(), store.clone(), Default::default())
+    let bus = switchyard_bus::Bus::start(shared.clone(), store.shared(), Default::default())
         .await
         .context("starting the subscriptions")?;
 
@@ -125,7 +133,7 @@ pub async fn run_once(
         bail!("creating the topic answered {}", r.status());
     }
     let r = put(
-        "/v1/subscriptions/bench".into(),
+        format!("/v1/subscriptions/{subscription}"),
         serde_json::json!({"topics": [topic], "endpoint": hook, "concurrency": 16}),
     )
     .await?;
@@ -224,7 +232,7 @@ pub async fn run_once(
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     bus.shutdown().await;
-    store.close().await;
+    store.close(&subscription).await?;
     hook_task.abort();
     opened.close().await?;
     let publish_ns = clock

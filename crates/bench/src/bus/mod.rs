@@ -14,6 +14,7 @@
 mod backend;
 mod delivery;
 mod http;
+mod store;
 
 use crate::env;
 use crate::journal::SystemArg;
@@ -65,6 +66,14 @@ pub struct Args {
     #[arg(long, value_name = "JOURNAL", default_value = "file")]
     pub journal: JournalArg,
 
+    /// The store the publish-to-delivery case runs on: sqlite (in each repeat's directory)
+    /// or postgres://[user[:password]@]host[:port]/database[?pool=N] (a database of yours;
+    /// each repeat uses a subscription of its own and deletes it). Publishing does not
+    /// touch the store.
+    // Parsed after clap, whose error would repeat the URL with its password.
+    #[arg(long, value_name = "STORE", default_value = "sqlite")]
+    pub store: String,
+
     /// Run only one system.
     #[arg(long, value_enum)]
     pub only: Option<SystemArg>,
@@ -93,6 +102,10 @@ pub async fn run(args: Args) -> Result<()> {
     );
     anyhow::ensure!(args.in_flight >= 1, "--in-flight must be at least 1");
     anyhow::ensure!(args.payload >= 1, "--payload must be at least 1 byte");
+    let store: store::StoreArg = args
+        .store
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
     let nats_pending = args.nats_pending.unwrap_or(args.in_flight * args.batch);
     anyhow::ensure!(nats_pending >= 1, "--nats-pending must be at least 1");
     // --quick must finish within 60 s: start no case after 40 s (a case takes at most ~15 s;
@@ -190,10 +203,11 @@ pub async fn run(args: Args) -> Result<()> {
              always), pushed by a subscription to an HTTP subscriber in this process; latency \
              from just before the POST to the subscriber's receipt",
         )?;
+        out.note(&format!("publish-to-delivery store: {}", store.describe()))?;
         let case = Case {
             suite: SUITE,
             case: "publish-to-delivery".into(),
-            system,
+            system: store.system(system),
             durability: "always".into(),
             payload_bytes: args.payload,
             appenders: 1,
@@ -203,9 +217,9 @@ pub async fn run(args: Args) -> Result<()> {
         // The publish part of each repeat, to show where the time goes.
         let publish_parts = std::sync::Mutex::new(Vec::new());
         let (base_ref, parts_ref, payload) = (&base, &publish_parts, args.payload);
-        let (journal, b) = (&args.journal, journal_bin.as_ref());
+        let (journal, store, b) = (&args.journal, &store, journal_bin.as_ref());
         measure_case(&plan, &mut out, &mut results, case, |load| async move {
-            let run = delivery::run_once(base_ref, journal, b, 1_000, payload, load).await?;
+            let run = delivery::run_once(base_ref, journal, store, b, 1_000, payload, load).await?;
             parts_ref
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,12 @@
+-- Leases: one owner at a time for a subscription partition or an adapter lane, when several
+-- instances share the store. A released lease keeps its row (expires_at_ms is the smallest
+-- 64-bit integer) so that its epoch never goes back. Kept to SQL that PostgreSQL also accepts.
+
+CREATE TABLE leases (
+    name            TEXT    NOT NULL PRIMARY KEY,
+    owner           TEXT    NOT NULL,
+    -- grows by one each time the lease changes owner
+    epoch           BIGINT  NOT NULL,
+    acquired_at_ms  BIGINT  NOT NULL,
+    expires_at_ms   BIGINT  NOT NULL
+);

@@ -1,0 +1,973 @@
+//! The integration gateway's part of the PostgreSQL backend (see [`crate::connect`]): lane
+//! cursors and states, the message store, replies and cases; the same statements as
+//! `sqlite/messages.rs`. Lane progress (intake, attempts, replies, expiry) commits with
+//! `synchronous_commit = off` like the dispatcher's progress; operator actions wait for
+//! the flush. A message whose state a method changes after reading it is read
+//! `FOR UPDATE`, so two instances (or a sender and a person) acting on one message at once
+//! go one after the other: the second sees what the first did (a numbered attempt, a
+//! settled state) and answers accordingly.
+
+use super::{PostgresStore, be, col, col_unsigned, ot, t, to_i64};
+use crate::connect::{
+    Attempt, AttemptOutcome, CASE_SAMPLES, Case, CaseKey, CaseState, Failure, LaneState, Message,
+    MessageCount, MessageFilter, MessageState, NewMessage, NewReply, OutboundRequest, Reply,
+    ReplyDisposition, check_limit, clip, clip_body,
+};
+use crate::{Cursor, Error, Result, validate_name};
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{Postgres, Row};
+
+pub(super) const MESSAGE_COLS: &str = "id, adapter, adapter_hash, topic, partition_no, \
+     record_offset, event_id, event_type, partition_key, event, request, state, attempts, \
+     next_attempt_at_ms, reply_deadline_ms, correlation_id, case_id, last_error, created_at_ms, \
+     updated_at_ms";
+pub(super) const CASE_COLS: &str = "id, adapter, stage, error_class, status, message, vendor, \
+     failures, first_seen_ms, last_seen_ms, state, resolved_at_ms";
+
+fn check_cursor(cursor: &Cursor) -> Result<()> {
+    cursor.validate().map_err(|e| match e {
+        Error::InvalidInput { field, reason } => {
+            Error::invalid(format!("cursor-after.{field}"), reason)
+        }
+        other => other,
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &PgRow,
+    name: &str,
+    table: &'static str,
+    key: &str,
+) -> Result<T> {
+    let text: String = col(row, name, table, key)?;
+    serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+        table,
+        key: key.to_owned(),
+        reason: format!("column `{name}` does not parse: {e}"),
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<Message> {
+    let table = "messages";
+    let id: i64 = row.try_get("id").unwrap_or(-1);
+    let k = id.to_string();
+    let k = k.as_str();
+    let state: String = col(row, "state", table, k)?;
+    let request: Option<String> = col(row, "request", table, k)?;
+    let request =
+        match request {
+            None => None,
+            Some(text) => Some(serde_json::from_str::<OutboundRequest>(&text).map_err(|e| {
+                Error::Corrupt {
+                    table,
+                    key: k.to_owned(),
+                    reason: format!("column `request` does not parse: {e}"),
+                }
+            })?),
+        };
+    Ok(Message {
+        id: col_unsigned(row, "id", table, k)?,
+        adapter: col(row, "adapter", table, k)?,
+        adapter_hash: col(row, "adapter_hash", table, k)?,
+        topic: col(row, "topic", table, k)?,
+        partition: col_unsigned(row, "partition_no", table, k)?,
+        offset: col_unsigned(row, "record_offset", table, k)?,
+        event_id: col(row, "event_id", table, k)?,
+        event_type: col(row, "event_type", table, k)?,
+        partition_key: col(row, "partition_key", table, k)?,
+        event: json_col(row, "event", table, k)?,
+        request,
+        state: MessageState::parse(&state).ok_or_else(|| Error::Corrupt {
+            table,
+            key: k.to_owned(),
+            reason: format!("column `state` is not a message state ({state:?})"),
+        })?,
+        attempts: col_unsigned(row, "attempts", table, k)?,
+        next_attempt_at_ms: col(row, "next_attempt_at_ms", table, k)?,
+        reply_deadline_ms: col(row, "reply_deadline_ms", table, k)?,
+        correlation_id: col(row, "correlation_id", table, k)?,
+        case_id: col(row, "case_id", table, k)?,
+        last_error: col(row, "last_error", table, k)?,
+        created_at_ms: col(row, "created_at_ms", table, k)?,
+        updated_at_ms: col(row, "updated_at_ms", table, k)?,
+    })
+}
+
+fn attempt_from_row(row: &PgRow) -> Result<Attempt> {
+    let table = "attempts";
+    let k = format!(
+        "{}#{}",
+        row.try_get::<i64, _>("message_id").unwrap_or(-1),
+        row.try_get::<i64, _>("n").unwrap_or(-1)
+    );
+    let k = k.as_str();
+    let status: Option<i64> = col(row, "status", table, k)?;
+    let delay: Option<i64> = col(row, "delay_ms", table, k)?;
+    Ok(Attempt {
+        n: col_unsigned(row, "n", table, k)?,
+        at_ms: col(row, "at_ms", table, k)?,
+        request: json_col(row, "request", table, k)?,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        response_body: col(row, "response_body", table, k)?,
+        latency_us: col_unsigned(row, "latency_us", table, k)?,
+        delay_ms: delay.and_then(|d| u64::try_from(d).ok()),
+        error: col(row, "error", table, k)?,
+        outcome: col(row, "outcome", table, k)?,
+    })
+}
+
+fn reply_from_row(row: &PgRow) -> Result<Reply> {
+    let table = "replies";
+    let k = row.try_get::<i64, _>("id").unwrap_or(-1).to_string();
+    let k = k.as_str();
+    let disposition: String = col(row, "disposition", table, k)?;
+    let message_id: Option<i64> = col(row, "message_id", table, k)?;
+    Ok(Reply {
+        id: col_unsigned(row, "id", table, k)?,
+        adapter: col(row, "adapter", table, k)?,
+        correlation_id: col(row, "correlation_id", table, k)?,
+        received_at_ms: col(row, "received_at_ms", table, k)?,
+        headers: json_col(row, "headers", table, k)?,
+        body: col(row, "body", table, k)?,
+        message_id: message_id.and_then(|m| u64::try_from(m).ok()),
+        disposition: ReplyDisposition::parse(&disposition).ok_or_else(|| Error::Corrupt {
+            table,
+            key: k.to_owned(),
+            reason: format!("column `disposition` is not a disposition ({disposition:?})"),
+        })?,
+    })
+}
+
+async fn case_from_row(conn: &mut PgConnection, row: &PgRow) -> Result<Case> {
+    const OP: &str = "case";
+    let table = "cases";
+    let id: String = row.try_get("id").unwrap_or_else(|_| "?".to_owned());
+    let k = id.as_str();
+    let state: String = col(row, "state", table, k)?;
+    let status: Option<i64> = col(row, "status", table, k)?;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE case_id = $1 AND state IN ('failed', 'unmatched')",
+    )
+    .bind(k)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(be(OP))?;
+    let samples: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM messages WHERE case_id = $1 ORDER BY id LIMIT $2")
+            .bind(k)
+            .bind(i64::from(CASE_SAMPLES))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(be(OP))?;
+    Ok(Case {
+        key: CaseKey {
+            id: id.clone(),
+            adapter: col(row, "adapter", table, k)?,
+            stage: col(row, "stage", table, k)?,
+            error_class: col(row, "error_class", table, k)?,
+            status: status.and_then(|s| u16::try_from(s).ok()),
+            message: col(row, "message", table, k)?,
+            vendor: col(row, "vendor", table, k)?,
+        },
+        state: CaseState::parse(&state).ok_or_else(|| Error::Corrupt {
+            table,
+            key: k.to_owned(),
+            reason: format!("column `state` is not a case state ({state:?})"),
+        })?,
+        failures: col_unsigned(row, "failures", table, k)?,
+        open_messages: u64::try_from(open).unwrap_or(0),
+        first_seen_ms: col(row, "first_seen_ms", table, k)?,
+        last_seen_ms: col(row, "last_seen_ms", table, k)?,
+        resolved_at_ms: col(row, "resolved_at_ms", table, k)?,
+        samples: samples
+            .into_iter()
+            .filter_map(|s| u64::try_from(s).ok())
+            .collect(),
+    })
+}
+
+/// Counts `n` more failures in their case (creating or reopening it). One upsert, so
+/// instances counting into one case at once lose no count.
+async fn count_failures(
+    conn: &mut PgConnection,
+    op: &'static str,
+    case: &CaseKey,
+    n: u64,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cases (id, adapter, stage, error_class, status, message, vendor, failures, \
+         first_seen_ms, last_seen_ms, state, resolved_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'open', NULL) \
+         ON CONFLICT (id) DO UPDATE SET failures = cases.failures + excluded.failures, \
+         last_seen_ms = excluded.last_seen_ms, state = 'open', resolved_at_ms = NULL",
+    )
+    .bind(t(&case.id).as_ref())
+    .bind(&case.adapter)
+    .bind(t(&clip(&case.stage)).as_ref())
+    .bind(t(&clip(&case.error_class)).as_ref())
+    .bind(case.status.map(i64::from))
+    .bind(t(&clip(&case.message)).as_ref())
+    .bind(t(&clip(&case.vendor)).as_ref())
+    .bind(to_i64(n))
+    .bind(now_ms)
+    .execute(conn)
+    .await
+    .map_err(be(op))?;
+    Ok(())
+}
+
+/// The message `id`; with `lock`, held `FOR UPDATE` until the transaction ends.
+async fn load_message(
+    conn: &mut PgConnection,
+    op: &'static str,
+    id: u64,
+    lock: bool,
+) -> Result<Message> {
+    let sql = if lock {
+        format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1")
+    };
+    let row = sqlx::query(&sql)
+        .bind(to_i64(id))
+        .fetch_optional(conn)
+        .await
+        .map_err(be(op))?
+        .ok_or_else(|| Error::not_found("message", id.to_string()))?;
+    message_from_row(&row)
+}
+
+/// Moves a message to the state an outcome names (the caller checked where it was, and
+/// holds its row).
+async fn settle(
+    conn: &mut PgConnection,
+    op: &'static str,
+    id: u64,
+    outcome: &AttemptOutcome,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<()> {
+    let (state, next, deadline, case, last_error): (_, _, _, Option<&str>, Option<String>) =
+        match outcome {
+            AttemptOutcome::Delivered => ("delivered", None, None, None, error.map(clip)),
+            AttemptOutcome::AwaitReply { deadline_ms } => {
+                ("awaiting-reply", None, Some(*deadline_ms), None, None)
+            }
+            AttemptOutcome::Retry { next_at_ms } => {
+                ("pending", Some(*next_at_ms), None, None, error.map(clip))
+            }
+            AttemptOutcome::Rejected { reason } => {
+                ("rejected", None, None, None, Some(clip(reason)))
+            }
+            AttemptOutcome::Failed(f) => {
+                count_failures(&mut *conn, op, &f.case, 1, now_ms).await?;
+                (
+                    "failed",
+                    None,
+                    None,
+                    Some(f.case.id.as_str()),
+                    Some(clip(&f.error)),
+                )
+            }
+        };
+    sqlx::query::<Postgres>(
+        "UPDATE messages SET state = $1, next_attempt_at_ms = $2, reply_deadline_ms = $3, \
+         case_id = COALESCE($4, case_id), last_error = $5, updated_at_ms = $6 WHERE id = $7",
+    )
+    .bind(state)
+    .bind(next)
+    .bind(deadline)
+    .bind(ot(case))
+    .bind(ot(last_error.as_deref()))
+    .bind(now_ms)
+    .bind(to_i64(id))
+    .execute(conn)
+    .await
+    .map_err(be(op))?;
+    Ok(())
+}
+
+pub(super) async fn lane_cursors(s: &PostgresStore, lane: &str) -> Result<Vec<Cursor>> {
+    const OP: &str = "lane_cursors";
+    validate_name("lane", lane)?;
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query(
+        "SELECT topic, partition_no, next_offset FROM lane_cursors WHERE lane = $1 \
+         ORDER BY topic, partition_no",
+    )
+    .bind(lane)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    rows.iter()
+        .map(|row| {
+            let k = format!(
+                "{lane} {}",
+                row.try_get::<String, _>("topic").unwrap_or_default()
+            );
+            Ok(Cursor {
+                topic: col(row, "topic", "lane_cursors", &k)?,
+                partition: col_unsigned(row, "partition_no", "lane_cursors", &k)?,
+                offset: col_unsigned(row, "next_offset", "lane_cursors", &k)?,
+            })
+        })
+        .collect()
+}
+
+async fn put_cursor(
+    conn: &mut PgConnection,
+    op: &'static str,
+    lane: &str,
+    cursor: &Cursor,
+    forward_only: bool,
+) -> Result<()> {
+    let sql = if forward_only {
+        "INSERT INTO lane_cursors (lane, topic, partition_no, next_offset) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (lane, topic, partition_no) \
+         DO UPDATE SET next_offset = excluded.next_offset \
+         WHERE excluded.next_offset > lane_cursors.next_offset"
+    } else {
+        "INSERT INTO lane_cursors (lane, topic, partition_no, next_offset) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (lane, topic, partition_no) \
+         DO UPDATE SET next_offset = excluded.next_offset"
+    };
+    sqlx::query(sql)
+        .bind(lane)
+        .bind(&cursor.topic)
+        .bind(i64::from(cursor.partition))
+        .bind(to_i64(cursor.offset))
+        .execute(conn)
+        .await
+        .map_err(be(op))?;
+    Ok(())
+}
+
+pub(super) async fn set_lane_cursor(s: &PostgresStore, lane: &str, cursor: Cursor) -> Result<()> {
+    const OP: &str = "set_lane_cursor";
+    validate_name("lane", lane)?;
+    check_cursor(&cursor)?;
+    let mut tx = s.write(OP).await?;
+    put_cursor(&mut tx, OP, lane, &cursor, false).await?;
+    tx.commit().await.map_err(be(OP))
+}
+
+pub(super) async fn lane_intake(
+    s: &PostgresStore,
+    lane: &str,
+    messages: Vec<NewMessage>,
+    cursor_after: Option<Cursor>,
+    now_ms: i64,
+) -> Result<u64> {
+    const OP: &str = "lane_intake";
+    validate_name("lane", lane)?;
+    for (i, m) in messages.iter().enumerate() {
+        m.validate(&format!("messages[{i}]"))?;
+    }
+    if let Some(c) = &cursor_after {
+        check_cursor(c)?;
+    }
+    let mut texts = Vec::with_capacity(messages.len());
+    for m in &messages {
+        let request = match &m.request {
+            Some(r) => Some(
+                serde_json::to_string(r).map_err(|e| Error::invalid("request", e.to_string()))?,
+            ),
+            None => None,
+        };
+        texts.push((m.event.to_string(), request));
+    }
+    let mut tx = s.write_progress(OP).await?;
+    let mut inserted = 0;
+    for (m, (event, request)) in messages.iter().zip(texts) {
+        let (case, error) = match &m.failure {
+            Some(Failure { case, error }) => (Some(case), Some(clip(error))),
+            None => (None, None),
+        };
+        // A position already stored (a retried intake, or another instance's) is skipped.
+        let done = sqlx::query(
+            "INSERT INTO messages (adapter, adapter_hash, topic, partition_no, record_offset, \
+             event_id, event_type, partition_key, event, request, state, attempts, \
+             next_attempt_at_ms, correlation_id, case_id, last_error, created_at_ms, \
+             updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, \
+             $14, $15, $16, $16) \
+             ON CONFLICT (adapter, topic, partition_no, record_offset) DO NOTHING",
+        )
+        .bind(&m.adapter)
+        .bind(t(&m.adapter_hash).as_ref())
+        .bind(&m.topic)
+        .bind(i64::from(m.partition))
+        .bind(to_i64(m.offset))
+        .bind(t(&clip(&m.event_id)).as_ref())
+        .bind(t(&clip(&m.event_type)).as_ref())
+        .bind(ot(m.partition_key.as_deref()))
+        .bind(t(&event).as_ref())
+        .bind(request.as_deref().map(|r| t(r).into_owned()))
+        .bind(m.state.as_str())
+        .bind((m.state == MessageState::Pending).then_some(now_ms))
+        .bind(ot(m.correlation_id.as_deref()))
+        .bind(ot(case.map(|c| c.id.as_str())))
+        .bind(ot(error.as_deref()))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        if done.rows_affected() > 0 {
+            inserted += 1;
+            if let Some(case) = case {
+                count_failures(&mut tx, OP, case, 1, now_ms).await?;
+            }
+        }
+    }
+    if let Some(c) = &cursor_after {
+        put_cursor(&mut tx, OP, lane, c, true).await?;
+    }
+    tx.commit().await.map_err(be(OP))?;
+    Ok(inserted)
+}
+
+pub(super) async fn due_messages(
+    s: &PostgresStore,
+    adapter: &str,
+    now_ms: i64,
+    skip: &[u64],
+    limit: u32,
+) -> Result<Vec<Message>> {
+    const OP: &str = "due_messages";
+    validate_name("adapter", adapter)?;
+    check_limit(limit)?;
+    let fetch = i64::from(limit) + i64::try_from(skip.len()).unwrap_or(i64::MAX / 2);
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLS} FROM messages m WHERE m.adapter = $1 AND m.state = 'pending' \
+         AND m.next_attempt_at_ms <= $2 AND (m.partition_key IS NULL OR NOT EXISTS ( \
+           SELECT 1 FROM messages e WHERE e.adapter = m.adapter AND e.state = 'pending' \
+           AND e.partition_key = m.partition_key AND e.id < m.id)) \
+         ORDER BY m.id LIMIT $3"
+    ))
+    .bind(adapter)
+    .bind(now_ms)
+    .bind(fetch)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let m = message_from_row(row)?;
+        if !skip.contains(&m.id) {
+            out.push(m);
+        }
+        if out.len() >= limit as usize {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn next_due_at(s: &PostgresStore, adapter: &str) -> Result<Option<i64>> {
+    const OP: &str = "next_due_at";
+    validate_name("adapter", adapter)?;
+    let mut tx = s.read(OP).await?;
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at_ms) FROM messages WHERE adapter = $1 AND state = 'pending'",
+    )
+    .bind(adapter)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(next)
+}
+
+pub(super) async fn finish_attempt(
+    s: &PostgresStore,
+    message_id: u64,
+    attempt: Attempt,
+    outcome: AttemptOutcome,
+    now_ms: i64,
+) -> Result<Message> {
+    const OP: &str = "finish_attempt";
+    outcome.validate()?;
+    let request = serde_json::to_string(&attempt.request)
+        .map_err(|e| Error::invalid("attempt.request", e.to_string()))?;
+    let mut tx = s.write_progress(OP).await?;
+    let message = load_message(&mut tx, OP, message_id, true).await?;
+    if message.state != MessageState::Pending {
+        return Err(Error::Conflict {
+            what: "message",
+            name: message_id.to_string(),
+            reason: format!("it is {}, not pending", message.state),
+        });
+    }
+    let n = message.attempts + 1;
+    sqlx::query(
+        "INSERT INTO attempts (message_id, n, at_ms, request, status, response_body, \
+         latency_us, delay_ms, error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(to_i64(message_id))
+    .bind(i64::from(n))
+    .bind(attempt.at_ms)
+    .bind(t(&request).as_ref())
+    .bind(attempt.status.map(i64::from))
+    .bind(ot(attempt.response_body.as_deref().map(clip_body)))
+    .bind(to_i64(attempt.latency_us))
+    .bind(attempt.delay_ms.map(to_i64))
+    .bind(ot(attempt.error.as_deref().map(clip).as_deref()))
+    .bind(outcome.label())
+    .execute(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    sqlx::query("UPDATE messages SET attempts = $1 WHERE id = $2")
+        .bind(i64::from(n))
+        .bind(to_i64(message_id))
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+    let error = attempt.error.as_deref().map(|e| t(e).into_owned());
+    settle(&mut tx, OP, message_id, &outcome, error.as_deref(), now_ms).await?;
+    let updated = load_message(&mut tx, OP, message_id, false).await?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(updated)
+}
+
+pub(super) async fn message(s: &PostgresStore, id: u64) -> Result<(Message, Vec<Attempt>)> {
+    const OP: &str = "message";
+    let mut tx = s.read(OP).await?;
+    let message = load_message(&mut tx, OP, id, false).await?;
+    let rows = sqlx::query(
+        "SELECT message_id, n, at_ms, request, status, response_body, latency_us, delay_ms, \
+         error, outcome FROM attempts WHERE message_id = $1 ORDER BY n",
+    )
+    .bind(to_i64(id))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    let attempts = rows.iter().map(attempt_from_row).collect::<Result<_>>()?;
+    Ok((message, attempts))
+}
+
+pub(super) async fn messages(s: &PostgresStore, filter: &MessageFilter) -> Result<Vec<Message>> {
+    const OP: &str = "messages";
+    check_limit(filter.limit)?;
+    if let Some(a) = &filter.adapter {
+        validate_name("adapter", a)?;
+    }
+    let rows = {
+        let mut tx = s.read(OP).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id > $1 \
+             AND ($2::text IS NULL OR adapter = $2) AND ($3::text IS NULL OR state = $3) \
+             AND ($4::text IS NULL OR case_id = $4) \
+             AND ($5::bigint IS NULL OR created_at_ms >= $5) \
+             ORDER BY id LIMIT $6"
+        ))
+        .bind(filter.after_id.map_or(0, to_i64))
+        .bind(filter.adapter.as_deref())
+        .bind(filter.state.map(MessageState::as_str))
+        .bind(ot(filter.case_id.as_deref()))
+        .bind(filter.since_ms)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+        tx.commit().await.map_err(be(OP))?;
+        rows
+    };
+    rows.iter().map(message_from_row).collect()
+}
+
+pub(super) async fn replay_message(
+    s: &PostgresStore,
+    id: u64,
+    remapped: Option<(OutboundRequest, String)>,
+    now_ms: i64,
+) -> Result<Message> {
+    const OP: &str = "replay_message";
+    let remapped = match remapped {
+        Some((r, hash)) => Some((
+            serde_json::to_string(&r).map_err(|e| Error::invalid("request", e.to_string()))?,
+            hash,
+        )),
+        None => None,
+    };
+    let mut tx = s.write(OP).await?;
+    let message = load_message(&mut tx, OP, id, true).await?;
+    if !message.state.replayable() {
+        return Err(Error::Conflict {
+            what: "message",
+            name: id.to_string(),
+            reason: format!(
+                "it is {}: only delivered, rejected, failed or discarded messages are replayed",
+                message.state
+            ),
+        });
+    }
+    if message.request.is_none() && remapped.is_none() {
+        return Err(Error::Conflict {
+            what: "message",
+            name: id.to_string(),
+            reason: "it has no request (its mapping failed): replay it mapped again".to_owned(),
+        });
+    }
+    if let Some((request, hash)) = &remapped {
+        sqlx::query("UPDATE messages SET request = $1, adapter_hash = $2 WHERE id = $3")
+            .bind(t(request).as_ref())
+            .bind(t(hash).as_ref())
+            .bind(to_i64(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(be(OP))?;
+    }
+    sqlx::query(
+        "UPDATE messages SET state = 'pending', next_attempt_at_ms = $1, \
+         reply_deadline_ms = NULL, updated_at_ms = $1 WHERE id = $2",
+    )
+    .bind(now_ms)
+    .bind(to_i64(id))
+    .execute(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    let updated = load_message(&mut tx, OP, id, false).await?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(updated)
+}
+
+pub(super) async fn record_reply(
+    s: &PostgresStore,
+    reply: NewReply,
+    settle_with: Option<AttemptOutcome>,
+    now_ms: i64,
+) -> Result<Reply> {
+    const OP: &str = "record_reply";
+    validate_name("adapter", &reply.adapter)?;
+    let outcome = settle_with.unwrap_or(AttemptOutcome::Delivered);
+    if matches!(
+        outcome,
+        AttemptOutcome::AwaitReply { .. } | AttemptOutcome::Retry { .. }
+    ) {
+        return Err(Error::invalid(
+            "settle",
+            "a reply settles its message as delivered, rejected or failed",
+        ));
+    }
+    outcome.validate()?;
+    let headers = serde_json::to_string(&reply.headers)
+        .map_err(|e| Error::invalid("headers", e.to_string()))?;
+    let mut tx = s.write_progress(OP).await?;
+    // The message is held until the reply is recorded: of two replies to it at once, one
+    // settles it (matched) and the other finds it settled (late).
+    let found = match &reply.correlation_id {
+        Some(c) => sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE adapter = $1 AND correlation_id = $2 \
+             FOR UPDATE"
+        ))
+        .bind(&reply.adapter)
+        .bind(t(c).as_ref())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(be(OP))?
+        .map(|row| message_from_row(&row))
+        .transpose()?,
+        None => None,
+    };
+    let disposition = match &found {
+        None => ReplyDisposition::Unmatched,
+        Some(m) if m.state == MessageState::AwaitingReply => {
+            settle(&mut tx, OP, m.id, &outcome, None, now_ms).await?;
+            ReplyDisposition::Matched
+        }
+        Some(_) => ReplyDisposition::Late,
+    };
+    let message_id = found.as_ref().map(|m| to_i64(m.id));
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO replies (adapter, correlation_id, received_at_ms, headers, body, \
+         message_id, disposition) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(&reply.adapter)
+    .bind(ot(reply.correlation_id.as_deref().map(clip).as_deref()))
+    .bind(reply.received_at_ms)
+    .bind(t(&headers).as_ref())
+    .bind(t(clip_body(&reply.body)).as_ref())
+    .bind(message_id)
+    .bind(disposition.as_str())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(Reply {
+        id: u64::try_from(id).unwrap_or(0),
+        adapter: reply.adapter,
+        correlation_id: reply.correlation_id,
+        received_at_ms: reply.received_at_ms,
+        headers: reply.headers,
+        body: clip_body(&reply.body).to_owned(),
+        message_id: found.map(|m| m.id),
+        disposition,
+    })
+}
+
+pub(super) async fn message_by_correlation(
+    s: &PostgresStore,
+    adapter: &str,
+    correlation_id: &str,
+) -> Result<Option<Message>> {
+    const OP: &str = "message_by_correlation";
+    validate_name("adapter", adapter)?;
+    let mut tx = s.read(OP).await?;
+    let row = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLS} FROM messages WHERE adapter = $1 AND correlation_id = $2"
+    ))
+    .bind(adapter)
+    .bind(t(correlation_id).as_ref())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    row.map(|r| message_from_row(&r)).transpose()
+}
+
+pub(super) async fn replies(
+    s: &PostgresStore,
+    adapter: &str,
+    disposition: Option<ReplyDisposition>,
+    limit: u32,
+) -> Result<Vec<Reply>> {
+    const OP: &str = "replies";
+    validate_name("adapter", adapter)?;
+    check_limit(limit)?;
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query(
+        "SELECT id, adapter, correlation_id, received_at_ms, headers, body, message_id, \
+         disposition FROM replies WHERE adapter = $1 \
+         AND ($2::text IS NULL OR disposition = $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(adapter)
+    .bind(disposition.map(ReplyDisposition::as_str))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    rows.iter().map(reply_from_row).collect()
+}
+
+pub(super) async fn expire_replies(
+    s: &PostgresStore,
+    adapter: &str,
+    now_ms: i64,
+    failure: Failure,
+) -> Result<u64> {
+    const OP: &str = "expire_replies";
+    validate_name("adapter", adapter)?;
+    failure.case.validate("failure.case")?;
+    let mut tx = s.write_progress(OP).await?;
+    let expired = sqlx::query(
+        "UPDATE messages SET state = 'failed', case_id = $1, last_error = $2, \
+         updated_at_ms = $3 \
+         WHERE adapter = $4 AND state = 'awaiting-reply' AND reply_deadline_ms <= $3",
+    )
+    .bind(t(&failure.case.id).as_ref())
+    .bind(t(&clip(&failure.error)).as_ref())
+    .bind(now_ms)
+    .bind(adapter)
+    .execute(&mut *tx)
+    .await
+    .map_err(be(OP))?
+    .rows_affected();
+    if expired > 0 {
+        count_failures(&mut tx, OP, &failure.case, expired, now_ms).await?;
+    }
+    tx.commit().await.map_err(be(OP))?;
+    Ok(expired)
+}
+
+pub(super) async fn cases(
+    s: &PostgresStore,
+    adapter: Option<&str>,
+    state: Option<CaseState>,
+    limit: u32,
+) -> Result<Vec<Case>> {
+    const OP: &str = "cases";
+    check_limit(limit)?;
+    if let Some(a) = adapter {
+        validate_name("adapter", a)?;
+    }
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {CASE_COLS} FROM cases WHERE ($1::text IS NULL OR adapter = $1) \
+         AND ($2::text IS NULL OR state = $2) ORDER BY last_seen_ms DESC, id LIMIT $3"
+    ))
+    .bind(adapter)
+    .bind(state.map(CaseState::as_str))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(case_from_row(&mut tx, row).await?);
+    }
+    tx.commit().await.map_err(be(OP))?;
+    Ok(out)
+}
+
+async fn load_case(conn: &mut PgConnection, op: &'static str, id: &str) -> Result<Case> {
+    let row = sqlx::query(&format!("SELECT {CASE_COLS} FROM cases WHERE id = $1"))
+        .bind(t(id).as_ref())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(be(op))?
+        .ok_or_else(|| Error::not_found("case", id))?;
+    case_from_row(conn, &row).await
+}
+
+pub(super) async fn case(s: &PostgresStore, id: &str) -> Result<Case> {
+    const OP: &str = "case";
+    let mut tx = s.read(OP).await?;
+    let case = load_case(&mut tx, OP, id).await?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(case)
+}
+
+async fn bulk(
+    s: &PostgresStore,
+    op: &'static str,
+    id: &str,
+    sql: &'static str,
+    now_ms: i64,
+) -> Result<u64> {
+    let mut tx = s.write(op).await?;
+    load_case(&mut tx, op, id).await?;
+    let n = sqlx::query(sql)
+        .bind(now_ms)
+        .bind(t(id).as_ref())
+        .execute(&mut *tx)
+        .await
+        .map_err(be(op))?
+        .rows_affected();
+    tx.commit().await.map_err(be(op))?;
+    Ok(n)
+}
+
+pub(super) async fn retry_case(s: &PostgresStore, id: &str, now_ms: i64) -> Result<u64> {
+    bulk(
+        s,
+        "retry_case",
+        id,
+        "UPDATE messages SET state = 'pending', next_attempt_at_ms = $1, updated_at_ms = $1 \
+         WHERE case_id = $2 AND state = 'failed' AND request IS NOT NULL",
+        now_ms,
+    )
+    .await
+}
+
+pub(super) async fn discard_case(s: &PostgresStore, id: &str, now_ms: i64) -> Result<u64> {
+    bulk(
+        s,
+        "discard_case",
+        id,
+        "UPDATE messages SET state = 'discarded', next_attempt_at_ms = NULL, updated_at_ms = $1 \
+         WHERE case_id = $2 AND state IN ('failed', 'unmatched')",
+        now_ms,
+    )
+    .await
+}
+
+pub(super) async fn resolve_case(s: &PostgresStore, id: &str, now_ms: i64) -> Result<Case> {
+    const OP: &str = "resolve_case";
+    let mut tx = s.write(OP).await?;
+    load_case(&mut tx, OP, id).await?;
+    sqlx::query("UPDATE cases SET state = 'resolved', resolved_at_ms = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(t(id).as_ref())
+        .execute(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+    let case = load_case(&mut tx, OP, id).await?;
+    tx.commit().await.map_err(be(OP))?;
+    Ok(case)
+}
+
+pub(super) async fn set_lane_state(
+    s: &PostgresStore,
+    lane: &str,
+    state: LaneState,
+    now_ms: i64,
+) -> Result<()> {
+    const OP: &str = "set_lane_state";
+    validate_name("lane", lane)?;
+    let mut tx = s.write(OP).await?;
+    sqlx::query(
+        "INSERT INTO lanes (lane, state, updated_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (lane) DO UPDATE SET state = excluded.state, \
+         updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(lane)
+    .bind(state.as_str())
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))
+}
+
+pub(super) async fn lane_states(s: &PostgresStore) -> Result<Vec<(String, LaneState)>> {
+    const OP: &str = "lane_states";
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query("SELECT lane, state FROM lanes ORDER BY lane")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    rows.iter()
+        .map(|row| {
+            let lane: String = col(row, "lane", "lanes", "?")?;
+            let state: String = col(row, "state", "lanes", &lane)?;
+            let parsed = LaneState::parse(&state).ok_or_else(|| Error::Corrupt {
+                table: "lanes",
+                key: lane.clone(),
+                reason: format!("column `state` is not a lane state ({state:?})"),
+            })?;
+            Ok((lane, parsed))
+        })
+        .collect()
+}
+
+pub(super) async fn message_counts(
+    s: &PostgresStore,
+    adapter: Option<&str>,
+) -> Result<Vec<MessageCount>> {
+    const OP: &str = "message_counts";
+    if let Some(a) = adapter {
+        validate_name("adapter", a)?;
+    }
+    let mut tx = s.read(OP).await?;
+    let rows = sqlx::query(
+        "SELECT adapter, state, COUNT(*) AS n FROM messages \
+         WHERE ($1::text IS NULL OR adapter = $1) \
+         GROUP BY adapter, state ORDER BY adapter, state",
+    )
+    .bind(adapter)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(be(OP))?;
+    tx.commit().await.map_err(be(OP))?;
+    rows.iter()
+        .map(|row| {
+            let a: String = col(row, "adapter", "messages", "?")?;
+            let state: String = col(row, "state", "messages", &a)?;
+            Ok(MessageCount {
+                state: MessageState::parse(&state).ok_or_else(|| Error::Corrupt {
+                    table: "messages",
+                    key: a.clone(),
+                    reason: format!("column `state` is not a message state ({state:?})"),
+                })?,
+                count: col_unsigned(row, "n", "messages", &a)?,
+                adapter: a,
+            })
+        })
+        .collect()
+}
