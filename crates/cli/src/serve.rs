@@ -37,6 +37,43 @@ pub struct ServeArgs {
     /// connects to no vendor and takes no reply until `POST /v1/adapters/promote`.
     #[arg(long)]
     pub standby: bool,
+    /// This instance's name, the owner of its leases (subscription partitions, adapter
+    /// lanes) when several instances share a store; unique among them. Default: with the
+    /// file journal (one process per data directory) host and data directory, so a restart
+    /// takes its leases back at once; otherwise host, process id and a random part.
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// How long a lease lasts unless renewed, in milliseconds (300 to 3600000): when an
+    /// instance dies, its partitions and lanes move after about this long. Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// Lease settings of one instance (see `--instance` and `--lease-ttl-ms`).
+#[derive(Clone, Debug, Default)]
+pub struct LeaseChoice {
+    pub instance: Option<String>,
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// The default instance name: stable for a data directory with the file journal (its lock
+/// allows one process), unique per process otherwise.
+fn default_instance(data: &Path, journal: &JournalChoice) -> String {
+    match journal {
+        JournalChoice::File => {
+            let dir = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in dir.to_string_lossy().bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or_else(|| "switchyard".to_owned());
+            format!("{host}-{h:016x}")
+        }
+        JournalChoice::Nats(_) => switchyard_bus::default_instance(),
+    }
 }
 
 /// The `[server]` table of switchyard.toml.
@@ -191,7 +228,20 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
-    let platform = Platform::open_with(&data, &journal, Some(&adapters_file), args.standby).await?;
+    if let Some(ms) = args.lease_ttl_ms
+        && !(300..=3_600_000).contains(&ms)
+    {
+        return Err(Exit {
+            code: 2,
+            error: anyhow!("--lease-ttl-ms: must be 300 to 3600000 (got {ms})"),
+        });
+    }
+    let leases = LeaseChoice {
+        instance: args.instance.clone(),
+        ttl: args.lease_ttl_ms.map(std::time::Duration::from_millis),
+    };
+    let platform =
+        Platform::open_full(&data, &journal, Some(&adapters_file), args.standby, &leases).await?;
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -301,6 +351,24 @@ impl Platform {
         adapters: Option<&Path>,
         standby: bool,
     ) -> anyhow::Result<Self> {
+        Self::open_full(data, journal, adapters, standby, &LeaseChoice::default()).await
+    }
+
+    /// As [`Platform::open_with`], with the lease settings of `leases`.
+    pub async fn open_full(
+        data: &Path,
+        journal: &JournalChoice,
+        adapters: Option<&Path>,
+        standby: bool,
+        leases: &LeaseChoice,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
+        let instance = leases
+            .instance
+            .clone()
+            .unwrap_or_else(|| default_instance(data, journal));
+        let lease_ttl = leases.ttl.unwrap_or(std::time::Duration::from_secs(10));
         let journal = match journal {
             JournalChoice::File => Backend::File(
                 FileJournal::open(data)
@@ -326,16 +394,22 @@ impl Platform {
         let bus = switchyard_bus::Bus::start(
             shared.clone(),
             store.clone(),
-            switchyard_bus::BusOptions::default(),
+            switchyard_bus::BusOptions {
+                instance: instance.clone(),
+                lease_ttl,
+                ..switchyard_bus::BusOptions::default()
+            },
         )
         .await
-        .context("starting the subscriptions")?;
+        .context("starting the subscriptions (--instance, --lease-ttl-ms)")?;
         let connect = match switchyard_connect::Connect::start(
             shared.clone(),
             store.clone(),
             switchyard_connect::ConnectOptions {
                 config_file: adapters.map(Path::to_path_buf),
                 standby,
+                instance,
+                lease_ttl,
             },
         )
         .await
