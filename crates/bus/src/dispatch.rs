@@ -41,6 +41,9 @@ pub(crate) struct Dispatcher {
     pub poke: Arc<Notify>,
     /// The acknowledger's queue, set when the dispatcher runs.
     pub acks: std::sync::OnceLock<mpsc::Sender<Ack>>,
+    /// The partitions this instance holds the lease of: the only ones it reads, and the
+    /// only ones whose stored deliveries it attempts.
+    pub owned: Arc<std::collections::BTreeSet<Place>>,
 }
 
 /// An acknowledgement to write, and where to say how it went.
@@ -49,8 +52,7 @@ type Ack = (DeliveryKey, oneshot::Sender<Result<(), String>>);
 /// What orders deliveries: topic, partition and partition key.
 type OrderKey = (String, u32, String);
 
-/// A topic's partition.
-type Place = (String, u32);
+use crate::Place;
 
 fn order_key(d: &Delivery) -> Option<OrderKey> {
     d.partition_key
@@ -546,7 +548,11 @@ impl Dispatcher {
                     }
                 }
             };
-            partitions.extend((0..count).map(|p| (topic.clone(), p)));
+            partitions.extend(
+                (0..count)
+                    .filter(|p| self.owned.contains(&(topic.as_str().to_string(), *p)))
+                    .map(|p| (topic.clone(), p)),
+            );
         }
         Some(partitions)
     }
@@ -822,7 +828,11 @@ impl Dispatcher {
             if scan {
                 let before = shared.board().finished;
                 due = match self.store.due(&name, now_ms(), 512).await {
-                    Ok(d) => d,
+                    // Other instances' partitions are theirs to attempt.
+                    Ok(mut d) => {
+                        d.retain(|d| self.owned.contains(&place(&d.key)));
+                        d
+                    }
                     Err(e) => {
                         tracing::error!(subscription = %name, "due: {e}");
                         Vec::new()

@@ -16,9 +16,10 @@
 //! before that time (and, being in flight, holds back later events of its key).
 
 mod dispatch;
+pub mod lease;
 pub mod push;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_journal::Journal;
@@ -38,6 +39,26 @@ pub struct BusOptions {
     pub poll: Duration,
     /// A subscription stops reading ahead once this many deliveries are in flight.
     pub max_in_flight: u64,
+    /// How long a partition lease lasts unless renewed (renewed every third of it): when
+    /// an instance dies, its partitions move to the others after at most this plus one
+    /// keeper tick (see [`lease`]).
+    pub lease_ttl: Duration,
+    /// This instance's name, the owner of its leases; unique among the instances sharing
+    /// a store.
+    pub instance: String,
+}
+
+/// A name for this process: host, process id and a random part.
+pub fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .unwrap_or_else(|| "switchyard".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl Default for BusOptions {
@@ -46,6 +67,8 @@ impl Default for BusOptions {
             push_timeout: Duration::from_secs(10),
             poll: Duration::from_millis(100),
             max_in_flight: 10_000,
+            lease_ttl: Duration::from_secs(10),
+            instance: default_instance(),
         }
     }
 }
@@ -54,8 +77,19 @@ pub(crate) fn now_ms() -> i64 {
     switchyard_types::Timestamp::now().millis()
 }
 
+/// The lease keeper's stop switch and task.
+type Keeper = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// A topic's partition.
+pub(crate) type Place = (String, u32);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Running {
     generation: u64,
+    owned: Arc<BTreeSet<Place>>,
     stop: watch::Sender<bool>,
     poke: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -69,6 +103,14 @@ pub struct Bus {
     client: reqwest::Client,
     options: BusOptions,
     running: Arc<Mutex<HashMap<String, Running>>>,
+    /// The partition leases held, per subscription.
+    owned: Arc<Mutex<HashMap<String, BTreeMap<Place, lease::Held>>>>,
+    /// Subscriptions paused on this instance (not launched by the lease keeper).
+    paused: Arc<Mutex<HashSet<String>>>,
+    /// One lease round at a time.
+    round: Arc<tokio::sync::Mutex<()>>,
+    /// The lease keeper: its stop switch and task.
+    keeper: Arc<Mutex<Option<Keeper>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -80,7 +122,9 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Starts a dispatcher for every subscription in the store.
+    /// Takes this instance's share of the subscriptions' partition leases, starts a
+    /// dispatcher for each subscription with the partitions it holds, and keeps the leases
+    /// (see [`lease`]).
     pub async fn start(
         journal: Arc<dyn Journal>,
         store: Arc<dyn Store>,
@@ -92,27 +136,58 @@ impl Bus {
             client: reqwest::Client::new(),
             options,
             running: Arc::default(),
+            owned: Arc::default(),
+            paused: Arc::default(),
+            round: Arc::default(),
+            keeper: Arc::default(),
         };
-        for sub in bus.store.list_subscriptions().await? {
-            bus.launch(sub);
-        }
+        crate::lease::validate(&bus.options)?;
+        bus.store.list_subscriptions().await?;
+        bus.lease_round(None).await;
+        let (stop, mut stop_rx) = watch::channel(false);
+        let keeper = bus.clone();
+        let tick = lease::tick(bus.options.lease_ttl);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => keeper.lease_round(None).await,
+                    _ = stop_rx.changed() => return,
+                }
+            }
+        });
+        *lock(&bus.keeper) = Some((stop, task));
         Ok(bus)
+    }
+
+    /// This instance's name (the owner of its leases).
+    pub fn instance(&self) -> &str {
+        &self.options.instance
+    }
+
+    /// The partitions of `subscription` this instance dispatches, as `(topic, partition)`.
+    pub fn owned_partitions(&self, subscription: &str) -> Vec<(String, u32)> {
+        self.owned_places(subscription).into_iter().collect()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// Starts (or restarts) the dispatcher of `sub` over the partitions this instance
+    /// holds; with none, stops it.
     fn launch(&self, sub: Subscription) {
+        let owned = Arc::new(self.owned_places(&sub.spec.name));
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running
-            .get(&sub.spec.name)
-            .is_some_and(|r| r.generation == sub.generation && !r.task.is_finished())
-        {
+        if running.get(&sub.spec.name).is_some_and(|r| {
+            r.generation == sub.generation && r.owned == owned && !r.task.is_finished()
+        }) {
             return;
         }
         if let Some(old) = running.remove(&sub.spec.name) {
             let _ = old.stop.send(true);
+        }
+        if owned.is_empty() {
+            return;
         }
         let (stop, stop_rx) = watch::channel(false);
         let name = sub.spec.name.clone();
@@ -127,12 +202,14 @@ impl Bus {
             stop: stop_rx,
             poke: poke.clone(),
             acks: std::sync::OnceLock::new(),
+            owned: owned.clone(),
         };
         let task = tokio::spawn(d.run());
         running.insert(
             name,
             Running {
                 generation,
+                owned,
                 stop,
                 poke,
                 task,
@@ -143,13 +220,24 @@ impl Bus {
     /// Creates or replaces a subscription and (re)starts its dispatcher.
     pub async fn put(&self, spec: SubscriptionSpec) -> Result<(Subscription, bool), StoreError> {
         let (sub, created) = self.store.put_subscription(spec).await?;
+        lock(&self.paused).remove(&sub.spec.name);
+        self.lease_round(Some(&sub.spec.name)).await;
         self.launch(sub.clone());
         Ok((sub, created))
     }
 
     /// Stops a subscription's dispatcher and deletes it with all its state.
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let _round = self.round.lock().await;
         self.stop_dispatcher(name).await;
+        let held = lock(&self.owned).remove(name).unwrap_or_default();
+        for (topic, p) in held.keys() {
+            let lease = lease::partition_lease(name, topic, *p);
+            let _ = self
+                .store
+                .release_lease(&lease, &self.options.instance)
+                .await;
+        }
         self.store.delete_subscription(name).await
     }
 
@@ -157,12 +245,13 @@ impl Bus {
     /// its events wait in the journal behind its cursor (`switchyard dev --only` leaves
     /// out services this way).
     pub async fn pause(&self, name: &str) {
+        lock(&self.paused).insert(name.to_owned());
         self.stop_dispatcher(name).await;
     }
 
     /// Stops `name`'s dispatcher, if one runs, and waits for it (attempts in progress
     /// record their outcome first).
-    async fn stop_dispatcher(&self, name: &str) {
+    pub(crate) async fn stop_dispatcher(&self, name: &str) {
         let old = self
             .running
             .lock()
@@ -229,8 +318,15 @@ impl Bus {
         dropped
     }
 
-    /// Stops every dispatcher, letting attempts in progress record their outcome.
+    /// Stops the lease keeper and every dispatcher, letting attempts in progress record
+    /// their outcome, then gives back the leases held.
     pub async fn shutdown(&self) {
+        let keeper = lock(&self.keeper).take();
+        if let Some((stop, task)) = keeper {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let _round = self.round.lock().await;
         let all: Vec<Running> = self
             .running
             .lock()
@@ -244,5 +340,6 @@ impl Bus {
         for r in all {
             let _ = r.task.await;
         }
+        self.release_all().await;
     }
 }

@@ -47,6 +47,43 @@ pub struct ServeArgs {
     /// connects to no vendor and takes no reply until `POST /v1/adapters/promote`.
     #[arg(long)]
     pub standby: bool,
+    /// This instance's name, the owner of its leases (subscription partitions, adapter
+    /// lanes) when several instances share a store; unique among them. Default: with the
+    /// file journal (one process per data directory) host and data directory, so a restart
+    /// takes its leases back at once; otherwise host, process id and a random part.
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// How long a lease lasts unless renewed, in milliseconds (300 to 3600000): when an
+    /// instance dies, its partitions and lanes move after about this long. Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+/// Lease settings of one instance (see `--instance` and `--lease-ttl-ms`).
+#[derive(Clone, Debug, Default)]
+pub struct LeaseChoice {
+    pub instance: Option<String>,
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// The default instance name: stable for a data directory with the file journal (its lock
+/// allows one process), unique per process otherwise.
+fn default_instance(data: &Path, journal: &JournalChoice) -> String {
+    match journal {
+        JournalChoice::File => {
+            let dir = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in dir.to_string_lossy().bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or_else(|| "switchyard".to_owned());
+            format!("{host}-{h:016x}")
+        }
+        JournalChoice::Nats(_) => switchyard_bus::default_instance(),
+    }
 }
 
 /// The `[server]` table of switchyard.toml.
@@ -208,8 +245,27 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
+    if let Some(ms) = args.lease_ttl_ms
+        && !(300..=3_600_000).contains(&ms)
+    {
+        return Err(Exit {
+            code: 2,
+            error: anyhow!("--lease-ttl-ms: must be 300 to 3600000 (got {ms})"),
+        });
+    }
+    let leases = LeaseChoice {
+        instance: args.instance.clone(),
+        ttl: args.lease_ttl_ms.map(std::time::Duration::from_millis),
+    };
     let platform =
-        Platform::open_with(&data, &journal, &store, Some(&adapters_file), args.standby).await?;
+        Platform::open_full(
+        &data,
+        &journal,
+        &store,
+        Some(&adapters_file),
+        args.standby,
+        &leases,
+    ).await?;
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -390,6 +446,33 @@ impl Platform {
         adapters: Option<&Path>,
         standby: bool,
     ) -> anyhow::Result<Self> {
+        Self::open_full(
+            data,
+            journal,
+            store,
+            adapters,
+            standby,
+            &LeaseChoice::default(),
+        )
+        .await
+    }
+
+    /// As [`Platform::open_with`], with the lease settings of `leases`.
+    pub async fn open_full(
+        data: &Path,
+        journal: &JournalChoice,
+        store: &StoreChoice,
+        adapters: Option<&Path>,
+        standby: bool,
+        leases: &LeaseChoice,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
+        let instance = leases
+            .instance
+            .clone()
+            .unwrap_or_else(|| default_instance(data, journal));
+        let lease_ttl = leases.ttl.unwrap_or(std::time::Duration::from_secs(10));
         let journal = match journal {
             JournalChoice::File => Backend::File(
                 FileJournal::open(data)
@@ -432,7 +515,11 @@ impl Platform {
         let bus = match switchyard_bus::Bus::start(
             shared.clone(),
             store.shared(),
-            switchyard_bus::BusOptions::default(),
+            switchyard_bus::BusOptions {
+                instance: instance.clone(),
+                lease_ttl,
+                ..switchyard_bus::BusOptions::default()
+            },
         )
         .await
         {
@@ -440,7 +527,9 @@ impl Platform {
             Err(e) => {
                 store.close().await;
                 close_journal(&journal).await;
-                return Err(anyhow!("starting the subscriptions: {e}"));
+                return Err(anyhow!(
+                    "starting the subscriptions (--instance, --lease-ttl-ms): {e}"
+                ));
             }
         };
         let connect = match switchyard_connect::Connect::start(
@@ -449,6 +538,8 @@ impl Platform {
             switchyard_connect::ConnectOptions {
                 config_file: adapters.map(Path::to_path_buf),
                 standby,
+                instance,
+                lease_ttl,
             },
         )
         .await

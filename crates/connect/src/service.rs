@@ -23,6 +23,16 @@ pub struct ConnectOptions {
     /// Start as the standby of a blue-green pair: read nothing, connect to no vendor and
     /// take no reply until [`Connect::promote`].
     pub standby: bool,
+    /// This instance's name, the owner of its lanes' leases (`lane/<adapter>`); empty: a
+    /// generated one.
+    pub instance: String,
+    /// How long a lane lease lasts unless renewed (renewed every third of it); zero: 10 s.
+    pub lease_ttl: std::time::Duration,
+}
+
+/// The lease name of an adapter's lane.
+pub fn lane_lease(adapter: &str) -> String {
+    format!("lane/{adapter}")
 }
 
 /// A lane as the API shows it.
@@ -41,6 +51,9 @@ pub struct LaneView {
     pub in_flight: usize,
     /// Messages per state, in the message store.
     pub messages: BTreeMap<MessageState, u64>,
+    /// The instance holding the lane's lease, and its epoch.
+    pub lease_owner: Option<String>,
+    pub lease_epoch: Option<u64>,
     /// Since this process started.
     pub counters: CountersView,
 }
@@ -101,7 +114,13 @@ struct Inner {
     options: ConnectOptions,
     running: Mutex<Running>,
     /// A standby's adapters, checked and waiting for the promotion (`None` once active).
-    standby: Mutex<Option<Vec<Adapter>>>,
+    standby: Mutex<Option<Vec<Arc<Adapter>>>>,
+    instance: String,
+    ttl_ms: i64,
+    /// The epoch of each lane lease held.
+    epochs: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// The lease keeper's stop switch and task.
+    keeper: std::sync::Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -139,11 +158,39 @@ impl Connect {
         options: ConnectOptions,
         adapters: Vec<Adapter>,
     ) -> Result<Self> {
+        let instance = if options.instance.is_empty() {
+            format!("connect-{}-{:08x}", std::process::id(), rand_u32())
+        } else {
+            options.instance.clone()
+        };
+        switchyard_store::lease::validate_lease_owner(&instance).map_err(|_| {
+            Error::invalid(
+                "instance",
+                "must be 1 to 200 printable ASCII characters without spaces",
+            )
+        })?;
+        let ttl = if options.lease_ttl.is_zero() {
+            std::time::Duration::from_secs(10)
+        } else {
+            options.lease_ttl
+        };
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        if !(300..=3_600_000).contains(&ttl_ms) {
+            return Err(Error::invalid(
+                "lease-ttl",
+                format!("must be 300 ms to 1 h (got {ttl_ms} ms)"),
+            ));
+        }
+        let adapters: Vec<Arc<Adapter>> = adapters.into_iter().map(Arc::new).collect();
         let connect = Self {
             inner: Arc::new(Inner {
                 journal,
                 store,
                 options,
+                instance,
+                ttl_ms,
+                epochs: std::sync::Mutex::default(),
+                keeper: std::sync::Mutex::default(),
                 running: Mutex::new(Running {
                     lanes: BTreeMap::new(),
                     unrouted: None,
@@ -154,9 +201,92 @@ impl Connect {
         if connect.inner.options.standby {
             *connect.inner.standby.lock().await = Some(adapters);
         } else {
-            connect.apply(adapters).await?;
+            connect.apply_arcs(adapters).await?;
         }
+        connect.start_keeper(ttl);
         Ok(connect)
+    }
+
+    /// This instance's name (the owner of its lanes' leases).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    fn start_keeper(&self, ttl: std::time::Duration) {
+        let (stop, mut rx) = watch::channel(false);
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ttl / 3) => me.renew().await,
+                    _ = rx.changed() => return,
+                }
+            }
+        });
+        *self.inner.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, task));
+    }
+
+    /// Renews the lanes' leases; when one was taken by another instance (a promotion),
+    /// this instance stops every lane and becomes a standby: it sends nothing and takes no
+    /// reply.
+    async fn renew(&self) {
+        if self.is_standby().await {
+            return;
+        }
+        let names: Vec<String> = self
+            .inner
+            .running
+            .lock()
+            .await
+            .lanes
+            .keys()
+            .cloned()
+            .collect();
+        let now = now_ms();
+        let mut lost = None;
+        for name in names {
+            let lease = lane_lease(&name);
+            let held = self.epochs().get(&name).copied();
+            match self
+                .inner
+                .store
+                .acquire_lease(&lease, &self.inner.instance, now, self.inner.ttl_ms)
+                .await
+            {
+                Ok(Some(l)) if Some(l.epoch) == held => {}
+                Ok(_) => {
+                    lost = Some(name);
+                    break;
+                }
+                Err(e) => tracing::warn!(lease, "renewing a lane lease: {e}"),
+            }
+        }
+        if let Some(name) = lost {
+            tracing::warn!(lane = %name, "lane lease taken by another instance: stopping every lane (standby)");
+            self.demote().await;
+        }
+    }
+
+    /// Stops every lane and keeps their adapters for a promotion.
+    async fn demote(&self) {
+        let mut standby = self.inner.standby.lock().await;
+        let mut running = self.inner.running.lock().await;
+        if let Some((stop, task)) = running.unrouted.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let lanes = std::mem::take(&mut running.lanes);
+        let mut adapters = Vec::new();
+        for (_, lane) in lanes {
+            adapters.push(lane.shared.adapter.clone());
+            lane.stop().await;
+        }
+        self.epochs().clear();
+        *standby = Some(adapters);
+    }
+
+    fn epochs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.inner.epochs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether this instance is a standby (nothing runs until it is promoted).
@@ -169,7 +299,25 @@ impl Connect {
     pub async fn promote(&self) -> Result<ReloadReport> {
         let adapters = self.inner.standby.lock().await.take();
         match adapters {
-            Some(adapters) => self.apply(adapters).await,
+            Some(adapters) => {
+                // Take the lanes' leases whatever their state: the other side finds at its
+                // next renewal that it lost them, and stops.
+                let now = now_ms();
+                for a in &adapters {
+                    let l = self
+                        .inner
+                        .store
+                        .steal_lease(
+                            &lane_lease(&a.name),
+                            &self.inner.instance,
+                            now,
+                            self.inner.ttl_ms,
+                        )
+                        .await?;
+                    self.epochs().insert(a.name.clone(), l.epoch);
+                }
+                self.apply_arcs(adapters).await
+            }
             None => Ok(ReloadReport::default()),
         }
     }
@@ -190,7 +338,7 @@ impl Connect {
         // A standby only checks them and keeps them for its promotion.
         let mut standby = self.inner.standby.lock().await;
         if let Some(waiting) = standby.as_mut() {
-            *waiting = adapters;
+            *waiting = adapters.into_iter().map(Arc::new).collect();
             return Ok(ReloadReport::default());
         }
         drop(standby);
@@ -199,11 +347,16 @@ impl Connect {
 
     /// Runs exactly `adapters` (see [`reload`](Self::reload)).
     pub async fn apply(&self, adapters: Vec<Adapter>) -> Result<ReloadReport> {
+        self.apply_arcs(adapters.into_iter().map(Arc::new).collect())
+            .await
+    }
+
+    async fn apply_arcs(&self, adapters: Vec<Arc<Adapter>>) -> Result<ReloadReport> {
         let mut writers = Vec::with_capacity(adapters.len());
         for a in adapters {
             let w = crate::writer::build(&a.writer, a.timeout)
                 .map_err(|e| Error::invalid(format!("adapters.{}.writer", a.name), e))?;
-            writers.push((Arc::new(a), w));
+            writers.push((a, w));
         }
         let states: BTreeMap<String, LaneState> =
             self.inner.store.lane_states().await?.into_iter().collect();
@@ -216,6 +369,12 @@ impl Connect {
                 && let Some(lane) = running.lanes.remove(&name)
             {
                 lane.stop().await;
+                self.epochs().remove(&name);
+                let _ = self
+                    .inner
+                    .store
+                    .release_lease(&lane_lease(&name), &self.inner.instance)
+                    .await;
                 report.removed.push(name);
             }
         }
@@ -231,6 +390,25 @@ impl Connect {
                 }
                 report.changed.push(name.clone());
             } else {
+                // Only the holder of the lane's lease reads and sends.
+                let lease = lane_lease(&name);
+                match self
+                    .inner
+                    .store
+                    .acquire_lease(&lease, &self.inner.instance, now_ms(), self.inner.ttl_ms)
+                    .await?
+                {
+                    Some(l) => {
+                        self.epochs().insert(name.clone(), l.epoch);
+                    }
+                    None => {
+                        tracing::warn!(
+                            lease,
+                            "the lane is held by another instance: not started here"
+                        );
+                        continue;
+                    }
+                }
                 report.added.push(name.clone());
             }
             let state = states.get(&name).copied().unwrap_or(LaneState::Running);
@@ -279,6 +457,14 @@ impl Connect {
     pub async fn lanes(&self) -> Result<Vec<LaneView>> {
         let running = self.inner.running.lock().await;
         let counts = self.inner.store.message_counts(None).await?;
+        let leases: BTreeMap<String, switchyard_store::Lease> = self
+            .inner
+            .store
+            .leases("lane/")
+            .await?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
         let mut out = Vec::new();
         for (name, lane) in &running.lanes {
             let a = &lane.shared.adapter;
@@ -305,6 +491,11 @@ impl Connect {
                     && messages.get(&MessageState::Pending).copied().unwrap_or(0) == 0,
                 in_flight,
                 messages,
+                lease_owner: leases
+                    .get(&lane_lease(name))
+                    .filter(|l| l.is_held_at(now_ms()))
+                    .map(|l| l.owner.clone()),
+                lease_epoch: leases.get(&lane_lease(name)).map(|l| l.epoch),
                 counters: CountersView::from(&lane.shared.counters),
             });
         }
@@ -435,16 +626,39 @@ impl Connect {
 
     /// Stops every lane: no attempt starts; attempts in progress record their outcome.
     pub async fn shutdown(&self) {
+        let keeper = self
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, task)) = keeper {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         let mut running = self.inner.running.lock().await;
         if let Some((stop, task)) = running.unrouted.take() {
             let _ = stop.send(true);
             let _ = task.await;
         }
         let lanes = std::mem::take(&mut running.lanes);
-        for (_, lane) in lanes {
+        for (name, lane) in lanes {
             lane.stop().await;
+            let _ = self
+                .inner
+                .store
+                .release_lease(&lane_lease(&name), &self.inner.instance)
+                .await;
         }
     }
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 /// Reads and compiles the adapters of `file` (a `switchyard.toml`).
