@@ -134,6 +134,7 @@ mod locate;
 mod model;
 mod policy;
 mod raw;
+mod route;
 mod rules;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
@@ -143,6 +144,10 @@ pub use model::{
     INJECTED_ENV, Publish, Service, Subscription, System, Topic,
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
+pub use route::{
+    DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, Millis, PathPattern, RouteError, RouteSpec, Segment,
+    UpstreamSpec, check_route_name, check_upstream_url,
+};
 
 use std::path::Path;
 
