@@ -47,6 +47,23 @@ pub const MAX_CALL_BODY: usize = 4 << 20;
 /// Each service's declared dependencies: caller -> dependency -> how.
 pub type Dependencies = BTreeMap<String, BTreeMap<String, Dependency>>;
 
+/// The declared dependencies of every service of `system`.
+pub fn dependencies_of(system: &switchyard_manifest::System) -> Dependencies {
+    system
+        .services
+        .values()
+        .map(|s| (s.name.clone(), s.dependencies.clone()))
+        .collect()
+}
+
+/// Where each service of `system` listens, from the ports the runner chose.
+pub fn services_on_loopback(ports: &BTreeMap<String, u16>) -> crate::table::Services {
+    ports
+        .iter()
+        .map(|(name, port)| (name.clone(), vec![format!("http://127.0.0.1:{port}")]))
+        .collect()
+}
+
 /// A service's circuit.
 #[derive(Debug, Default)]
 struct Breaker {

@@ -19,7 +19,7 @@ pub mod table;
 pub mod trace;
 pub mod upstream;
 
-pub use calls::{CALLER_HEADER, Dependencies};
+pub use calls::{CALLER_HEADER, Dependencies, dependencies_of, services_on_loopback};
 pub use history::{Change, Origin, ROUTES_TOPIC};
 pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
 pub use table::Services;

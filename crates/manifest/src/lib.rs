@@ -62,8 +62,8 @@
 //! path = "/healthz"                  # the default
 //! timeout = "10s"                    # the default: how long it may take to become healthy
 //!
-//! [env]                              # may not set PORT, SWITCHYARD_URL, SERVICE_NAME,
-//! LOG_LEVEL = "info"                 # DATABASE_URL or TRACEPARENT (the runner sets them)
+//! [env]                              # may not set PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL,
+//! LOG_LEVEL = "info"                 # SERVICE_NAME, DATABASE_URL or TRACEPARENT (the runner sets them)
 //!
 //! [database]
 //! kind = "sqlite"                    # sqlite | postgres

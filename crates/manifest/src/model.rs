@@ -95,9 +95,10 @@ pub struct Service {
 }
 
 /// The variables the dev runner sets for every service; `[env]` may not override them.
-pub const INJECTED_ENV: [&str; 5] = [
+pub const INJECTED_ENV: [&str; 6] = [
     "PORT",
     "SWITCHYARD_URL",
+    "SWITCHYARD_GATEWAY_URL",
     "SERVICE_NAME",
     "DATABASE_URL",
     "TRACEPARENT",
