@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 
 /// Echoes what it got as JSON (`/env`: its environment).
 const SERVICE: &str = r#"
-import http.server, json, os
+import http.server, json, os, threading
+seen, failed, lock = [], set(), threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
     def reply(self, code, body):
         b = json.dumps(body).encode()
@@ -27,6 +28,15 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.reply(200, {"ok": True})
         if self.path == "/env":
             return self.reply(200, dict(os.environ))
+        if self.path == "/seen":
+            with lock:
+                return self.reply(200, list(seen))
+        if self.path.startswith("/flaky-once/"):
+            with lock:
+                if self.path not in failed:
+                    failed.add(self.path)
+                    return self.reply(503, {"busy": True})
+                seen.append([self.command, self.path, body, self.headers.get("switchyard-caller")])
         self.reply(200, {"service": os.environ["SERVICE_NAME"], "method": self.command, "path": self.path,
                          "caller": self.headers.get("switchyard-caller"), "body": body,
                          "request-id": self.headers.get("x-request-id")})
@@ -128,7 +138,7 @@ async fn routes_and_service_calls_go_through_the_gateway() {
     let root = tmp.path();
     write(
         &root.join("switchyard.toml"),
-        "[system]\nname = \"gw\"\n\n[[routes]]\nname = \"api\"\npath = \"/api/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n",
+        "[system]\nname = \"gw\"\n[topics.\"calls.v1\"]\n\n[[routes]]\nname = \"api\"\npath = \"/api/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n",
     );
     service(root, "a", "");
     service(
@@ -137,12 +147,14 @@ async fn routes_and_service_calls_go_through_the_gateway() {
         "[dependencies.a]\nkind = \"sync\"\non-failure = \"fail\"\n\
          [dependencies.c]\nkind = \"sync\"\non-failure = { policy = \"fallback\", body = '{\"stub\":true}' }\n\
          [dependencies.d]\nkind = \"sync\"\non-failure = { policy = \"degrade\", header = \"X-Degraded\" }\n\
-         [dependencies.e]\nkind = \"sync\"\non-failure = { policy = \"retry\", attempts = 2, timeout = \"500ms\", backoff = \"10ms\" }\n",
+         [dependencies.e]\nkind = \"sync\"\non-failure = { policy = \"retry\", attempts = 2, timeout = \"500ms\", backoff = \"10ms\" }\n\
+         [dependencies.g]\nkind = \"async\"\non-failure = { policy = \"queue\", topic = \"calls.v1\" }\n",
     );
     for s in ["c", "d", "e"] {
         service(root, s, "");
     }
-    let dev = Dev::start(root, &["--only", "a,b"]);
+    service(root, "g", "");
+    let dev = Dev::start(root, &["--only", "a,b,g"]);
     let c = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -220,5 +232,27 @@ async fn routes_and_service_calls_go_through_the_gateway() {
     );
     assert_eq!(v["tries"], 2, "{v}");
     assert_eq!(h["retry-after"], "1");
+
+    // g answers its first call 503: the call is queued (202) and delivered once g answers.
+    let r = c
+        .post(format!("{}/v1/call/g/flaky-once/n1", dev.gateway))
+        .header("switchyard-caller", "b")
+        .body("note")
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("test step");
+    assert_eq!(v["topic"], "calls.v1");
+    let mut delivered = Value::Null;
+    for _ in 0..100 {
+        let (_, _, v) = get(format!("{}/v1/call/g/seen", dev.gateway), Some("b")).await;
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            delivered = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered, json!([["POST", "/flaky-once/n1", "note", "b"]]));
     dev.stop();
 }

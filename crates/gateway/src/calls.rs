@@ -388,6 +388,138 @@ async fn on_down(
     }
 }
 
+/// `POST /v1/queued-calls`: one queued call, pushed by the subscription the runner makes on
+/// each queue topic (CloudEvents binary mode: the body is the event's `data`). The call goes
+/// to its dependency as it was made; the answer tells the bus what to do: the dependency's
+/// 2xx is 200 (delivered), a down dependency 503 (tried again later, after `Retry-After`),
+/// its 4xx passed on (parked: the call itself is wrong), anything else 500 (tried again).
+pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) -> Response<Body> {
+    use base64::Engine as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 2 * MAX_CALL_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "a queued call is too large",
+            )
+            .into_response();
+        }
+    };
+    let bad = |field: &str, why: &str| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-queued-call",
+            format!("{field}: {why}"),
+        )
+        .with("pointer", format!("/{field}"))
+        .into_response()
+    };
+    let Ok(data) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return bad("data", "not JSON");
+    };
+    let text = |k: &str| data.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(caller), Some(service), Some(method), Some(path)) = (
+        text("caller"),
+        text("dependency"),
+        text("method"),
+        text("path"),
+    ) else {
+        return bad("data", "needs caller, dependency, method and path");
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return bad("method", "not an HTTP method");
+    };
+    if !path.starts_with('/') {
+        return bad("path", "must start with `/`");
+    }
+    let declared = gw
+        .inner
+        .dependencies
+        .load()
+        .get(&caller)
+        .is_some_and(|d| d.contains_key(&service));
+    if !declared {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "undeclared-dependency",
+            format!("service `{caller}` does not declare a dependency on `{service}`"),
+        )
+        .into_response();
+    }
+    let payload =
+        match text("body-base64").map(|b| base64::engine::general_purpose::STANDARD.decode(b)) {
+            None => Bytes::new(),
+            Some(Ok(b)) => Bytes::from(b),
+            Some(Err(_)) => return bad("body-base64", "not base64"),
+        };
+    let mut headers = http::HeaderMap::new();
+    for pair in data
+        .get("headers")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(n), Some(v)) = (
+            pair.get(0).and_then(|x| x.as_str()),
+            pair.get(1).and_then(|x| x.as_str()),
+        ) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.append(n, v);
+            }
+        }
+    }
+    let (mut parts, ()) = Request::builder()
+        .method(method)
+        .uri(path.as_str())
+        .body(())
+        .map(|r| r.into_parts())
+        .unwrap_or_else(|_| Request::new(()).into_parts());
+    parts.headers = headers;
+    match try_once(
+        gw,
+        &service,
+        &caller,
+        &parts,
+        payload,
+        &path,
+        None,
+        ids,
+        DEFAULT_CALL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(resp) if resp.status().is_success() => {
+            gw.inner.breakers.record(&service, false);
+            StatusCode::OK.into_response()
+        }
+        Ok(resp) if resp.status().is_client_error() => resp.status().into_response(),
+        Ok(resp) => {
+            tracing::warn!(
+                "queued call {caller} -> {service} {path}: answered {}",
+                resp.status()
+            );
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(d) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-unavailable",
+            format!(
+                "queued call `{caller}` -> `{service}`: `{service}` {}",
+                d.describe()
+            ),
+        )
+        .header("retry-after", "1")
+        .into_response(),
+    }
+}
+
 fn unavailable(what: &str, caller: &str, service: &str, tried: u32) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -308,6 +308,9 @@ async fn handle(AxState(gw): AxState<Gateway>, req: Request) -> Response {
             let rest = rest.to_string();
             crate::calls::call(&gw, &rest, req, peer, &ids).await
         }
+        None if req.uri().path() == "/v1/queued-calls" && req.method() == http::Method::POST => {
+            crate::calls::deliver_queued(&gw, req, &ids).await
+        }
         None => route_request(&gw, req, peer, &ids).await,
     };
     resp.headers_mut()

@@ -516,6 +516,29 @@ async fn register(
             .await
             .with_context(|| format!("creating topic {name} (switchyard.toml)"))?;
     }
+    // Queued calls: one subscription per queue topic, pushing to the gateway, which makes
+    // each call once its dependency answers (the bus's retries and parking meanwhile).
+    let queues: std::collections::BTreeSet<&switchyard_types::TopicName> = system
+        .services
+        .values()
+        .flat_map(|s| s.dependencies.values())
+        .filter_map(|d| match &d.on_failure {
+            switchyard_manifest::OnFailure::Queue { topic } => Some(topic),
+            _ => None,
+        })
+        .collect();
+    for topic in queues {
+        let name = format!("switchyard.queued-calls.{topic}");
+        let body = json!({
+            "topics": [topic],
+            "types": ["switchyard.queued-call"],
+            "endpoint": format!("{}/v1/queued-calls", control.gateway_url),
+            "concurrency": 4,
+        });
+        call(control, "PUT", &format!("/v1/subscriptions/{name}"), body)
+            .await
+            .with_context(|| format!("creating subscription {name} (queued calls)"))?;
+    }
     for sub in system.all_subscriptions() {
         let endpoint = match &sub.endpoint {
             Endpoint::Url(u) => u.clone(),
