@@ -124,10 +124,7 @@ fn not_found(name: &str) -> Response {
 fn invalid(field: &str, message: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-route", message).with(
         "pointer",
-        format!(
-            "/{}",
-            field.replace('.', "/").replace('[', "/").replace(']', "")
-        ),
+        format!("/{}", field.replace(['.', '['], "/").replace(']', "")),
     )
 }
 
@@ -209,7 +206,7 @@ async fn put(
     if let Err(p) = gw
         .change(Change::Put {
             origin: Origin::Admin,
-            route: spec.clone(),
+            route: Box::new(spec.clone()),
         })
         .await
     {

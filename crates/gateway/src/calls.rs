@@ -463,16 +463,13 @@ pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) 
         .into_iter()
         .flatten()
     {
-        if let (Some(n), Some(v)) = (
-            pair.get(0).and_then(|x| x.as_str()),
-            pair.get(1).and_then(|x| x.as_str()),
+        let n = pair.get(0).and_then(|x| x.as_str()).unwrap_or_default();
+        let v = pair.get(1).and_then(|x| x.as_str()).unwrap_or_default();
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
         ) {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(n.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.append(n, v);
-            }
+            headers.append(n, v);
         }
     }
     let (mut parts, ()) = Request::builder()

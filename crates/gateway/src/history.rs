@@ -33,8 +33,14 @@ pub enum Origin {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Change {
-    Put { origin: Origin, route: RouteSpec },
-    Delete { origin: Origin, name: String },
+    Put {
+        origin: Origin,
+        route: Box<RouteSpec>,
+    },
+    Delete {
+        origin: Origin,
+        name: String,
+    },
 }
 
 impl Change {
@@ -52,7 +58,7 @@ pub type State = BTreeMap<String, (Origin, RouteSpec)>;
 pub fn apply(state: &mut State, change: Change) {
     match change {
         Change::Put { origin, route } => {
-            state.insert(route.name.clone(), (origin, route));
+            state.insert(route.name.clone(), (origin, *route));
         }
         Change::Delete { name, .. } => {
             state.remove(&name);

@@ -89,7 +89,7 @@ impl Gateway {
             if state.get(&spec.name).map(|(_, s)| s) != Some(spec) {
                 changes.push(Change::Put {
                     origin: Origin::File,
-                    route: spec.clone(),
+                    route: Box::new(spec.clone()),
                 });
             }
         }

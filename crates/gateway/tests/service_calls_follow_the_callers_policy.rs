@@ -14,8 +14,10 @@ use switchyard_manifest::{Dependency, DependencyKind, OnFailure};
 
 /// Answers 503 to the first `fail_first` requests, then 200; counts them all.
 async fn flaky(fail_first: u32) -> (String, Arc<AtomicU32>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test step");
+    let url = format!("http://{}", listener.local_addr().expect("test step"));
     let hits = Arc::new(AtomicU32::new(0));
     let h = hits.clone();
     let app = axum::Router::new().fallback(move || {
@@ -28,7 +30,7 @@ async fn flaky(fail_first: u32) -> (String, Arc<AtomicU32>) {
             }
         }
     });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("test step") });
     (url, hits)
 }
 

@@ -303,10 +303,8 @@ impl RouteSpec {
                     "give strip-prefix or rewrite, not both".into(),
                 );
             }
-            if let Some(r) = &self.rewrite {
-                if let Err(e) = check_rewrite(r, p) {
-                    err("rewrite".into(), e);
-                }
+            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_rewrite(r, p)) {
+                err("rewrite".into(), e);
             }
         }
         match (&self.service, self.upstreams.is_empty()) {
@@ -341,10 +339,10 @@ impl RouteSpec {
                 "every upstream has weight 0: none would get a request".into(),
             );
         }
-        if let Some(t) = self.timeout {
-            if t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600) {
-                err("timeout".into(), "timeout must be 1ms to 1h".into());
-            }
+        if let Some(t) = self.timeout
+            && (t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600))
+        {
+            err("timeout".into(), "timeout must be 1ms to 1h".into());
         }
         if let Some(h) = &self.health {
             if !h.path.starts_with('/') {
@@ -430,10 +428,11 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
             "upstream {url:?} may not hold credentials, a query, a fragment or spaces"
         ));
     }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        if !authority.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err(format!("upstream {url:?} has a bad port {port:?}"));
-        }
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !authority.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("upstream {url:?} has a bad port {port:?}"));
     }
     Ok(())
 }

@@ -21,8 +21,10 @@ pub struct Echo {
 
 impl Echo {
     pub async fn start(name: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test step");
+        let addr = listener.local_addr().expect("test step");
         let health = Arc::new(AtomicU16::new(200));
         let (n, h) = (name.to_string(), health.clone());
         let app = axum::Router::new().fallback(move |req: Request| {
@@ -30,7 +32,8 @@ impl Echo {
             let h = h.clone();
             async move {
                 if req.uri().path() == "/healthz" {
-                    let code = axum::http::StatusCode::from_u16(h.load(Ordering::Relaxed)).unwrap();
+                    let code = axum::http::StatusCode::from_u16(h.load(Ordering::Relaxed))
+                        .expect("test step");
                     return (code, "health").into_response();
                 }
                 let headers: serde_json::Map<String, serde_json::Value> = req
@@ -54,7 +57,7 @@ impl Echo {
             }
         });
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app).await.expect("test step");
         });
         Self {
             name: name.to_string(),
@@ -86,14 +89,18 @@ pub struct Running {
 
 impl Running {
     pub async fn start(dir: &std::path::Path, options: GatewayOptions) -> Self {
-        let journal = FileJournal::open(dir).unwrap();
+        let journal = FileJournal::open(dir).expect("test step");
         let gateway = Gateway::start(Arc::new(journal.clone()), options)
             .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+            .expect("test step");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test step");
+        let url = format!("http://{}", listener.local_addr().expect("test step"));
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test step");
+        let admin = format!("http://{}", admin_listener.local_addr().expect("test step"));
         let stop = Arc::new(tokio::sync::Notify::new());
         let s = stop.clone();
         let g = gateway.clone();
@@ -120,21 +127,24 @@ impl Running {
     pub async fn stop(self) {
         self.stop.notify_waiters();
         self.gateway.shutdown().await;
-        self.journal.close().await.unwrap();
+        self.journal.close().await.expect("test step");
         self.stopped.store(true, Ordering::Relaxed);
     }
 }
 
 pub fn route(toml_text: &str) -> switchyard_manifest::RouteSpec {
-    toml::from_str(toml_text).unwrap()
+    toml::from_str(toml_text).expect("test step")
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("test step")
 }
 
 pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
-    let r = c.get(url).send().await.unwrap();
+    let r = c.get(url).send().await.expect("test step");
     let status = r.status().as_u16();
     let v = r.json().await.unwrap_or(serde_json::Value::Null);
     (status, v)
