@@ -10,6 +10,7 @@
 //! W3C trace context ([`trace`]), and its answer streamed back ([`proxy`]).
 
 mod admin;
+pub mod auth;
 pub mod calls;
 pub mod history;
 pub mod problem;

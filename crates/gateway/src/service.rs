@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     /// One admin change at a time.
     pub(crate) writer: tokio::sync::Mutex<()>,
     pub(crate) client: UpstreamClient,
+    /// For health checks' peers and JWKS fetches.
+    pub(crate) prober: prober::Client,
     pub(crate) admin_token: Option<String>,
     pub(crate) dependencies: ArcSwap<crate::calls::Dependencies>,
     pub(crate) breakers: crate::calls::Breakers,
@@ -119,6 +121,7 @@ impl Gateway {
             applied: watch::channel(next).0,
             writer: tokio::sync::Mutex::new(()),
             client: proxy::client(),
+            prober: prober::Client::default(),
             admin_token: options.admin_token,
             dependencies: ArcSwap::from_pointee(options.dependencies),
             breakers: crate::calls::Breakers::default(),
@@ -366,6 +369,17 @@ async fn route_request(
         Ok(p) => p,
         Err(p) => return p.into_response(),
     };
+    let mut req = req;
+    if let Some(auth) = &route.auth {
+        let granted = match auth.check(req.headers(), &gw.inner.prober).await {
+            Ok(h) => h,
+            Err(p) => return p.into_response(),
+        };
+        auth.strip(req.headers_mut());
+        for (n, v) in granted {
+            req.headers_mut().insert(n, v);
+        }
+    }
     match proxy::forward(
         &gw.inner.client,
         req,

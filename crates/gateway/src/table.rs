@@ -26,6 +26,7 @@ pub struct Route {
     methods: Vec<http::Method>,
     pub pool: Pool,
     pub timeout: Duration,
+    pub auth: Option<crate::auth::Auth>,
 }
 
 /// What a match captured.
@@ -78,7 +79,13 @@ impl Route {
                 http::Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let auth = spec
+            .auth
+            .as_ref()
+            .map(crate::auth::Auth::compile)
+            .transpose()?;
         Ok(Self {
+            auth,
             timeout: spec.request_timeout(),
             pattern,
             hosts,

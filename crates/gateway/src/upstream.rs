@@ -208,7 +208,7 @@ pub mod prober {
 
     #[derive(Clone, Debug)]
     pub struct Client {
-        inner: hyper_util::client::legacy::Client<
+        pub(crate) inner: hyper_util::client::legacy::Client<
             hyper_util::client::legacy::connect::HttpConnector,
             Empty<bytes::Bytes>,
         >,

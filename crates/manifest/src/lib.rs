@@ -145,8 +145,8 @@ pub use model::{
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
 pub use route::{
-    DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, Millis, PathPattern, RouteError, RouteSpec, Segment,
-    UpstreamSpec, check_route_name, check_upstream_url,
+    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, Millis, PathPattern,
+    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
 };
 
 use std::path::Path;

@@ -13,9 +13,14 @@
 //! upstreams = [{ url = "http://127.0.0.1:9001", weight = 3 }]   # ... or a list of URLs (not both)
 //! timeout = "30s"                      # the default: a request to the upstream is cut off after it
 //! health = { path = "/healthz", interval = "1s", timeout = "1s", unhealthy-after = 2, healthy-after = 1 }
+//! [routes.auth]                        # optional: see [`AuthSpec`]
+//! jwt = { algorithm = "RS256", jwks-url = "http://id.internal/jwks.json", issuer = "https://id", audience = ["shop"], leeway = "30s", claims = { "x-user-email" = "email" } }
+//! api-keys-env = "SHOP_API_KEYS"       # `name=key,name2=key2`
+//! user-header = "x-user-id"
 //! ```
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A duration written as a humantime string (`"200ms"`, `"30s"`), read and written so.
@@ -65,6 +70,173 @@ pub struct RouteSpec {
     /// Active health checks of the upstreams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheckSpec>,
+    /// Who may use the route: a JWT, an API key, or either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// `auth`: a request needs a valid JWT (`Authorization: Bearer`) or API key (`X-Api-Key`)
+/// when the route names them. The backend gets the consumer's id (the JWT's `sub`, or the
+/// API key's name) in `user-header` and the chosen claims in their headers; those headers
+/// are always taken out of what the client sent. Secrets are named by environment variable,
+/// never written here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// A variable holding `name=key` pairs separated by commas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_env: Option<String>,
+    /// Default `x-user-id`.
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+}
+
+fn default_user_header() -> String {
+    "x-user-id".to_string()
+}
+
+/// `auth.jwt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// `HS256`, `RS256` or `ES256`: the only one accepted (no confusion between them).
+    pub algorithm: String,
+    /// HS256: the variable holding the shared secret (at least 32 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// RS256, ES256: the variable holding the public key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_env: Option<String>,
+    /// RS256, ES256: a JWKS URL (http), cached 5 minutes and fetched again for an unknown `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Required `iss`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` must hold one of these, when given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s, at most 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<Millis>,
+    /// Header -> claim: `{ "x-user-email" = "email" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// The algorithms a route may name.
+pub const JWT_ALGORITHMS: [&str; 3] = ["HS256", "RS256", "ES256"];
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn is_var_name(v: &str) -> bool {
+    let mut b = v.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+impl AuthSpec {
+    fn validate(&self, err: &mut dyn FnMut(String, String)) {
+        if self.jwt.is_none() && self.api_keys_env.is_none() {
+            err(
+                "auth".into(),
+                "auth needs `jwt`, `api-keys-env` or both".into(),
+            );
+        }
+        if !is_header_name(&self.user_header) {
+            err(
+                "auth.user-header".into(),
+                format!("{:?} is not a header name", self.user_header),
+            );
+        }
+        if let Some(v) = &self.api_keys_env
+            && !is_var_name(v)
+        {
+            err(
+                "auth.api-keys-env".into(),
+                format!("{v:?} is not a variable name"),
+            );
+        }
+        let Some(j) = &self.jwt else { return };
+        if !JWT_ALGORITHMS.contains(&j.algorithm.as_str()) {
+            err(
+                "auth.jwt.algorithm".into(),
+                format!(
+                    "algorithm {:?} is not one of {}",
+                    j.algorithm,
+                    JWT_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+        let hs = j.algorithm == "HS256";
+        let sources = [
+            j.secret_env.is_some(),
+            j.public_key_env.is_some(),
+            j.jwks_url.is_some(),
+        ];
+        if sources.iter().filter(|&&x| x).count() != 1 {
+            err(
+                "auth.jwt".into(),
+                "give exactly one of secret-env (HS256), public-key-env or jwks-url (RS256, ES256)"
+                    .into(),
+            );
+        } else if hs != j.secret_env.is_some() {
+            err(
+                "auth.jwt.secret-env".into(),
+                if hs {
+                    "HS256 needs secret-env".to_string()
+                } else {
+                    format!(
+                        "{} verifies with a public key: public-key-env or jwks-url",
+                        j.algorithm
+                    )
+                },
+            );
+        }
+        for (k, v) in [
+            ("secret-env", &j.secret_env),
+            ("public-key-env", &j.public_key_env),
+        ] {
+            if let Some(v) = v
+                && !is_var_name(v)
+            {
+                err(
+                    format!("auth.jwt.{k}"),
+                    format!("{v:?} is not a variable name"),
+                );
+            }
+        }
+        if let Some(Err(e)) = j.jwks_url.as_ref().map(|u| check_upstream_url(u)) {
+            err(
+                "auth.jwt.jwks-url".into(),
+                e.replace("upstream", "jwks-url"),
+            );
+        }
+        if let Some(l) = j.leeway
+            && l.0 > Duration::from_secs(300)
+        {
+            err("auth.jwt.leeway".into(), "leeway must be at most 5m".into());
+        }
+        for (h, c) in &j.claims {
+            if !is_header_name(h) || h.eq_ignore_ascii_case(&self.user_header) {
+                err(
+                    format!("auth.jwt.claims.{h}"),
+                    format!("{h:?} must be a header name other than user-header"),
+                );
+            }
+            if c.is_empty() {
+                err(
+                    format!("auth.jwt.claims.{h}"),
+                    "the claim name is empty".into(),
+                );
+            }
+        }
+    }
 }
 
 /// One upstream URL: `http://host:port` with an optional base path.
@@ -343,6 +515,9 @@ impl RouteSpec {
             && (t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600))
         {
             err("timeout".into(), "timeout must be 1ms to 1h".into());
+        }
+        if let Some(a) = &self.auth {
+            a.validate(&mut err);
         }
         if let Some(h) = &self.health {
             if !h.path.starts_with('/') {
