@@ -57,6 +57,19 @@ pub struct ServeArgs {
     /// instance dies, its partitions and lanes move after about this long. Default 10000.
     #[arg(long, value_name = "MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// Also run the API gateway on this address (the `[[routes]]` of the config and of the
+    /// admin API `/v1/gateway/routes`). Default: `server.gateway-listen`, else no gateway.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// Where a service that routes name with `service = "NAME"` listens: `NAME=http://host:port`
+    /// (repeat for more services, or for more instances of one).
+    #[arg(long = "service", value_name = "NAME=URL", value_parser = crate::args::parse_header)]
+    pub services: Vec<(String, String)>,
+    /// The environment variable holding the gateway admin API's bearer token (at least 16
+    /// characters). Default: `server.gateway-admin-token-env`, else SWITCHYARD_GATEWAY_TOKEN.
+    /// Without a token the admin API is open, which is allowed on loopback only.
+    #[arg(long, value_name = "VAR")]
+    pub gateway_admin_token_env: Option<String>,
 }
 
 /// Lease settings of one instance (see `--instance` and `--lease-ttl-ms`).
@@ -86,6 +99,20 @@ fn default_instance(data: &Path, journal: &JournalChoice) -> String {
     }
 }
 
+/// The default variable of the gateway admin API's token.
+pub const GATEWAY_TOKEN_ENV: &str = "SWITCHYARD_GATEWAY_TOKEN";
+
+/// The token in `var`, when set; refused when shorter than 16 characters or with spaces.
+pub fn admin_token_from_env(var: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(var) {
+        Err(_) => Ok(None),
+        Ok(t) if t.len() < MIN_SECRET_LEN || t.chars().any(char::is_whitespace) => Err(anyhow!(
+            "{var}: the gateway admin token must be at least {MIN_SECRET_LEN} characters, without spaces"
+        )),
+        Ok(t) => Ok(Some(t)),
+    }
+}
+
 /// The `[server]` table of switchyard.toml.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -109,6 +136,10 @@ struct ServerConfig {
     /// Bearer tokens. With none, the API is open and listens on loopback only.
     #[serde(default)]
     tokens: Vec<TokenConfig>,
+    /// The API gateway's address, as `--gateway-listen`.
+    gateway_listen: Option<SocketAddr>,
+    /// As `--gateway-admin-token-env`.
+    gateway_admin_token_env: Option<String>,
 }
 
 /// One `[[server.tokens]]` entry. The secret comes from an environment variable or a file,
@@ -175,25 +206,42 @@ fn load_tokens(configs: Vec<TokenConfig>) -> anyhow::Result<Vec<switchyard_serve
 struct ConfigFile {
     #[serde(default)]
     server: ServerConfig,
+    /// The gateway's routes (switchyard-manifest's form and checks).
+    #[serde(default)]
+    routes: Vec<switchyard_manifest::RouteSpec>,
 }
 
-fn load_config(path: &Path) -> anyhow::Result<ServerConfig> {
+fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Other tables belong to the system manifest (topics, subscriptions, ...): only
-    // `[server]` is read, strictly.
+    // `[server]` and `[[routes]]` are read, strictly.
     let file: ConfigFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(file.server)
+    let mut names = std::collections::BTreeSet::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        if let Some(e) = r.validate().into_iter().next() {
+            return Err(anyhow!("{}: routes[{i}].{e}", path.display()));
+        }
+        if !names.insert(r.name.as_str()) {
+            return Err(anyhow!(
+                "{}: routes[{i}].name: a route named {:?} is declared before this one",
+                path.display(),
+                r.name
+            ));
+        }
+    }
+    Ok(file)
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
 pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
-    let mut config = match &args.config {
+    let file = match &args.config {
         Some(p) => load_config(p)?,
         None if Path::new("switchyard.toml").exists() => load_config(Path::new("switchyard.toml"))?,
-        None => ServerConfig::default(),
+        None => ConfigFile::default(),
     };
+    let (mut config, routes) = (file.server, file.routes);
     let listen = args
         .listen
         .or(config.listen)
@@ -245,6 +293,26 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("switchyard.toml"));
+    let gateway_listen = args.gateway_listen.or(config.gateway_listen);
+    let token_var = args
+        .gateway_admin_token_env
+        .clone()
+        .or(config.gateway_admin_token_env.clone())
+        .unwrap_or_else(|| GATEWAY_TOKEN_ENV.to_string());
+    let admin_token = admin_token_from_env(&token_var)?;
+    if admin_token.is_none() && !listen.ip().is_loopback() {
+        return Err(anyhow!(
+            "refusing to listen on {listen}: off loopback the gateway admin API needs its token; \
+             set {token_var} (16 characters or more), or listen on 127.0.0.1"
+        )
+        .into());
+    }
+    let mut services = switchyard_gateway::Services::new();
+    for (name, url) in &args.services {
+        switchyard_manifest::check_upstream_url(url)
+            .map_err(|e| anyhow!("--service {name}: {e}"))?;
+        services.entry(name.clone()).or_default().push(url.clone());
+    }
     if let Some(ms) = args.lease_ttl_ms
         && !(300..=3_600_000).contains(&ms)
     {
@@ -257,15 +325,32 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         instance: args.instance.clone(),
         ttl: args.lease_ttl_ms.map(std::time::Duration::from_millis),
     };
-    let platform =
-        Platform::open_full(
+    let platform = Platform::open_full(
         &data,
         &journal,
         &store,
         Some(&adapters_file),
         args.standby,
         &leases,
-    ).await?;
+    )
+    .await?;
+    let gateway = match switchyard_gateway::Gateway::start(
+        platform.journal(),
+        switchyard_gateway::GatewayOptions {
+            declared: routes,
+            services,
+            admin_token,
+            dependencies: Default::default(),
+        },
+    )
+    .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            platform.close().await?;
+            return Err(anyhow!("starting the gateway: {e}").into());
+        }
+    };
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -284,9 +369,44 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         store.describe(&data)
     ));
     let reloader = tokio::spawn(reload_on_sighup(platform.connect.clone()));
-    switchyard_server::serve(listener, platform.journal(), options, shutdown_signal())
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    let gateway_task = match gateway_listen {
+        Some(addr) => {
+            let gl = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--gateway-listen {addr}"))?;
+            let bound = gl
+                .local_addr()
+                .context("reading the gateway's bound address")?;
+            note(format_args!(
+                "switchyard: gateway on http://{bound} ({} route(s))",
+                gateway.routes().len()
+            ));
+            let g = gateway.clone();
+            let rx = stop_rx.clone();
+            Some(tokio::spawn(async move { g.serve(gl, stopped(rx)).await }))
+        }
+        None => None,
+    };
+    let write_timeout = options.stalled_write_timeout;
+    let app = switchyard_server::router(platform.journal(), options, stop_rx.clone())
+        .merge(gateway.admin_router());
+    switchyard_server::serve_router(listener, app, write_timeout, stopped(stop_rx))
         .await
         .context("serving HTTP")?;
+    if let Some(t) = gateway_task {
+        let _ = t.await;
+    }
+    signal.abort();
+    gateway.shutdown().await;
     reloader.abort();
     note(format_args!(
         "switchyard: stopping: finishing deliveries in progress, flushing the journal"

@@ -89,7 +89,14 @@ impl Dev {
         let mut child = Command::new(BIN)
             .arg("dev")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--grace", "2s"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--grace",
+                "2s",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -82,6 +82,11 @@ pub enum Code {
     UnknownDependency,
     /// `sync` dependencies that form a cycle (a distributed monolith).
     SyncCycle,
+    // --- gateway routes ---
+    /// A route whose `service` the system does not have.
+    UnknownService,
+    /// Two routes with the same name.
+    DuplicateRoute,
     // --- topics, events, subscriptions ---
     /// A topic that is not declared in switchyard.toml `[topics]`.
     UnknownTopic,
@@ -136,6 +141,8 @@ impl Code {
             InvalidPolicy => "invalid-policy",
             QueueNeedsAsync => "queue-needs-async",
             UnknownDependency => "unknown-dependency",
+            UnknownService => "unknown-service",
+            DuplicateRoute => "duplicate-route",
             SyncCycle => "sync-cycle",
             UnknownTopic => "unknown-topic",
             NoProducer => "no-producer",

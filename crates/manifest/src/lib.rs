@@ -62,8 +62,8 @@
 //! path = "/healthz"                  # the default
 //! timeout = "10s"                    # the default: how long it may take to become healthy
 //!
-//! [env]                              # may not set PORT, SWITCHYARD_URL, SERVICE_NAME,
-//! LOG_LEVEL = "info"                 # DATABASE_URL or TRACEPARENT (the runner sets them)
+//! [env]                              # may not set PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL,
+//! LOG_LEVEL = "info"                 # SERVICE_NAME, DATABASE_URL or TRACEPARENT (the runner sets them)
 //!
 //! [database]
 //! kind = "sqlite"                    # sqlite | postgres
@@ -134,6 +134,7 @@ mod locate;
 mod model;
 mod policy;
 mod raw;
+mod route;
 mod rules;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
@@ -143,6 +144,10 @@ pub use model::{
     INJECTED_ENV, Publish, Service, Subscription, System, Topic,
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
+pub use route::{
+    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, Millis, PathPattern,
+    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
+};
 
 use std::path::Path;
 

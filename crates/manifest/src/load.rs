@@ -78,6 +78,7 @@ pub(crate) fn load(dir: &Path, path_var: Option<OsString>) -> Result<Loaded> {
         system_parsed: false,
         origins: BTreeMap::new(),
         broken_topics: BTreeSet::new(),
+        route_index: Vec::new(),
     };
     let system = loader.load_system();
     let mut diagnostics = loader.diags;
@@ -90,6 +91,7 @@ pub(crate) fn load(dir: &Path, path_var: Option<OsString>) -> Result<Loaded> {
             system_parsed: loader.system_parsed,
             origins: &loader.origins,
             broken_topics: &loader.broken_topics,
+            route_index: &loader.route_index,
         },
     ));
     diagnostics.sort_by(|a, b| {
@@ -125,6 +127,8 @@ struct Loader {
     /// Topics declared with a setting in error: left out of the system, but references to
     /// them are not "undeclared".
     broken_topics: BTreeSet<TopicName>,
+    /// The index in `[[routes]]` of each route of `System::routes`.
+    route_index: Vec<usize>,
 }
 
 /// A diagnostic about a whole file or folder (no line: there is nothing to point into).
@@ -200,6 +204,7 @@ impl Loader {
             topics: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             services: BTreeMap::new(),
+            routes: Vec::new(),
         };
         let mut services_dir_explicit = false;
         if !self.root.join(SYSTEM_MANIFEST).exists() {
@@ -387,6 +392,30 @@ impl Loader {
                 },
             );
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, route) in file.routes.into_iter().enumerate() {
+            let path = root.key("routes").index(i);
+            let errors = route.validate();
+            for e in &errors {
+                r.error(
+                    Code::InvalidValue,
+                    &field_path(&path, &e.field),
+                    e.message.clone(),
+                );
+            }
+            if !names.insert(route.name.clone()) {
+                r.error(
+                    Code::DuplicateRoute,
+                    &path.key("name"),
+                    format!("a route named {:?} is declared before this one", route.name),
+                );
+                continue;
+            }
+            if errors.is_empty() {
+                system.routes.push(route);
+                self.route_index.push(i);
+            }
+        }
         Some(explicit)
     }
 
@@ -472,6 +501,23 @@ impl Loader {
 }
 
 /// A topic's `event-types`, with their schemas read and checked.
+/// `upstreams[1].url` under `base`.
+fn field_path(base: &KeyPath, field: &str) -> KeyPath {
+    let mut p = base.clone();
+    for part in field.split('.') {
+        match part.split_once('[') {
+            Some((key, index)) => {
+                p = p.key(key);
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    p = p.index(i);
+                }
+            }
+            None => p = p.key(part),
+        }
+    }
+    p
+}
+
 fn event_types(
     root: &Path,
     r: &mut Report<'_>,
@@ -1307,6 +1353,68 @@ on-failure = "fail"
                 "topics.\"a.v1\""
             )]
         );
+    }
+
+    #[test]
+    fn routes_are_checked_with_their_line_and_key() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n\n\
+                 [[routes]]\nname = \"a\"\npath = \"/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n\n\
+                 [[routes]]\nname = \"b\"\npath = \"/b\"\nservice = \"nowhere\"\n\n\
+                 [[routes]]\nname = \"c\"\npath = \"c\"\nupstreams = [{ url = \"ftp://x\" }]\n\n\
+                 [[routes]]\nname = \"a\"\npath = \"/x\"\nservice = \"a\"\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        assert_eq!(
+            codes(&l),
+            [
+                (
+                    "switchyard.toml",
+                    Code::UnknownService,
+                    Some(13),
+                    "routes[1].service"
+                ),
+                (
+                    "switchyard.toml",
+                    Code::InvalidValue,
+                    Some(17),
+                    "routes[2].path"
+                ),
+                (
+                    "switchyard.toml",
+                    Code::InvalidValue,
+                    Some(18),
+                    "routes[2].upstreams[0].url"
+                ),
+                (
+                    "switchyard.toml",
+                    Code::DuplicateRoute,
+                    Some(21),
+                    "routes[3].name"
+                ),
+            ]
+        );
+        assert_eq!(
+            l.system
+                .routes
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        // An unknown key is refused, located.
+        let d = Dir::new(&[(
+            "switchyard.toml",
+            "[system]\nname = \"s\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nservice = \"a\"\nprefix = \"/\"\n",
+        )]);
+        let l = d.load();
+        let c = codes(&l);
+        assert_eq!(c[0].1, Code::UnknownKey, "{c:?}");
+        assert_eq!(c[0].2, Some(7), "{c:?}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct System {
     pub subscriptions: BTreeMap<String, Subscription>,
     /// By name (the name of the service's folder).
     pub services: BTreeMap<String, Service>,
+    /// `[[routes]]`: the API gateway's declared routes, in file order, each checked.
+    pub routes: Vec<crate::route::RouteSpec>,
 }
 
 /// `[host]`: a cargo package whose binary is `switchyard` with the system's in-process
@@ -93,9 +95,10 @@ pub struct Service {
 }
 
 /// The variables the dev runner sets for every service; `[env]` may not override them.
-pub const INJECTED_ENV: [&str; 5] = [
+pub const INJECTED_ENV: [&str; 6] = [
     "PORT",
     "SWITCHYARD_URL",
+    "SWITCHYARD_GATEWAY_URL",
     "SERVICE_NAME",
     "DATABASE_URL",
     "TRACEPARENT",
@@ -332,6 +335,7 @@ mod tests {
             topics: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            routes: Vec::new(),
         }
     }
 

@@ -52,6 +52,9 @@ pub(crate) struct SystemFile {
     pub(crate) topics: BTreeMap<String, TopicExtras>,
     #[serde(default)]
     pub(crate) subscriptions: BTreeMap<String, SubscriptionSection>,
+    /// `[[routes]]`: the API gateway's routes (`crate::route`).
+    #[serde(default)]
+    pub(crate) routes: Vec<crate::route::RouteSpec>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,8 @@ pub(crate) struct Context<'a> {
     pub(crate) origins: &'a BTreeMap<String, Origins>,
     /// Declared, but left out of the system for an error in their settings.
     pub(crate) broken_topics: &'a BTreeSet<TopicName>,
+    /// The index in `[[routes]]` of each of `System::routes`.
+    pub(crate) route_index: &'a [usize],
 }
 
 /// A subscription and where it is written.
@@ -48,6 +50,9 @@ pub(crate) fn check(sys: &System, cx: &Context<'_>) -> Vec<Diagnostic> {
         }
     }
     unknown_dependencies(sys, cx, &mut out);
+    if cx.system_parsed && cx.all_parsed {
+        route_services(sys, cx, &mut out);
+    }
     sync_cycles(sys, cx, &mut out);
     ports(sys, cx, &mut out);
     subscription_names(&sites, &mut out);
@@ -300,6 +305,30 @@ fn unknown_dependencies(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic
                     format!("there is no service {to:?} (no folder {dir}/{to})"),
                 ));
             }
+        }
+    }
+}
+
+/// A route's `service` must be a service of the system.
+fn route_services(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic>) {
+    let Some(src) = cx.sources.get(SYSTEM_MANIFEST) else {
+        return;
+    };
+    for (route, &i) in sys.routes.iter().zip(cx.route_index) {
+        let Some(service) = &route.service else {
+            continue;
+        };
+        if !cx.folders.contains(service) {
+            let known: Vec<&str> = cx.folders.iter().map(String::as_str).collect();
+            out.push(src.error(
+                Code::UnknownService,
+                &KeyPath::root().key("routes").index(i).key("service"),
+                format!(
+                    "route {:?} goes to service {service:?}, which the system does not have                      (services: {})",
+                    route.name,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            ));
         }
     }
 }

@@ -47,6 +47,11 @@ pub struct DevArgs {
     /// Address of the platform's API.
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
+    /// Address of the API gateway: the routes of switchyard.toml and of the admin API
+    /// (`/v1/gateway/routes` on the platform's API), and service-to-service calls
+    /// (`/v1/call/{service}/{path}`). Port 0: a free port.
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    gateway_listen: SocketAddr,
     /// Where journal, store, service databases and snapshots live. Default: DIR/.switchyard
     #[arg(long)]
     state: Option<PathBuf>,
@@ -85,6 +90,10 @@ struct Control {
     state: Arc<StateDir>,
     postgres: Arc<Postgres>,
     url: String,
+    /// The gateway listener's address.
+    gateway_url: String,
+    /// The current gateway's app (or a 503 while the platform restarts).
+    gateway: Arc<ArcSwap<Router>>,
     /// The system directory (its switchyard.toml declares the adapters).
     dir: PathBuf,
     /// The services linked into this binary (a host binary), for the in-process ones.
@@ -174,6 +183,20 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         "http://{}",
         listener.local_addr().context("reading the bound address")?
     );
+    let gateway_listener = tokio::net::TcpListener::bind(args.gateway_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "--gateway-listen {} (is another switchyard running?)",
+                args.gateway_listen
+            )
+        })?;
+    let gateway_url = format!(
+        "http://{}",
+        gateway_listener
+            .local_addr()
+            .context("reading the gateway's bound address")?
+    );
 
     // Ports are chosen once, so they stay the same across resets and restores.
     let ports = assign_ports(&system)?;
@@ -207,6 +230,8 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         state: state.clone(),
         postgres: postgres.clone(),
         url: url.clone(),
+        gateway_url: gateway_url.clone(),
+        gateway: Arc::new(ArcSwap::from_pointee(restarting())),
         dir: dir.clone(),
         hosted,
     };
@@ -217,6 +242,24 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         Duration::from_secs(60),
         async move {
             let mut rx = stop_http_rx;
+            let _ = rx.wait_for(|&s| s).await;
+        },
+    ));
+    let gateway_app = control.gateway.clone();
+    let (stop_gateway, stop_gateway_rx) = watch::channel(false);
+    let gateway_http = tokio::spawn(switchyard_gateway::serve_app(
+        gateway_listener,
+        Router::new().fallback(move |req: axum::extract::Request| {
+            let app = gateway_app.load_full();
+            async move {
+                match app.as_ref().clone().oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        }),
+        async move {
+            let mut rx = stop_gateway_rx;
             let _ = rx.wait_for(|&s| s).await;
         },
     ));
@@ -236,7 +279,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
             }
         };
         if first {
-            print_ready(&system, &board, &url, started.elapsed());
+            print_ready(&system, &board, &url, &gateway_url, started.elapsed());
             first = false;
         }
         if let Some((reply, mut body)) = pending.take() {
@@ -293,7 +336,9 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         }
     };
     let _ = stop_http.send(true);
+    let _ = stop_gateway.send(true);
     let _ = http.await;
+    let _ = gateway_http.await;
     eprintln!("switchyard dev: stopped");
     Ok(code)
 }
@@ -324,6 +369,7 @@ async fn wipe(state: &StateDir, postgres: &Postgres, system: &System) -> anyhow:
 /// The platform and the services, running.
 struct Up {
     platform: crate::serve::Platform,
+    gateway: switchyard_gateway::Gateway,
     stop_streams: watch::Sender<bool>,
     services: Services,
     started: Instant,
@@ -357,24 +403,50 @@ impl Up {
             false,
         )
         .await?;
+        let gateway = match switchyard_gateway::Gateway::start(
+            platform.journal(),
+            switchyard_gateway::GatewayOptions {
+                declared: system.routes.clone(),
+                services: switchyard_gateway::services_on_loopback(ports),
+                admin_token: gateway_admin_token()?,
+                dependencies: switchyard_gateway::dependencies_of(system),
+            },
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                platform.close().await?;
+                return Err(anyhow!("starting the gateway: {e}"));
+            }
+        };
         let (stop_streams, stop_rx) = watch::channel(false);
         let options = switchyard_server::Options {
             bus: Some(platform.bus.clone()),
             connect: Some(platform.connect.clone()),
             ..Default::default()
         };
-        control.api.store(Arc::new(switchyard_server::router(
-            platform.journal(),
-            options,
-            stop_rx,
-        )));
+        control.api.store(Arc::new(
+            switchyard_server::router(platform.journal(), options, stop_rx)
+                .merge(gateway.admin_router()),
+        ));
+        control.gateway.store(Arc::new(gateway.router()));
         if let Err(e) = register(control, &platform.bus, system, ports, &chosen).await {
             let _ = stop_streams.send(true);
             control.api.store(Arc::new(restarting()));
+            control.gateway.store(Arc::new(restarting()));
+            gateway.shutdown().await;
             platform.close().await?;
             return Err(e);
         }
-        let mut launches = services::launches(system, only, ports, &control.url, &databases);
+        let mut launches = services::launches(
+            system,
+            only,
+            ports,
+            &control.url,
+            &control.gateway_url,
+            &databases,
+        );
         if let Some(host) = &control.hosted {
             for l in launches.iter_mut().filter(|l| l.service.in_process) {
                 l.hosted = Some(services::Hosted {
@@ -387,6 +459,7 @@ impl Up {
             Services::start(launches, control.board.clone(), args.grace, colour).await;
         let up = Up {
             platform,
+            gateway,
             stop_streams,
             services,
             started,
@@ -412,6 +485,8 @@ impl Up {
         self.services.stop().await;
         let _ = self.stop_streams.send(true);
         control.api.store(Arc::new(restarting()));
+        control.gateway.store(Arc::new(restarting()));
+        self.gateway.shutdown().await;
         if let Err(e) = self.platform.close().await {
             eprintln!("switchyard dev: closing the platform: {e:#}");
         }
@@ -440,6 +515,29 @@ async fn register(
         call(control, "PUT", &format!("/v1/topics/{name}"), body)
             .await
             .with_context(|| format!("creating topic {name} (switchyard.toml)"))?;
+    }
+    // Queued calls: one subscription per queue topic, pushing to the gateway, which makes
+    // each call once its dependency answers (the bus's retries and parking meanwhile).
+    let queues: std::collections::BTreeSet<&switchyard_types::TopicName> = system
+        .services
+        .values()
+        .flat_map(|s| s.dependencies.values())
+        .filter_map(|d| match &d.on_failure {
+            switchyard_manifest::OnFailure::Queue { topic } => Some(topic),
+            _ => None,
+        })
+        .collect();
+    for topic in queues {
+        let name = format!("switchyard.queued-calls.{topic}");
+        let body = json!({
+            "topics": [topic],
+            "types": ["switchyard.queued-call"],
+            "endpoint": format!("{}/v1/queued-calls", control.gateway_url),
+            "concurrency": 4,
+        });
+        call(control, "PUT", &format!("/v1/subscriptions/{name}"), body)
+            .await
+            .with_context(|| format!("creating subscription {name} (queued calls)"))?;
     }
     for sub in system.all_subscriptions() {
         let endpoint = match &sub.endpoint {
@@ -533,7 +631,13 @@ fn assign_ports(system: &System) -> anyhow::Result<BTreeMap<String, u16>> {
     Ok(out)
 }
 
-fn print_ready(system: &System, board: &Board, url: &str, took: Duration) {
+/// The gateway admin API's token: `SWITCHYARD_GATEWAY_TOKEN` when set (at least 16
+/// characters), else none (the dev runner listens on loopback).
+fn gateway_admin_token() -> anyhow::Result<Option<String>> {
+    crate::serve::admin_token_from_env(crate::serve::GATEWAY_TOKEN_ENV)
+}
+
+fn print_ready(system: &System, board: &Board, url: &str, gateway: &str, took: Duration) {
     let b = lock(board);
     let width = b.keys().map(String::len).max().unwrap_or(7).max(7);
     println!();
@@ -546,7 +650,7 @@ fn print_ready(system: &System, board: &Board, url: &str, took: Duration) {
     }
     println!();
     println!(
-        "switchyard dev: {} ready in {} ms; API {url}, status {url}/v1/system/status; Ctrl-C stops",
+        "switchyard dev: {} ready in {} ms; API {url}, status {url}/v1/system/status, gateway {gateway}; Ctrl-C stops",
         system.name,
         took.as_millis()
     );

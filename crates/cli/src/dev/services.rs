@@ -496,6 +496,7 @@ pub fn launches(
     only: &[String],
     ports: &BTreeMap<String, u16>,
     platform_url: &str,
+    gateway_url: &str,
     databases: &BTreeMap<String, String>,
 ) -> Vec<Launch> {
     let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
@@ -513,6 +514,9 @@ pub fn launches(
             let port = ports[&s.name];
             env.insert("PORT".into(), port.to_string());
             env.insert("SWITCHYARD_URL".into(), platform_url.to_string());
+            // Service-to-service calls: `$SWITCHYARD_GATEWAY_URL/v1/call/<service>/<path>`
+            // with `Switchyard-Caller: $SERVICE_NAME`.
+            env.insert("SWITCHYARD_GATEWAY_URL".into(), gateway_url.to_string());
             env.insert("SERVICE_NAME".into(), s.name.clone());
             // The running switchyard itself, for services that are its tools (the demo's
             // fake vendors run `$SWITCHYARD_BIN fake-vendor`).

@@ -1,0 +1,258 @@
+//! `switchyard dev` with the gateway: a declared route to a service, a route created at
+//! runtime through the admin API, and service-to-service calls through
+//! `/v1/call/{service}/{path}`: a declared one passes, an undeclared one is refused naming
+//! both services, and the caller's `on-failure` policy answers for a dependency that is
+//! down (fallback, degrade, fail).
+
+mod common;
+
+use common::BIN;
+use serde_json::{Value, json};
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Echoes what it got as JSON (`/env`: its environment).
+const SERVICE: &str = r#"
+import http.server, json, os, threading
+seen, failed, lock = [], set(), threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, code, body):
+        b = json.dumps(body).encode()
+        self.send_response(code); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(b))); self.end_headers(); self.wfile.write(b)
+    def handle_any(self):
+        n = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(n).decode() if n else ""
+        if self.path == "/healthz":
+            return self.reply(200, {"ok": True})
+        if self.path == "/env":
+            return self.reply(200, dict(os.environ))
+        if self.path == "/seen":
+            with lock:
+                return self.reply(200, list(seen))
+        if self.path.startswith("/flaky-once/"):
+            with lock:
+                if self.path not in failed:
+                    failed.add(self.path)
+                    return self.reply(503, {"busy": True})
+                seen.append([self.command, self.path, body, self.headers.get("switchyard-caller")])
+        self.reply(200, {"service": os.environ["SERVICE_NAME"], "method": self.command, "path": self.path,
+                         "caller": self.headers.get("switchyard-caller"), "body": body,
+                         "request-id": self.headers.get("x-request-id")})
+    do_GET = do_POST = do_PUT = do_DELETE = handle_any
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("test step")).expect("test step");
+    std::fs::write(path, text).expect("test step");
+}
+
+fn service(root: &Path, name: &str, extra: &str) {
+    let dir = root.join("services").join(name);
+    write(&dir.join("svc.py"), SERVICE);
+    write(
+        &dir.join("service.toml"),
+        &format!(
+            "name = \"{name}\"\nrun = \"python3 svc.py\"\n[health]\ntimeout = \"5s\"\n{extra}"
+        ),
+    );
+}
+
+struct Dev {
+    child: Child,
+    api: String,
+    gateway: String,
+}
+
+impl Dev {
+    #[allow(clippy::zombie_processes)]
+    fn start(dir: &Path, extra: &[&str]) -> Dev {
+        let mut child = Command::new(BIN)
+            .arg("dev")
+            .arg(dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--grace",
+                "2s",
+            ])
+            .args(extra)
+            .env_remove("SWITCHYARD_GATEWAY_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchyard dev");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("test step"));
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait().expect("test step");
+                panic!("switchyard dev exited before it was ready: {status}");
+            }
+            if line.starts_with("switchyard dev: ") && line.contains(" ready in ") {
+                let urls: Vec<String> = line
+                    .split_whitespace()
+                    .filter(|w| w.starts_with("http://"))
+                    .map(|w| w.trim_end_matches([',', ';']).to_string())
+                    .collect();
+                let gateway = line
+                    .split("gateway ")
+                    .nth(1)
+                    .and_then(|r| r.split(';').next())
+                    .expect("the ready line names the gateway")
+                    .trim()
+                    .to_string();
+                std::thread::spawn(move || for _ in out.lines() {});
+                return Dev {
+                    child,
+                    api: urls[0].clone(),
+                    gateway,
+                };
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("test step");
+        let code = self.child.wait().expect("test step").code();
+        assert_eq!(code, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_service_calls_go_through_the_gateway() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("test step");
+    let root = tmp.path();
+    write(
+        &root.join("switchyard.toml"),
+        "[system]\nname = \"gw\"\n[topics.\"calls.v1\"]\n\n[[routes]]\nname = \"api\"\npath = \"/api/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n",
+    );
+    service(root, "a", "");
+    service(
+        root,
+        "b",
+        "[dependencies.a]\nkind = \"sync\"\non-failure = \"fail\"\n\
+         [dependencies.c]\nkind = \"sync\"\non-failure = { policy = \"fallback\", body = '{\"stub\":true}' }\n\
+         [dependencies.d]\nkind = \"sync\"\non-failure = { policy = \"degrade\", header = \"X-Degraded\" }\n\
+         [dependencies.e]\nkind = \"sync\"\non-failure = { policy = \"retry\", attempts = 2, timeout = \"500ms\", backoff = \"10ms\" }\n\
+         [dependencies.g]\nkind = \"async\"\non-failure = { policy = \"queue\", topic = \"calls.v1\" }\n",
+    );
+    for s in ["c", "d", "e"] {
+        service(root, s, "");
+    }
+    service(root, "g", "");
+    let dev = Dev::start(root, &["--only", "a,b,g"]);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("test step");
+    let get = |url: String, caller: Option<&'static str>| {
+        let c = c.clone();
+        async move {
+            let mut r = c.get(url);
+            if let Some(caller) = caller {
+                r = r.header("switchyard-caller", caller);
+            }
+            let r = r.send().await.expect("test step");
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, headers, body)
+        }
+    };
+
+    // The declared route.
+    let (s, h, v) = get(format!("{}/api/a/hello?x=1", dev.gateway), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["service"], "a");
+    assert_eq!(v["path"], "/hello?x=1");
+    assert_eq!(h["x-request-id"].to_str().unwrap(), v["request-id"]);
+
+    // A route made at runtime, through the platform's API.
+    let r = c
+        .put(format!("{}/v1/gateway/routes/b-direct", dev.api))
+        .json(&json!({"path": "/b/{*rest}", "strip-prefix": true, "service": "b"}))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(r.status(), 201);
+    let (s, _, v) = get(format!("{}/b/env", dev.gateway), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["SWITCHYARD_GATEWAY_URL"], dev.gateway.as_str());
+    assert_eq!(v["SERVICE_NAME"], "b");
+
+    // b declares a: passed, with the caller named to a.
+    let (s, _, v) = get(format!("{}/v1/call/a/things/1", dev.gateway), Some("b")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["path"].as_str(), v["caller"].as_str()),
+        (Some("/things/1"), Some("b"))
+    );
+    // a declares nothing: refused, naming both.
+    let (s, h, v) = get(format!("{}/v1/call/b/x", dev.gateway), Some("a")).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(v["code"], "undeclared-dependency");
+    assert_eq!(
+        (v["caller"].as_str(), v["service"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    // No caller, or one the system does not have.
+    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), None).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("missing-caller")));
+    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), Some("mallory")).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("unknown-caller")));
+
+    // c, d and e are not started: their policies answer.
+    let (s, h, v) = get(format!("{}/v1/call/c/x", dev.gateway), Some("b")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!({"stub": true}));
+    assert_eq!(h["switchyard-fallback"], "c");
+    let (s, h, v) = get(format!("{}/v1/call/d/x", dev.gateway), Some("b")).await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("dependency-degraded")));
+    assert_eq!(h["x-degraded"], "d");
+    let (s, h, v) = get(format!("{}/v1/call/e/x", dev.gateway), Some("b")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("dependency-unavailable")),
+        "{v}"
+    );
+    assert_eq!(v["tries"], 2, "{v}");
+    assert_eq!(h["retry-after"], "1");
+
+    // g answers its first call 503: the call is queued (202) and delivered once g answers.
+    let r = c
+        .post(format!("{}/v1/call/g/flaky-once/n1", dev.gateway))
+        .header("switchyard-caller", "b")
+        .body("note")
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("test step");
+    assert_eq!(v["topic"], "calls.v1");
+    let mut delivered = Value::Null;
+    for _ in 0..100 {
+        let (_, _, v) = get(format!("{}/v1/call/g/seen", dev.gateway), Some("b")).await;
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            delivered = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered, json!([["POST", "/flaky-once/n1", "note", "b"]]));
+    dev.stop();
+}

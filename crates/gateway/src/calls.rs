@@ -1,0 +1,595 @@
+//! Service-to-service calls: `/v1/call/{service}/{path}` on the gateway listener.
+//!
+//! The caller names itself in `Switchyard-Caller` (services read `SERVICE_NAME`, which the
+//! runner sets); the gateway checks the call against the caller's manifest: a call to a
+//! service the caller does not declare in `[dependencies]` is refused (403
+//! `undeclared-dependency` naming both). A declared call goes to the service with its
+//! policy's timeout; the dependency is *down* for this call when the connection fails, the
+//! call times out, the answer is 502, 503 or 504, or its circuit is open; its other answers
+//! pass through unchanged. While it is down the caller's `on-failure` policy answers (see
+//! [`switchyard_manifest::OnFailure`]): `fail` 503 `dependency-unavailable`; `retry` tries
+//! again (idempotent methods or an `Idempotency-Key` only) and then 503; `fallback` the
+//! configured response with `Switchyard-Fallback`; `degrade` 503 `dependency-degraded` with
+//! the marker header; `queue` appends the call to its topic as a `switchyard.queued-call`
+//! CloudEvent and answers 202.
+//!
+//! The circuit of a service opens after [`BREAKER_FAILURES`] down calls in a row (from any
+//! caller) and stays open for [`BREAKER_OPEN`]; then one call at a time is let through until
+//! one succeeds.
+
+use crate::problem::Problem;
+use crate::proxy::{self, Failure, Ids};
+use crate::service::{Gateway, lock};
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use switchyard_journal::{PartitionChoice, Record};
+use switchyard_manifest::{Dependency, DependencyKind, OnFailure};
+
+/// The header a caller names itself in.
+pub const CALLER_HEADER: &str = "switchyard-caller";
+/// Down calls in a row that open a service's circuit.
+pub const BREAKER_FAILURES: u32 = 5;
+/// How long an open circuit answers without trying.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// The limit of one call whose policy sets none.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest call body (buffered, so a retry can send it again).
+pub const MAX_CALL_BODY: usize = 4 << 20;
+
+/// Each service's declared dependencies: caller -> dependency -> how.
+pub type Dependencies = BTreeMap<String, BTreeMap<String, Dependency>>;
+
+/// The declared dependencies of every service of `system`.
+pub fn dependencies_of(system: &switchyard_manifest::System) -> Dependencies {
+    system
+        .services
+        .values()
+        .map(|s| (s.name.clone(), s.dependencies.clone()))
+        .collect()
+}
+
+/// Where each service of `system` listens, from the ports the runner chose.
+pub fn services_on_loopback(ports: &BTreeMap<String, u16>) -> crate::table::Services {
+    ports
+        .iter()
+        .map(|(name, port)| (name.clone(), vec![format!("http://127.0.0.1:{port}")]))
+        .collect()
+}
+
+/// A service's circuit.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    /// Half-open: a trial call is out.
+    trial: bool,
+}
+
+/// The circuits, by service.
+#[derive(Debug, Default)]
+pub(crate) struct Breakers {
+    by_service: Mutex<HashMap<String, Breaker>>,
+}
+
+impl Breakers {
+    /// Whether a call may go now (and if it is the half-open trial, mark it out).
+    fn allow(&self, service: &str) -> bool {
+        let mut m = lock(&self.by_service);
+        let b = m.entry(service.to_string()).or_default();
+        match b.open_until {
+            None => true,
+            Some(t) if Instant::now() < t => false,
+            Some(_) if b.trial => false,
+            Some(_) => {
+                b.trial = true;
+                true
+            }
+        }
+    }
+
+    fn record(&self, service: &str, down: bool) {
+        let mut m = lock(&self.by_service);
+        let b = m.entry(service.to_string()).or_default();
+        b.trial = false;
+        if down {
+            b.failures += 1;
+            if b.failures >= BREAKER_FAILURES {
+                b.open_until = Some(Instant::now() + BREAKER_OPEN);
+            }
+        } else {
+            *b = Breaker::default();
+        }
+    }
+}
+
+fn idempotent(method: &Method, headers: &http::HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+}
+
+/// Why one try counted as down.
+enum Down {
+    Failure(Failure),
+    Status(StatusCode, Option<Duration>),
+    CircuitOpen,
+}
+
+impl Down {
+    fn describe(&self) -> String {
+        match self {
+            Down::Failure(Failure::Unavailable(e)) => format!("did not answer: {e}"),
+            Down::Failure(Failure::Timeout(t)) => format!("did not answer within {t:?}"),
+            Down::Status(s, _) => format!("answered {s}"),
+            Down::CircuitOpen => format!(
+                "its circuit is open ({BREAKER_FAILURES} failed calls in a row; tried again after {BREAKER_OPEN:?})"
+            ),
+        }
+    }
+}
+
+/// `/v1/call/{service}/{path}`: the request's path after `/v1/call/`.
+pub(crate) async fn call(
+    gw: &Gateway,
+    rest: &str,
+    req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+) -> Response<Body> {
+    let (service, path) = match rest.split_once('/') {
+        Some((s, p)) => (s.to_string(), format!("/{p}")),
+        None => (rest.to_string(), "/".to_string()),
+    };
+    let caller = match req.headers().get(CALLER_HEADER).map(|v| v.to_str()) {
+        Some(Ok(c)) if !c.is_empty() => c.to_string(),
+        _ => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "missing-caller",
+                format!(
+                    "a service-to-service call names its caller in the `{CALLER_HEADER}` header \
+                     (the caller's SERVICE_NAME)"
+                ),
+            )
+            .into_response();
+        }
+    };
+    let deps = gw.inner.dependencies.load();
+    let Some(declared) = deps.get(&caller) else {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "unknown-caller",
+            format!("`{caller}` is not a service of this system, so it may call nothing"),
+        )
+        .with("caller", caller.as_str())
+        .into_response();
+    };
+    let Some(dependency) = declared.get(&service).cloned() else {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "undeclared-dependency",
+            format!(
+                "service `{caller}` does not declare a dependency on `{service}`: add \
+                 [dependencies.{service}] with its on-failure policy to {caller}'s service.toml"
+            ),
+        )
+        .with("caller", caller.as_str())
+        .with("service", service.as_str())
+        .into_response();
+    };
+    drop(deps);
+    let query = req.uri().query().map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_CALL_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("a call body may be at most {MAX_CALL_BODY} bytes"),
+            )
+            .into_response();
+        }
+    };
+    let path_and_query = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let (attempts, timeout, mut backoff) = match &dependency.on_failure {
+        OnFailure::Retry {
+            attempts,
+            timeout,
+            backoff,
+        } if idempotent(&parts.method, &parts.headers) => (*attempts, *timeout, *backoff),
+        OnFailure::Retry { timeout, .. } => (1, *timeout, Duration::ZERO),
+        _ => (1, DEFAULT_CALL_TIMEOUT, Duration::ZERO),
+    };
+    let mut last = Down::CircuitOpen;
+    let mut tried = 0;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            let wait = match &last {
+                Down::Status(_, Some(after)) => backoff.max(*after),
+                _ => backoff,
+            };
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+        }
+        if !gw.inner.breakers.allow(&service) {
+            last = Down::CircuitOpen;
+            continue;
+        }
+        tried += 1;
+        match try_once(
+            gw,
+            &service,
+            &caller,
+            &parts,
+            body.clone(),
+            &path_and_query,
+            peer,
+            ids,
+            timeout,
+        )
+        .await
+        {
+            Ok(resp) => {
+                gw.inner.breakers.record(&service, false);
+                return resp;
+            }
+            Err(d) => {
+                if !matches!(d, Down::CircuitOpen) {
+                    gw.inner.breakers.record(&service, true);
+                }
+                last = d;
+            }
+        }
+    }
+    on_down(
+        gw,
+        &caller,
+        &service,
+        &dependency,
+        &parts,
+        body,
+        &path_and_query,
+        last,
+        tried,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn try_once(
+    gw: &Gateway,
+    service: &str,
+    caller: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+    path_and_query: &str,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+    timeout: Duration,
+) -> Result<Response<Body>, Down> {
+    let target = {
+        let services = gw.inner.services.load();
+        services.get(service).and_then(|urls| urls.first()).cloned()
+    };
+    let Some(url) = target else {
+        return Err(Down::Failure(Failure::Unavailable(format!(
+            "service {service} has no known address"
+        ))));
+    };
+    let target = crate::upstream::Target::new(&url, 1, None)
+        .map_err(|e| Down::Failure(Failure::Unavailable(e)))?;
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .body(Body::from(body))
+        .map_err(|e| Down::Failure(Failure::Unavailable(e.to_string())))?;
+    *req.headers_mut() = parts.headers.clone();
+    if let Ok(v) = HeaderValue::from_str(caller) {
+        req.headers_mut()
+            .insert(HeaderName::from_static(CALLER_HEADER), v);
+    }
+    let pq = format!("{}{path_and_query}", target.base);
+    let resp = proxy::forward(
+        &gw.inner.client,
+        req,
+        &target.authority,
+        &pq,
+        peer,
+        ids,
+        timeout,
+    )
+    .await
+    .map_err(Down::Failure)?;
+    let status = resp.status();
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        let after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        return Err(Down::Status(status, after));
+    }
+    Ok(resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_down(
+    gw: &Gateway,
+    caller: &str,
+    service: &str,
+    dependency: &Dependency,
+    parts: &http::request::Parts,
+    body: Bytes,
+    path_and_query: &str,
+    why: Down,
+    tried: u32,
+) -> Response<Body> {
+    let what = format!("`{caller}` -> `{service}`: `{service}` {}", why.describe());
+    match &dependency.on_failure {
+        OnFailure::Fail => unavailable(&what, caller, service, tried).into_response(),
+        OnFailure::Retry { .. } => unavailable(
+            &format!("{what} (after {tried} tries)"),
+            caller,
+            service,
+            tried,
+        )
+        .into_response(),
+        OnFailure::Fallback {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut resp = Response::new(Body::from(body.clone()));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(content_type) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(service) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("switchyard-fallback"), v);
+            }
+            resp
+        }
+        OnFailure::Degrade { header: marker } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-degraded",
+            format!("{what}; serve the reduced response"),
+        )
+        .with("caller", caller)
+        .with("dependency", service)
+        .header(marker, service)
+        .into_response(),
+        OnFailure::Queue { topic } => {
+            if dependency.kind != DependencyKind::Async {
+                return unavailable(&what, caller, service, tried).into_response();
+            }
+            queue(gw, caller, service, topic, parts, body, path_and_query).await
+        }
+    }
+}
+
+/// `POST /v1/queued-calls`: one queued call, pushed by the subscription the runner makes on
+/// each queue topic (CloudEvents binary mode: the body is the event's `data`). The call goes
+/// to its dependency as it was made; the answer tells the bus what to do: the dependency's
+/// 2xx is 200 (delivered), a down dependency 503 (tried again later, after `Retry-After`),
+/// its 4xx passed on (parked: the call itself is wrong), anything else 500 (tried again).
+pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) -> Response<Body> {
+    use base64::Engine as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 2 * MAX_CALL_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "a queued call is too large",
+            )
+            .into_response();
+        }
+    };
+    let bad = |field: &str, why: &str| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-queued-call",
+            format!("{field}: {why}"),
+        )
+        .with("pointer", format!("/{field}"))
+        .into_response()
+    };
+    let Ok(data) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return bad("data", "not JSON");
+    };
+    let text = |k: &str| data.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(caller), Some(service), Some(method), Some(path)) = (
+        text("caller"),
+        text("dependency"),
+        text("method"),
+        text("path"),
+    ) else {
+        return bad("data", "needs caller, dependency, method and path");
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return bad("method", "not an HTTP method");
+    };
+    if !path.starts_with('/') {
+        return bad("path", "must start with `/`");
+    }
+    let declared = gw
+        .inner
+        .dependencies
+        .load()
+        .get(&caller)
+        .is_some_and(|d| d.contains_key(&service));
+    if !declared {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "undeclared-dependency",
+            format!("service `{caller}` does not declare a dependency on `{service}`"),
+        )
+        .into_response();
+    }
+    let payload =
+        match text("body-base64").map(|b| base64::engine::general_purpose::STANDARD.decode(b)) {
+            None => Bytes::new(),
+            Some(Ok(b)) => Bytes::from(b),
+            Some(Err(_)) => return bad("body-base64", "not base64"),
+        };
+    let mut headers = http::HeaderMap::new();
+    for pair in data
+        .get("headers")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let n = pair.get(0).and_then(|x| x.as_str()).unwrap_or_default();
+        let v = pair.get(1).and_then(|x| x.as_str()).unwrap_or_default();
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let (mut parts, ()) = Request::builder()
+        .method(method)
+        .uri(path.as_str())
+        .body(())
+        .map(|r| r.into_parts())
+        .unwrap_or_else(|_| Request::new(()).into_parts());
+    parts.headers = headers;
+    match try_once(
+        gw,
+        &service,
+        &caller,
+        &parts,
+        payload,
+        &path,
+        None,
+        ids,
+        DEFAULT_CALL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(resp) if resp.status().is_success() => {
+            gw.inner.breakers.record(&service, false);
+            StatusCode::OK.into_response()
+        }
+        Ok(resp) if resp.status().is_client_error() => resp.status().into_response(),
+        Ok(resp) => {
+            tracing::warn!(
+                "queued call {caller} -> {service} {path}: answered {}",
+                resp.status()
+            );
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(d) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-unavailable",
+            format!(
+                "queued call `{caller}` -> `{service}`: `{service}` {}",
+                d.describe()
+            ),
+        )
+        .header("retry-after", "1")
+        .into_response(),
+    }
+}
+
+fn unavailable(what: &str, caller: &str, service: &str, tried: u32) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency-unavailable",
+        what.to_string(),
+    )
+    .with("caller", caller)
+    .with("dependency", service)
+    .with("tries", tried)
+    .header("retry-after", "1")
+}
+
+async fn queue(
+    gw: &Gateway,
+    caller: &str,
+    service: &str,
+    topic: &switchyard_journal::TopicName,
+    parts: &http::request::Parts,
+    body: Bytes,
+    path_and_query: &str,
+) -> Response<Body> {
+    use base64::Engine as _;
+    let key = format!("{caller}->{service}");
+    let id = crate::trace::request_id(&http::HeaderMap::new());
+    let id = id.to_str().unwrap_or("queued").to_string();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != header::HOST && !n.as_str().starts_with("connection"))
+        .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let event = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": format!("/switchyard/gateway/{caller}"),
+        "type": "switchyard.queued-call",
+        "subject": service,
+        "partitionkey": key,
+        "datacontenttype": "application/json",
+        "data": {
+            "caller": caller,
+            "dependency": service,
+            "method": parts.method.as_str(),
+            "path": path_and_query,
+            "headers": headers,
+            "body-base64": base64::engine::general_purpose::STANDARD.encode(&body),
+        },
+    });
+    let journal = gw.inner.journal.as_ref();
+    let written = async {
+        let partition = journal
+            .choose_partition(topic, &PartitionChoice::Key(Bytes::from(key.clone())))
+            .await?;
+        let record = Record::new(event.to_string())
+            .with_id(id.clone())
+            .with_key(key.clone().into_bytes());
+        let out = journal.append(topic, partition, vec![record], None).await?;
+        Ok::<_, switchyard_journal::Error>((partition, out.first().map_or(0, |a| a.offset)))
+    }
+    .await;
+    match written {
+        Ok((partition, offset)) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "queued": true, "topic": topic.as_str(), "partition": partition, "offset": offset, "id": id,
+            })),
+        )
+            .into_response(),
+        Err(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency-unavailable",
+            format!("`{service}` is down and the call could not be queued on {topic}: {e}"),
+        )
+        .into_response(),
+    }
+}

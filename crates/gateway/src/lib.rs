@@ -1,0 +1,26 @@
+//! Switchyard's API gateway (north-south) and the engine of service-to-service calls
+//! (east-west).
+//!
+//! Routes come from `[[routes]]` of switchyard.toml ([`switchyard_manifest::RouteSpec`])
+//! and from the admin API ([`Gateway::admin_router`]). Every change is an event in the
+//! journal topic `switchyard.gateway.routes` ([`history`]); the route table is what replaying
+//! it gives, rebuilt at start and swapped whole on every change ([`table`]). A request is
+//! matched on host, method and path, forwarded to the next healthy upstream of its route
+//! (smooth weighted round robin, active health checks: [`upstream`]) with a request id and
+//! W3C trace context ([`trace`]), and its answer streamed back ([`proxy`]).
+
+mod admin;
+pub mod auth;
+pub mod calls;
+pub mod history;
+pub mod problem;
+pub mod proxy;
+mod service;
+pub mod table;
+pub mod trace;
+pub mod upstream;
+
+pub use calls::{CALLER_HEADER, Dependencies, dependencies_of, services_on_loopback};
+pub use history::{Change, Origin, ROUTES_TOPIC};
+pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
+pub use table::Services;

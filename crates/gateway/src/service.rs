@@ -1,0 +1,399 @@
+//! [`Gateway`]: the handle. `start` replays the routes topic, syncs the declared routes into
+//! it, builds the table and starts the tail (which applies every later change, whoever
+//! wrote it) and the health checker. `router` is the gateway listener's app; `admin_router`
+//! the admin API, for the platform's API listener.
+
+use crate::history::{self, Change, Origin, State};
+use crate::problem::Problem;
+use crate::proxy::{self, Ids, UpstreamClient};
+use crate::table::{Services, Table};
+use crate::upstream::{HealthBoard, Probe, prober};
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_journal::Journal;
+use switchyard_manifest::RouteSpec;
+use tokio::sync::watch;
+
+/// What the gateway starts with.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOptions {
+    /// The routes of switchyard.toml (`System::routes`), already checked.
+    pub declared: Vec<RouteSpec>,
+    /// Where the system's services listen.
+    pub services: Services,
+    /// The admin API's bearer token; `None`: the admin API is open (loopback only is the
+    /// caller's rule).
+    pub admin_token: Option<String>,
+    /// Each service's declared dependencies, which service-to-service calls must follow.
+    pub dependencies: crate::calls::Dependencies,
+}
+
+/// The one error of [`Gateway::start`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the gateway's routes topic: {0}")]
+    Journal(#[from] switchyard_journal::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) table: ArcSwap<Table>,
+    /// The history applied so far (written by the tail only, after start).
+    pub(crate) state: Mutex<State>,
+    pub(crate) services: ArcSwap<Services>,
+    health: HealthBoard,
+    probes: watch::Sender<Vec<Probe>>,
+    /// The next offset of the routes topic the table reflects.
+    pub(crate) applied: watch::Sender<u64>,
+    /// One admin change at a time.
+    pub(crate) writer: tokio::sync::Mutex<()>,
+    pub(crate) client: UpstreamClient,
+    /// For health checks' peers and JWKS fetches.
+    pub(crate) prober: prober::Client,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) dependencies: ArcSwap<crate::calls::Dependencies>,
+    pub(crate) breakers: crate::calls::Breakers,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Gateway {
+    /// Replays the routes topic (creating it when missing), makes the declared routes hold
+    /// (a `put` for each declared route that differs from the history, a `delete` for each
+    /// route that came from the file and no longer is in it), builds the table and starts
+    /// the tail and the health checks.
+    pub async fn start(journal: Arc<dyn Journal>, options: GatewayOptions) -> Result<Self> {
+        history::ensure_topic(journal.as_ref()).await?;
+        let mut state = State::new();
+        let mut next = history::catch_up(journal.as_ref(), &mut state, 0).await?;
+        let mut changes = Vec::new();
+        for spec in &options.declared {
+            if state.get(&spec.name).map(|(_, s)| s) != Some(spec) {
+                changes.push(Change::Put {
+                    origin: Origin::File,
+                    route: Box::new(spec.clone()),
+                });
+            }
+        }
+        for (name, (origin, _)) in &state {
+            if *origin == Origin::File && !options.declared.iter().any(|d| &d.name == name) {
+                changes.push(Change::Delete {
+                    origin: Origin::File,
+                    name: name.clone(),
+                });
+            }
+        }
+        for c in &changes {
+            history::append(journal.as_ref(), c).await?;
+        }
+        if !changes.is_empty() {
+            next = history::catch_up(journal.as_ref(), &mut state, next).await?;
+        }
+        let (probes, probes_rx) = watch::channel(Vec::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            journal,
+            table: ArcSwap::from_pointee(Table::default()),
+            state: Mutex::new(state),
+            services: ArcSwap::from_pointee(options.services),
+            health: HealthBoard::default(),
+            probes,
+            applied: watch::channel(next).0,
+            writer: tokio::sync::Mutex::new(()),
+            client: proxy::client(),
+            prober: prober::Client::default(),
+            admin_token: options.admin_token,
+            dependencies: ArcSwap::from_pointee(options.dependencies),
+            breakers: crate::calls::Breakers::default(),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let gw = Self { inner };
+        gw.rebuild();
+        let checker = tokio::spawn(crate::upstream::check_loop(
+            probes_rx,
+            prober::Client::default(),
+            stop_rx.clone(),
+        ));
+        let tail = tokio::spawn(tail(gw.inner.clone(), next, stop_rx));
+        lock(&gw.inner.tasks).extend([checker, tail]);
+        Ok(gw)
+    }
+
+    /// Builds a new table from the state and the services, and swaps it in.
+    pub(crate) fn rebuild(&self) {
+        let specs: Vec<RouteSpec> = lock(&self.inner.state)
+            .values()
+            .map(|(_, s)| s.clone())
+            .collect();
+        let table = Table::build(specs, &self.inner.services.load(), &self.inner.health);
+        for (name, why) in &table.broken {
+            tracing::warn!("gateway route {name} is left out: {why}");
+        }
+        let probes = table.probes();
+        let keep: Vec<(String, String)> = probes
+            .iter()
+            .map(|p| (p.url.clone(), p.spec.path.clone()))
+            .collect();
+        self.inner.table.store(Arc::new(table));
+        self.inner.health.retain(&keep);
+        self.inner.probes.send_replace(probes);
+    }
+
+    /// Where the services listen now (the dev runner after it picked the ports); routes to
+    /// services are rebuilt.
+    pub fn set_services(&self, services: Services) {
+        self.inner.services.store(Arc::new(services));
+        self.rebuild();
+    }
+
+    /// Each service's declared dependencies (the manifests changed).
+    pub fn set_dependencies(&self, dependencies: crate::calls::Dependencies) {
+        self.inner.dependencies.store(Arc::new(dependencies));
+    }
+
+    /// The current table.
+    pub fn table(&self) -> Arc<Table> {
+        self.inner.table.load_full()
+    }
+
+    /// The routes with who last changed each.
+    pub fn routes(&self) -> Vec<(Origin, RouteSpec)> {
+        lock(&self.inner.state).values().cloned().collect()
+    }
+
+    /// Appends `change` and waits until the tail has applied it (the table holds it).
+    pub async fn change(&self, change: Change) -> Result<(), Problem> {
+        let _one = self.inner.writer.lock().await;
+        let offset = history::append(self.inner.journal.as_ref(), &change)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal-unavailable",
+                    format!(
+                        "the change could not be written to {}: {e}",
+                        history::ROUTES_TOPIC
+                    ),
+                )
+            })?;
+        let mut applied = self.inner.applied.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            applied.wait_for(|&next| next > offset),
+        )
+        .await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "gateway-not-applied",
+                format!(
+                    "the change is written ({} offset {offset}) but the table did not take it \
+                     within 10 s; it will when the gateway catches up",
+                    history::ROUTES_TOPIC
+                ),
+            )),
+        }
+    }
+
+    /// The gateway listener's app: service-to-service calls under `/v1/call/`, and every
+    /// other request matched against the route table.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone())
+    }
+
+    /// Serves [`Gateway::router`] on `listener` until `shutdown`, with the peer address
+    /// known (for `x-forwarded-for`).
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        serve_app(listener, self.router(), shutdown).await
+    }
+
+    /// Stops the tail and the health checks.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Serves any gateway app (the router, or one that swaps between gateways) with peer
+/// addresses and `TCP_NODELAY`.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Applies every change appended after `next`, by this instance or any other.
+async fn tail(inner: Arc<Inner>, mut next: u64, mut stop: watch::Receiver<bool>) {
+    let gw = Gateway { inner };
+    let topic = history::topic();
+    loop {
+        let waited = tokio::select! {
+            r = gw.inner.journal.wait_for(&topic, 0, next) => r,
+            _ = stop.wait_for(|&s| s) => return,
+        };
+        if let Err(e) = waited {
+            tracing::warn!("gateway: waiting on {}: {e}", history::ROUTES_TOPIC);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let mut state = lock(&gw.inner.state).clone();
+        match history::catch_up(gw.inner.journal.as_ref(), &mut state, next).await {
+            Ok(n) => {
+                *lock(&gw.inner.state) = state;
+                gw.rebuild();
+                next = n;
+                gw.inner.applied.send_replace(next);
+            }
+            Err(e) => {
+                tracing::warn!("gateway: reading {}: {e}", history::ROUTES_TOPIC);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Every request on the gateway listener.
+async fn handle(AxState(gw): AxState<Gateway>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ids = Ids::of(req.headers());
+    let mut resp = match req.uri().path().strip_prefix("/v1/call/") {
+        Some(rest) => {
+            let rest = rest.to_string();
+            crate::calls::call(&gw, &rest, req, peer, &ids).await
+        }
+        None if req.uri().path() == "/v1/queued-calls" && req.method() == http::Method::POST => {
+            crate::calls::deliver_queued(&gw, req, &ids).await
+        }
+        None => route_request(&gw, req, peer, &ids).await,
+    };
+    resp.headers_mut()
+        .insert(crate::trace::REQUEST_ID, ids.request_id.clone());
+    resp
+}
+
+async fn route_request(
+    gw: &Gateway,
+    req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+) -> Response {
+    let picked = {
+        let table = gw.inner.table.load();
+        let host = proxy::host_of(&req);
+        let path = req.uri().path();
+        match table.find(&host, req.method(), path) {
+            None => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no gateway route takes {} {path}", req.method()),
+            )),
+            Some((route, caps)) => match route.pool.pick() {
+                None => Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no-healthy-upstream",
+                    format!(
+                        "route {} has no healthy upstream ({} checked)",
+                        route.spec.name,
+                        route.pool.targets.len()
+                    ),
+                )
+                .header("retry-after", "1")),
+                Some(target) => {
+                    let mut forwarded =
+                        format!("{}{}", target.base, route.forward_path(path, &caps));
+                    if let Some(q) = req.uri().query() {
+                        forwarded.push('?');
+                        forwarded.push_str(q);
+                    }
+                    Ok((
+                        route.clone(),
+                        target.authority.clone(),
+                        target.url.clone(),
+                        forwarded,
+                    ))
+                }
+            },
+        }
+    };
+    let (route, authority, url, forwarded) = match picked {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
+    let mut req = req;
+    if let Some(auth) = &route.auth {
+        let granted = match auth.check(req.headers(), &gw.inner.prober).await {
+            Ok(h) => h,
+            Err(p) => return p.into_response(),
+        };
+        auth.strip(req.headers_mut());
+        for (n, v) in granted {
+            req.headers_mut().insert(n, v);
+        }
+    }
+    match proxy::forward(
+        &gw.inner.client,
+        req,
+        &authority,
+        &forwarded,
+        peer,
+        ids,
+        route.timeout,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(f) => f
+            .problem(&format!("upstream {url} of route {}", route.spec.name))
+            .into_response(),
+    }
+}

@@ -1,0 +1,691 @@
+//! Gateway routes: `[[routes]]` in switchyard.toml, and the body of the gateway's admin API
+//! (`PUT /v1/gateway/routes/{name}`), in one serde form with one set of checks.
+//!
+//! ```toml
+//! [[routes]]
+//! name = "orders"                      # unique; [a-z0-9-], 1 to 64 characters
+//! path = "/api/orders/{*rest}"         # literal segments, `{name}` (one segment), a final `{*name}` (the rest)
+//! hosts = ["shop.example.com"]         # optional: any host when empty
+//! methods = ["GET", "POST"]            # optional: any method when empty
+//! strip-prefix = true                  # forward only what the final `{*name}` matched
+//! rewrite = "/v2/orders/{rest}"        # or: the forwarded path, with the pattern's parameters
+//! service = "orders"                   # a service of the system (the runner knows its port) ...
+//! upstreams = [{ url = "http://127.0.0.1:9001", weight = 3 }]   # ... or a list of URLs (not both)
+//! timeout = "30s"                      # the default: a request to the upstream is cut off after it
+//! health = { path = "/healthz", interval = "1s", timeout = "1s", unhealthy-after = 2, healthy-after = 1 }
+//! [routes.auth]                        # optional: see [`AuthSpec`]
+//! jwt = { algorithm = "RS256", jwks-url = "http://id.internal/jwks.json", issuer = "https://id", audience = ["shop"], leeway = "30s", claims = { "x-user-email" = "email" } }
+//! api-keys-env = "SHOP_API_KEYS"       # `name=key,name2=key2`
+//! user-header = "x-user-id"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A duration written as a humantime string (`"200ms"`, `"30s"`), read and written so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Millis(pub Duration);
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::raw::HumanDuration::deserialize(d).map(|h| Millis(h.0))
+    }
+}
+
+/// One route of the gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RouteSpec {
+    pub name: String,
+    /// The path pattern (see [`PathPattern`]).
+    pub path: String,
+    /// Host names the route answers (the `Host` header without its port); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Methods (upper case); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Forward only what the pattern's final `{*name}` matched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
+    /// The forwarded path, with `{name}` replaced by the pattern's parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+    /// A service of the system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Upstream URLs with weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Limit of one request to the upstream, headers and body (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Millis>,
+    /// Active health checks of the upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheckSpec>,
+    /// Who may use the route: a JWT, an API key, or either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// `auth`: a request needs a valid JWT (`Authorization: Bearer`) or API key (`X-Api-Key`)
+/// when the route names them. The backend gets the consumer's id (the JWT's `sub`, or the
+/// API key's name) in `user-header` and the chosen claims in their headers; those headers
+/// are always taken out of what the client sent. Secrets are named by environment variable,
+/// never written here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// A variable holding `name=key` pairs separated by commas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_env: Option<String>,
+    /// Default `x-user-id`.
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+}
+
+fn default_user_header() -> String {
+    "x-user-id".to_string()
+}
+
+/// `auth.jwt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// `HS256`, `RS256` or `ES256`: the only one accepted (no confusion between them).
+    pub algorithm: String,
+    /// HS256: the variable holding the shared secret (at least 32 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// RS256, ES256: the variable holding the public key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_env: Option<String>,
+    /// RS256, ES256: a JWKS URL (http), cached 5 minutes and fetched again for an unknown `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Required `iss`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` must hold one of these, when given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s, at most 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<Millis>,
+    /// Header -> claim: `{ "x-user-email" = "email" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// The algorithms a route may name.
+pub const JWT_ALGORITHMS: [&str; 3] = ["HS256", "RS256", "ES256"];
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn is_var_name(v: &str) -> bool {
+    let mut b = v.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+impl AuthSpec {
+    fn validate(&self, err: &mut dyn FnMut(String, String)) {
+        if self.jwt.is_none() && self.api_keys_env.is_none() {
+            err(
+                "auth".into(),
+                "auth needs `jwt`, `api-keys-env` or both".into(),
+            );
+        }
+        if !is_header_name(&self.user_header) {
+            err(
+                "auth.user-header".into(),
+                format!("{:?} is not a header name", self.user_header),
+            );
+        }
+        if let Some(v) = &self.api_keys_env
+            && !is_var_name(v)
+        {
+            err(
+                "auth.api-keys-env".into(),
+                format!("{v:?} is not a variable name"),
+            );
+        }
+        let Some(j) = &self.jwt else { return };
+        if !JWT_ALGORITHMS.contains(&j.algorithm.as_str()) {
+            err(
+                "auth.jwt.algorithm".into(),
+                format!(
+                    "algorithm {:?} is not one of {}",
+                    j.algorithm,
+                    JWT_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+        let hs = j.algorithm == "HS256";
+        let sources = [
+            j.secret_env.is_some(),
+            j.public_key_env.is_some(),
+            j.jwks_url.is_some(),
+        ];
+        if sources.iter().filter(|&&x| x).count() != 1 {
+            err(
+                "auth.jwt".into(),
+                "give exactly one of secret-env (HS256), public-key-env or jwks-url (RS256, ES256)"
+                    .into(),
+            );
+        } else if hs != j.secret_env.is_some() {
+            err(
+                "auth.jwt.secret-env".into(),
+                if hs {
+                    "HS256 needs secret-env".to_string()
+                } else {
+                    format!(
+                        "{} verifies with a public key: public-key-env or jwks-url",
+                        j.algorithm
+                    )
+                },
+            );
+        }
+        for (k, v) in [
+            ("secret-env", &j.secret_env),
+            ("public-key-env", &j.public_key_env),
+        ] {
+            if let Some(v) = v
+                && !is_var_name(v)
+            {
+                err(
+                    format!("auth.jwt.{k}"),
+                    format!("{v:?} is not a variable name"),
+                );
+            }
+        }
+        if let Some(Err(e)) = j.jwks_url.as_ref().map(|u| check_upstream_url(u)) {
+            err(
+                "auth.jwt.jwks-url".into(),
+                e.replace("upstream", "jwks-url"),
+            );
+        }
+        if let Some(l) = j.leeway
+            && l.0 > Duration::from_secs(300)
+        {
+            err("auth.jwt.leeway".into(), "leeway must be at most 5m".into());
+        }
+        for (h, c) in &j.claims {
+            if !is_header_name(h) || h.eq_ignore_ascii_case(&self.user_header) {
+                err(
+                    format!("auth.jwt.claims.{h}"),
+                    format!("{h:?} must be a header name other than user-header"),
+                );
+            }
+            if c.is_empty() {
+                err(
+                    format!("auth.jwt.claims.{h}"),
+                    "the claim name is empty".into(),
+                );
+            }
+        }
+    }
+}
+
+/// One upstream URL: `http://host:port` with an optional base path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub url: String,
+    /// Share of the requests: 1 to 1000 (default 1); 0 takes none (drained).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `health`: each upstream is asked `GET path` every `interval`; after `unhealthy-after`
+/// failures in a row (no 2xx within `timeout`) it gets no requests until `healthy-after`
+/// successes in a row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_interval")]
+    pub interval: Millis,
+    #[serde(default = "default_interval")]
+    pub timeout: Millis,
+    #[serde(default = "two")]
+    pub unhealthy_after: u32,
+    #[serde(default = "one")]
+    pub healthy_after: u32,
+}
+
+fn default_health_path() -> String {
+    "/healthz".to_string()
+}
+fn default_interval() -> Millis {
+    Millis(Duration::from_secs(1))
+}
+fn two() -> u32 {
+    2
+}
+
+/// The default of [`RouteSpec::timeout`].
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A problem with a route: the key it is about (`upstreams[1].url`, relative to the route)
+/// and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// One segment of a [`PathPattern`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param(String),
+    /// `{*name}`, last only: the rest of the path, possibly empty.
+    Rest(String),
+}
+
+/// A route's path: `/` followed by `/`-separated segments, each a literal, `{name}` or (last)
+/// `{*name}`. `/api/orders/{id}` matches `/api/orders/42`; `/api/{*rest}` matches `/api`,
+/// `/api/` and everything below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPattern {
+    pub segments: Vec<Segment>,
+}
+
+const MAX_PATH_LEN: usize = 1024;
+
+impl PathPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !text.starts_with('/') {
+            return Err(format!("{text:?} must start with `/`"));
+        }
+        if text.len() > MAX_PATH_LEN {
+            return Err(format!("is longer than {MAX_PATH_LEN} characters"));
+        }
+        let mut segments = Vec::new();
+        let body = &text[1..];
+        if body.is_empty() {
+            return Ok(Self { segments });
+        }
+        let parts: Vec<&str> = body.split('/').collect();
+        let mut names = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let (rest, name) = match inner.strip_prefix('*') {
+                    Some(n) => (true, n),
+                    None => (false, inner),
+                };
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(format!(
+                        "parameter {part:?} needs a name of letters, digits, `_` or `-`"
+                    ));
+                }
+                if names.contains(&name) {
+                    return Err(format!("parameter {{{name}}} appears twice"));
+                }
+                names.push(name);
+                if rest {
+                    if !last {
+                        return Err(format!("{part:?} may only be the last segment"));
+                    }
+                    segments.push(Segment::Rest(name.to_string()));
+                } else {
+                    segments.push(Segment::Param(name.to_string()));
+                }
+            } else {
+                if part.contains(['{', '}']) {
+                    return Err(format!(
+                        "segment {part:?}: a parameter is a whole segment, `{{name}}` or `{{*name}}`"
+                    ));
+                }
+                if part.is_empty() && !last {
+                    return Err("has an empty segment (`//`)".to_string());
+                }
+                if part.contains(|c: char| c.is_ascii_control() || c == ' ' || c == '?' || c == '#')
+                {
+                    return Err(format!(
+                        "segment {part:?} holds a space, `?`, `#` or a control character"
+                    ));
+                }
+                if part.is_empty() {
+                    // A trailing slash: `/api/` is the prefix `/api` with an empty rest.
+                    segments.push(Segment::Rest(String::new()));
+                } else {
+                    segments.push(Segment::Literal(part.to_string()));
+                }
+            }
+        }
+        Ok(Self { segments })
+    }
+
+    /// The parameters' names, in order.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(n) | Segment::Rest(n) => Some(n.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Ends with `{*name}` (or `/`).
+    pub fn has_rest(&self) -> bool {
+        matches!(self.segments.last(), Some(Segment::Rest(_)))
+    }
+}
+
+/// Names: 1 to 64 of `[a-z0-9-]`, starting with a letter or digit.
+pub fn check_route_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("route name {name:?} must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(format!(
+            "route name {name:?} may hold only a-z, 0-9 and `-`, not first"
+        ));
+    }
+    Ok(())
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl RouteSpec {
+    /// Every problem with the route on its own (a service's existence is the caller's check:
+    /// [`crate::System`] rules, or the gateway's directory). Empty: the route is good.
+    pub fn validate(&self) -> Vec<RouteError> {
+        let mut out = Vec::new();
+        let mut err = |field: String, message: String| out.push(RouteError { field, message });
+        if let Err(e) = check_route_name(&self.name) {
+            err("name".into(), e);
+        }
+        let pattern = match PathPattern::parse(&self.path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                err("path".into(), format!("path {e}"));
+                None
+            }
+        };
+        for (i, h) in self.hosts.iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*')
+                && (!h.contains('*') || (h.starts_with("*.") && h[2..].find('*').is_none()));
+            if !ok {
+                err(
+                    format!("hosts[{i}]"),
+                    format!(
+                        "host {h:?} must be a DNS name (letters, digits, `-`, `.`), optionally \
+                         starting with `*.`"
+                    ),
+                );
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if !METHODS.contains(&m.as_str()) {
+                err(
+                    format!("methods[{i}]"),
+                    format!("method {m:?} is not one of {}", METHODS.join(", ")),
+                );
+            }
+        }
+        if let Some(p) = &pattern {
+            if self.strip_prefix && !p.has_rest() {
+                err(
+                    "strip-prefix".into(),
+                    "strip-prefix needs a path ending in `{*name}` or `/` (what is kept)".into(),
+                );
+            }
+            if self.strip_prefix && self.rewrite.is_some() {
+                err(
+                    "rewrite".into(),
+                    "give strip-prefix or rewrite, not both".into(),
+                );
+            }
+            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_rewrite(r, p)) {
+                err("rewrite".into(), e);
+            }
+        }
+        match (&self.service, self.upstreams.is_empty()) {
+            (Some(_), false) => err(
+                "upstreams".into(),
+                "give service or upstreams, not both".into(),
+            ),
+            (None, true) => err(
+                "service".into(),
+                "a route needs an upstream: `service = \"<name>\"` or `upstreams = [{ url = \"http://...\" }]`"
+                    .into(),
+            ),
+            (Some(s), true) if s.is_empty() => {
+                err("service".into(), "service name is empty".into())
+            }
+            _ => {}
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if let Err(e) = check_upstream_url(&u.url) {
+                err(format!("upstreams[{i}].url"), e);
+            }
+            if u.weight > 1000 {
+                err(
+                    format!("upstreams[{i}].weight"),
+                    format!("weight {} is above 1000", u.weight),
+                );
+            }
+        }
+        if !self.upstreams.is_empty() && self.upstreams.iter().all(|u| u.weight == 0) {
+            err(
+                "upstreams".into(),
+                "every upstream has weight 0: none would get a request".into(),
+            );
+        }
+        if let Some(t) = self.timeout
+            && (t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600))
+        {
+            err("timeout".into(), "timeout must be 1ms to 1h".into());
+        }
+        if let Some(a) = &self.auth {
+            a.validate(&mut err);
+        }
+        if let Some(h) = &self.health {
+            if !h.path.starts_with('/') {
+                err(
+                    "health.path".into(),
+                    format!("health path {:?} must start with `/`", h.path),
+                );
+            }
+            if h.interval.0 < Duration::from_millis(10) || h.interval.0 > Duration::from_secs(3600)
+            {
+                err(
+                    "health.interval".into(),
+                    "interval must be 10ms to 1h".into(),
+                );
+            }
+            if h.timeout.0 < Duration::from_millis(1) || h.timeout.0 > Duration::from_secs(60) {
+                err("health.timeout".into(), "timeout must be 1ms to 60s".into());
+            }
+            if !(1..=100).contains(&h.unhealthy_after) {
+                err(
+                    "health.unhealthy-after".into(),
+                    "unhealthy-after must be 1 to 100".into(),
+                );
+            }
+            if !(1..=100).contains(&h.healthy_after) {
+                err(
+                    "health.healthy-after".into(),
+                    "healthy-after must be 1 to 100".into(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The request timeout, defaulted.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout.map_or(DEFAULT_ROUTE_TIMEOUT, |t| t.0)
+    }
+}
+
+fn check_rewrite(rewrite: &str, pattern: &PathPattern) -> Result<(), String> {
+    if !rewrite.starts_with('/') {
+        return Err(format!("rewrite {rewrite:?} must start with `/`"));
+    }
+    let params: Vec<&str> = pattern.params().collect();
+    let mut rest = rewrite;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("rewrite {rewrite:?} has an unclosed `{{`"));
+        };
+        let name = &rest[open + 1..open + close];
+        if !params.contains(&name) {
+            return Err(format!(
+                "rewrite names {{{name}}}, which the path does not have (it has: {})",
+                if params.is_empty() {
+                    "none".to_string()
+                } else {
+                    params.join(", ")
+                }
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("rewrite {rewrite:?} has a `}}` without `{{`"));
+    }
+    Ok(())
+}
+
+/// `http://host:port[/base]`: no query, fragment or credentials.
+pub fn check_upstream_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "upstream {url:?} must start with http:// (the gateway speaks HTTP/1.1 to upstreams)"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("upstream {url:?} has no host"));
+    }
+    if authority.contains('@') || url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "upstream {url:?} may not hold credentials, a query, a fragment or spaces"
+        ));
+    }
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !authority.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("upstream {url:?} has a bad port {port:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> RouteSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn patterns_parse_and_refuse_what_they_cannot_match() {
+        let p = PathPattern::parse("/api/orders/{id}").unwrap();
+        assert_eq!(
+            p.segments,
+            vec![
+                Segment::Literal("api".into()),
+                Segment::Literal("orders".into()),
+                Segment::Param("id".into())
+            ]
+        );
+        assert!(PathPattern::parse("/api/{*rest}").unwrap().has_rest());
+        assert!(PathPattern::parse("/api/").unwrap().has_rest());
+        assert!(PathPattern::parse("/").unwrap().segments.is_empty());
+        for bad in [
+            "api",
+            "/a/{*rest}/b",
+            "/a/{id}/{id}",
+            "/a//b",
+            "/a/x{id}",
+            "/a/{}",
+            "/a b",
+        ] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_route_is_checked_field_by_field() {
+        let ok = spec(
+            "name = \"orders\"\npath = \"/api/orders/{*rest}\"\nstrip-prefix = true\nservice = \"orders\"",
+        );
+        assert_eq!(ok.validate(), vec![]);
+        let bad = spec(
+            "name = \"Orders\"\npath = \"/api/{id}\"\nmethods = [\"FETCH\"]\nstrip-prefix = true\n\
+             upstreams = [{ url = \"https://x\" }, { url = \"http://a:1\", weight = 5000 }]\n\
+             health = { path = \"healthz\" }",
+        );
+        let fields: Vec<String> = bad.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "methods[0]",
+                "strip-prefix",
+                "upstreams[0].url",
+                "upstreams[1].weight",
+                "health.path"
+            ]
+        );
+        let none = spec("name = \"a\"\npath = \"/\"");
+        assert_eq!(none.validate()[0].field, "service");
+        let rewrite =
+            spec("name = \"a\"\npath = \"/a/{id}\"\nrewrite = \"/b/{nope}\"\nservice = \"x\"");
+        assert!(rewrite.validate()[0].message.contains("{nope}"));
+        assert!(toml::from_str::<RouteSpec>("name = \"a\"\npath = \"/\"\nprefix = \"/\"").is_err());
+    }
+
+    #[test]
+    fn a_route_round_trips_through_json() {
+        let s = spec(
+            "name = \"a\"\npath = \"/a/{*r}\"\nservice = \"x\"\ntimeout = \"2s\"\nhealth = { interval = \"500ms\" }",
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        let back: RouteSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.request_timeout(), Duration::from_secs(2));
+    }
+}
