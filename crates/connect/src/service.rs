@@ -115,6 +115,9 @@ struct Inner {
     running: Mutex<Running>,
     /// A standby's adapters, checked and waiting for the promotion (`None` once active).
     standby: Mutex<Option<Vec<Arc<Adapter>>>>,
+    /// The adapters last applied: the keeper starts those whose lane lease another
+    /// instance held (a dead one's expires, and its lanes move here).
+    applied: std::sync::Mutex<Vec<Arc<Adapter>>>,
     instance: String,
     ttl_ms: i64,
     /// The epoch of each lane lease held.
@@ -196,6 +199,7 @@ impl Connect {
                     unrouted: None,
                 }),
                 standby: Mutex::new(None),
+                applied: std::sync::Mutex::new(Vec::new()),
             }),
         };
         if connect.inner.options.standby {
@@ -264,6 +268,28 @@ impl Connect {
         if let Some(name) = lost {
             tracing::warn!(lane = %name, "lane lease taken by another instance: stopping every lane (standby)");
             self.demote().await;
+            return;
+        }
+        // Lanes held elsewhere when they were applied: take them once their lease is free.
+        let applied = self
+            .inner
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let running: Vec<String> = self
+            .inner
+            .running
+            .lock()
+            .await
+            .lanes
+            .keys()
+            .cloned()
+            .collect();
+        if applied.iter().any(|a| !running.contains(&a.name))
+            && let Err(e) = self.apply_arcs(applied).await
+        {
+            tracing::warn!("starting lanes whose lease came free: {e}");
         }
     }
 
@@ -353,6 +379,7 @@ impl Connect {
 
     async fn apply_arcs(&self, adapters: Vec<Arc<Adapter>>) -> Result<ReloadReport> {
         let mut writers = Vec::with_capacity(adapters.len());
+        let all = adapters.clone();
         for a in adapters {
             let w = crate::writer::build(&a.writer, a.timeout)
                 .map_err(|e| Error::invalid(format!("adapters.{}.writer", a.name), e))?;
@@ -360,6 +387,7 @@ impl Connect {
         }
         let states: BTreeMap<String, LaneState> =
             self.inner.store.lane_states().await?.into_iter().collect();
+        *self.inner.applied.lock().unwrap_or_else(|e| e.into_inner()) = all;
         let mut running = self.inner.running.lock().await;
         let mut report = ReloadReport::default();
         let wanted: Vec<String> = writers.iter().map(|(a, _)| a.name.clone()).collect();

@@ -16,6 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+const ROUTES_TOPIC_NOTE: &str =
+    "the gateway's routes topic is created with durability `os`, as the journal refused `always`";
+
 use switchyard_journal::{Journal, ReadLimits, Record, TopicConfig, TopicName};
 use switchyard_manifest::RouteSpec;
 
@@ -80,7 +83,24 @@ pub async fn ensure_topic(journal: &dyn Journal) -> switchyard_journal::Result<(
                 partitions: 1,
                 ..TopicConfig::default()
             };
-            journal.create_topic(&t, config).await.map(|_| ())
+            match journal.create_topic(&t, config).await {
+                Ok(_) => Ok(()),
+                // A journal that cannot promise `always` (NATS without `sync=always`): the
+                // strongest it gives.
+                Err(first) => {
+                    let weaker = TopicConfig {
+                        durability: switchyard_journal::Durability::Os,
+                        ..config
+                    };
+                    match journal.create_topic(&t, weaker).await {
+                        Ok(_) => {
+                            tracing::warn!("{ROUTES_TOPIC_NOTE}: {first}");
+                            Ok(())
+                        }
+                        Err(_) => Err(first),
+                    }
+                }
+            }
         }
         Err(e) => Err(e),
     }
