@@ -286,9 +286,28 @@ impl Connect {
             .keys()
             .cloned()
             .collect();
-        if applied.iter().any(|a| !running.contains(&a.name))
-            && let Err(e) = self.apply_arcs(applied).await
-        {
+        let missing: Vec<String> = applied
+            .iter()
+            .filter(|a| !running.contains(&a.name))
+            .map(|a| lane_lease(&a.name))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        // Only when one of them is free: a lane a live instance holds is not retried (no
+        // writers built, no warning) at every renewal.
+        let free = match self.inner.store.leases("lane/").await {
+            Ok(held) => missing.iter().any(|name| {
+                held.iter()
+                    .find(|l| &l.name == name)
+                    .is_none_or(|l| l.expires_at_ms <= now || l.owner == self.inner.instance)
+            }),
+            Err(e) => {
+                tracing::warn!("listing the lane leases: {e}");
+                false
+            }
+        };
+        if free && let Err(e) = self.apply_arcs(applied).await {
             tracing::warn!("starting lanes whose lease came free: {e}");
         }
     }
