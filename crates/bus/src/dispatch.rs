@@ -1066,12 +1066,21 @@ impl Dispatcher {
             None => None,
         };
         drop(permit);
+        // One retry time for the whole push: a failed batch's events fall due together and
+        // are retried as one batch again (a delay each, with its own jitter, split it).
+        let retry_at = match &pushed {
+            Some(Outcome::Retry { not_before, .. }) => {
+                let delay = not_before.unwrap_or_else(|| backoff(&spec.retry, attempt - 1));
+                now_ms().saturating_add(delay.as_millis() as i64)
+            }
+            _ => now,
+        };
         // Recorded side by side: the acknowledger writes a batch's acks in one transaction.
         let records = group.into_iter().zip(outcomes).map(|(p, own)| {
             let outcome = own.or_else(|| pushed.clone());
             async move {
                 match outcome {
-                    Some(outcome) => self.record(&p.d, p.fresh, outcome, now).await,
+                    Some(outcome) => self.record(&p.d, p.fresh, outcome, now, retry_at).await,
                     None => Settled::NotRecorded,
                 }
             }
@@ -1081,8 +1090,15 @@ impl Dispatcher {
 
     /// Records the outcome of one delivery's attempt. A fresh delivery that was delivered
     /// needs nothing written; one that failed first gets its row, then is recorded like any
-    /// other.
-    async fn record(&self, d: &Delivery, fresh: bool, outcome: Outcome, now: i64) -> Settled {
+    /// other. A retry is due at `retry_at`.
+    async fn record(
+        &self,
+        d: &Delivery,
+        fresh: bool,
+        outcome: Outcome,
+        now: i64,
+        retry_at: i64,
+    ) -> Settled {
         if fresh {
             if matches!(outcome, Outcome::Delivered) {
                 return Settled::Done;
@@ -1101,7 +1117,7 @@ impl Dispatcher {
                     .map_err(|e| e.to_string()),
                 Settled::Done,
             ),
-            Outcome::Retry { error, not_before } => {
+            Outcome::Retry { error, .. } => {
                 let policy = &self.sub.spec.retry;
                 let first = d.first_attempt_at_ms.unwrap_or(now);
                 let attempts = d.attempts + 1;
@@ -1112,9 +1128,7 @@ impl Dispatcher {
                     let r = self.store.park(&d.key, now_ms(), &reason).await;
                     (r.map(|_| ()).map_err(|e| e.to_string()), Settled::Done)
                 } else {
-                    let delay = not_before.unwrap_or_else(|| backoff(policy, d.attempts));
-                    let at = now_ms().saturating_add(delay.as_millis() as i64);
-                    let r = self.store.retry_later(&d.key, now, at, &error).await;
+                    let r = self.store.retry_later(&d.key, now, retry_at, &error).await;
                     (r.map(|_| ()).map_err(|e| e.to_string()), Settled::Retrying)
                 }
             }
