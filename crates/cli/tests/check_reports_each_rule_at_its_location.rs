@@ -322,3 +322,19 @@ fn a_parameter_of_another_policy_is_refused() {
     );
     assert!(m.contains("not a parameter of `retry`"), "{m}");
 }
+
+#[test]
+fn max_batch_is_1_to_1000() {
+    for bad in ["0", "1001"] {
+        let s = System::good();
+        s.edit(ORDERS, "max-batch = 10", &format!("max-batch = {bad}"));
+        let line = s.line_of(ORDERS, "max-batch");
+        let m = s.check().only_error(
+            "invalid-value",
+            ORDERS,
+            Some(line),
+            "subscribes[0].max-batch",
+        );
+        assert_eq!(m, format!("max-batch must be 1 to 1000 (got {bad})"));
+    }
+}

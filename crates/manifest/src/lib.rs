@@ -47,6 +47,8 @@
 //! types = []                         # empty: every type
 //! endpoint = "https://audit.example.com/events"
 //! concurrency = 4                    # default 16
+//! max-batch = 100                    # events per POST, 1 to 1000 (default 1: one per POST);
+//!                                    # above 1: the CloudEvents batch mode, one per key
 //! retry = { initial-backoff = "1s", max-backoff = "1m", multiplier = 2.0, jitter = 0.2, max-attempts = 20, max-age = "2d" }
 //! ```
 //!
@@ -79,6 +81,7 @@
 //! path = "/events"                   # the default: where on this service events are pushed
 //! name = "orders.payments.v1"        # the default: <service>.<topic>
 //! concurrency = 16                   # the default
+//! max-batch = 1                      # the default (see [subscriptions] above)
 //! [subscribes.retry]                 # the defaults: 500ms, 1m, 2.0, 0.2, 10, 1d
 //! initial-backoff = "500ms"
 //! max-backoff = "1m"

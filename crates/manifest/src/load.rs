@@ -374,6 +374,7 @@ impl Loader {
                 );
             }
             let concurrency = concurrency(&mut r, &path, section.concurrency);
+            let max_batch = max_batch(&mut r, &path, section.max_batch);
             let retry = retry(&mut r, &path.key("retry"), &section.retry);
             // Kept only whole, so that `topics[i]` and `types[i]` still name the file's
             // entries for the rules that run later.
@@ -388,6 +389,7 @@ impl Loader {
                     types: section.types,
                     endpoint: Endpoint::Url(section.endpoint),
                     concurrency,
+                    max_batch,
                     retry,
                 },
             );
@@ -797,6 +799,7 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
             );
         }
         let concurrency = concurrency(r, &path, s.concurrency);
+        let max_batch = max_batch(r, &path, s.max_batch);
         let retry = retry(r, &path.key("retry"), &s.retry);
         if let (Some(topic), true) = (topic, types_ok) {
             origins.subscribes.push(i);
@@ -809,6 +812,7 @@ fn service(r: &mut Report<'_>, cx: &ServiceContext<'_>, file: ServiceFile) -> (S
                     path: endpoint_path,
                 },
                 concurrency,
+                max_batch,
                 retry,
             });
         }
@@ -979,6 +983,21 @@ fn concurrency(r: &mut Report<'_>, path: &KeyPath, value: Option<u32>) -> u32 {
         );
     }
     c
+}
+
+fn max_batch(r: &mut Report<'_>, path: &KeyPath, value: Option<u32>) -> u32 {
+    let n = value.unwrap_or(1);
+    if !(1..=switchyard_types::MAX_BATCH).contains(&n) {
+        r.error(
+            Code::InvalidValue,
+            &path.key("max-batch"),
+            format!(
+                "max-batch must be 1 to {} (got {n})",
+                switchyard_types::MAX_BATCH
+            ),
+        );
+    }
+    n
 }
 
 /// A subscription's retry policy, with the bus's defaults and ranges.

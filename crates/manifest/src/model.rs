@@ -157,6 +157,9 @@ pub struct Subscription {
     pub endpoint: Endpoint,
     /// Deliveries in progress at once (default 16).
     pub concurrency: u32,
+    /// Events per push (default 1): above 1, up to this many in one POST in the CloudEvents
+    /// batch mode, at most one per partition key.
+    pub max_batch: u32,
     pub retry: DeliveryRetry,
 }
 

@@ -105,6 +105,7 @@ pub(crate) struct SubscriptionSection {
     pub(crate) types: Vec<String>,
     pub(crate) endpoint: String,
     pub(crate) concurrency: Option<u32>,
+    pub(crate) max_batch: Option<u32>,
     #[serde(default)]
     pub(crate) retry: RetrySection,
 }
@@ -173,6 +174,7 @@ pub(crate) struct SubscribeSection {
     pub(crate) path: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) concurrency: Option<u32>,
+    pub(crate) max_batch: Option<u32>,
     #[serde(default)]
     pub(crate) retry: RetrySection,
 }

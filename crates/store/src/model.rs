@@ -61,7 +61,7 @@ fn default_max_batch() -> u32 {
 }
 
 /// The largest `max-batch` a subscription may ask for.
-pub const MAX_BATCH: u32 = 1000;
+pub use switchyard_types::MAX_BATCH;
 
 /// How a subscription retries a failed delivery: exponential backoff with jitter, until
 /// `max-attempts` attempts have failed or the first attempt is `max-age-ms` old; then the

@@ -16,6 +16,10 @@ pub use partition::{murmur2, partition_for_key};
 pub use record::{Expectation, Expected, Record, StoredRecord, Timestamp};
 pub use topic::{TopicName, TopicNameError};
 
+/// The most events a push subscription may carry in one POST (its `max-batch`): the store
+/// and the manifests both hold subscriptions to it.
+pub const MAX_BATCH: u32 = 1000;
+
 /// A partition number within a topic, `0..partitions`.
 pub type Partition = u32;
 
