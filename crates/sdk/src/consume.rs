@@ -13,6 +13,7 @@ use crate::context::{Context, Handle};
 use crate::db::{Backend, ParkedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::CloudEvent;
+use crate::progress::Positions;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -197,6 +198,8 @@ pub(crate) struct PartitionWorker<DB: Backend> {
     pub topic: String,
     pub partition: u32,
     pub policy: RetryPolicy,
+    /// Where it stands, for the host's owner.
+    pub positions: Positions,
 }
 
 impl<DB: Backend> PartitionWorker<DB> {
@@ -230,6 +233,13 @@ impl<DB: Backend> PartitionWorker<DB> {
             if let Some(written) = self.drain(&mut unfinished, read_next).await? {
                 saved = written;
             }
+            self.positions.set(
+                self.handle.name(),
+                &self.topic,
+                self.partition,
+                unfinished.keys().next().copied().unwrap_or(read_next),
+                unfinished.len() as u64,
+            );
             if unfinished.is_empty() && saved != read_next {
                 // Only events it does not take since the last commit: move the cursor.
                 let mut tx = DB::begin(self.handle.db()).await?;

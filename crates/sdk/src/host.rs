@@ -13,6 +13,7 @@ use crate::consume::panic_message;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::platform::Platform;
+use crate::progress::{ConsumerPosition, Positions};
 use crate::service::{Consume, Launch, Service};
 use crate::{Backend, Client};
 use futures::future::BoxFuture;
@@ -27,6 +28,7 @@ trait Hosted: Send + Sync {
         self: Arc<Self>,
         launch: Launch,
         stop: watch::Receiver<bool>,
+        positions: Positions,
     ) -> BoxFuture<'static, Result<()>>;
 }
 
@@ -42,8 +44,9 @@ impl<DB: Backend> Hosted for Service<DB> {
         self: Arc<Self>,
         launch: Launch,
         stop: watch::Receiver<bool>,
+        positions: Positions,
     ) -> BoxFuture<'static, Result<()>> {
-        Box::pin(Service::run(self, launch, stop))
+        Box::pin(Service::run(self, launch, stop, positions))
     }
 }
 
@@ -134,6 +137,7 @@ pub struct Host {
     services: BTreeMap<String, Arc<dyn Hosted>>,
     errors: Vec<String>,
     board: Arc<Mutex<BTreeMap<String, ServiceState>>>,
+    positions: Positions,
 }
 
 impl std::fmt::Debug for Host {
@@ -195,12 +199,19 @@ impl Host {
             )
         })?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(service.run(launch, stop_rx));
+        self.positions.forget(name);
+        let task = tokio::spawn(service.run(launch, stop_rx, self.positions.clone()));
         Ok(Running {
             task: Some(task),
             stop,
             exit: None,
         })
+    }
+
+    /// Where each pulling consumer of the running services stands, per partition (for
+    /// status pages, and for waiting until they have caught up).
+    pub fn consumers(&self) -> Vec<ConsumerPosition> {
+        self.positions.all()
     }
 
     /// Each service's state (for status pages).

@@ -11,6 +11,7 @@ use crate::event::{CloudEvent, Event};
 use crate::log::Log;
 use crate::outbox::Outbox;
 use crate::platform::Platform;
+use crate::progress::Positions;
 use axum::Router;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -203,6 +204,7 @@ impl<DB: Backend> Service<DB> {
         self: Arc<Self>,
         launch: Launch,
         stop: watch::Receiver<bool>,
+        positions: Positions,
     ) -> Result<()> {
         self.check(launch.consume)?;
         let url = launch.var("DATABASE_URL")?;
@@ -213,7 +215,9 @@ impl<DB: Backend> Service<DB> {
         // Pushed events are acknowledged after the commit: it must be on disk. Pulled ones
         // have their cursor in the same commit: a commit lost to a power loss is read again.
         let pool = DB::connect(url, launch.consume == Consume::Push).await?;
-        let result = self.run_with(pool.clone(), port, &launch, stop).await;
+        let result = self
+            .run_with(pool.clone(), port, &launch, stop, positions)
+            .await;
         pool.close().await;
         result
     }
@@ -224,6 +228,7 @@ impl<DB: Backend> Service<DB> {
         port: u16,
         launch: &Launch,
         mut stop: watch::Receiver<bool>,
+        positions: Positions,
     ) -> Result<()> {
         DB::migrate(&pool).await?;
         let source = self
@@ -263,6 +268,7 @@ impl<DB: Backend> Service<DB> {
                         topic: topic.clone(),
                         partition: p.partition,
                         policy: self.retry,
+                        positions: positions.clone(),
                     };
                     set.spawn(worker.run(start, stop.clone()));
                 }

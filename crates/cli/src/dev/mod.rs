@@ -98,6 +98,9 @@ struct Control {
     dir: PathBuf,
     /// The services linked into this binary (a host binary), for the in-process ones.
     hosted: Option<Arc<switchyard_sdk::Host>>,
+    /// The running platform's journal (None while it restarts): the status page measures
+    /// in-process consumers' lag against it.
+    journal: Arc<std::sync::Mutex<Option<Arc<dyn switchyard_journal::Journal>>>>,
 }
 
 pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
@@ -234,6 +237,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         gateway: Arc::new(ArcSwap::from_pointee(restarting())),
         dir: dir.clone(),
         hosted,
+        journal: Arc::default(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -431,6 +435,7 @@ impl Up {
                 .merge(gateway.admin_router()),
         ));
         control.gateway.store(Arc::new(gateway.router()));
+        *lock(&control.journal) = Some(platform.journal());
         if let Err(e) = register(control, &platform.bus, system, ports, &chosen).await {
             let _ = stop_streams.send(true);
             control.api.store(Arc::new(restarting()));
@@ -482,6 +487,7 @@ impl Up {
     }
 
     async fn stop(self, control: &Control) {
+        *lock(&control.journal) = None;
         self.services.stop().await;
         let _ = self.stop_streams.send(true);
         control.api.store(Arc::new(restarting()));
@@ -566,6 +572,7 @@ async fn register(
             "types": sub.types,
             "endpoint": endpoint,
             "concurrency": sub.concurrency,
+            "max-batch": sub.max_batch,
             "retry": {
                 "initial-backoff-ms": r.initial_backoff.as_millis() as u64,
                 "max-backoff-ms": r.max_backoff.as_millis() as u64,
@@ -701,8 +708,45 @@ async fn status(State(c): State<Control>) -> Response {
         "api": c.url,
         "state-dir": c.state.root.display().to_string(),
         "services": services,
+        "consumers": consumers(&c).await,
     }))
     .into_response()
+}
+
+/// Where the in-process services' consumers stand, each partition with its lag (the
+/// journal's next offset minus the consumer's position), like a push subscription's.
+async fn consumers(c: &Control) -> Vec<serde_json::Value> {
+    let (Some(host), Some(journal)) = (&c.hosted, lock(&c.journal).clone()) else {
+        return Vec::new();
+    };
+    let mut ends: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for p in host.consumers() {
+        if !ends.contains_key(&p.topic) {
+            let next = match switchyard_journal::TopicName::new(&p.topic) {
+                Ok(t) => match journal.describe_topic(&t).await {
+                    Ok(info) => info.partitions.iter().map(|x| x.next_offset).collect(),
+                    Err(_) => Vec::new(),
+                },
+                Err(_) => Vec::new(),
+            };
+            ends.insert(p.topic.clone(), next);
+        }
+        let next = ends[&p.topic]
+            .get(p.partition as usize)
+            .copied()
+            .unwrap_or(p.position);
+        out.push(json!({
+            "service": p.service,
+            "topic": p.topic,
+            "partition": p.partition,
+            "position": p.position,
+            "next-offset": next,
+            "lag": next.saturating_sub(p.position),
+            "in-flight": p.in_flight,
+        }));
+    }
+    out
 }
 
 async fn ask(c: &Control, request: Request) -> Response {

@@ -239,5 +239,41 @@ async fn look(server: &Server) -> anyhow::Result<Option<Vec<SubState>>> {
                 .sum(),
         });
     }
+    subs.extend(in_process(server).await?);
     Ok(Some(subs))
+}
+
+/// The consumers of in-process services (`switchyard dev` from a host binary), which read
+/// the journal themselves rather than through a subscription: one entry per service and
+/// topic. None on a plain server (it has no `/v1/system/status`).
+async fn in_process(server: &Server) -> anyhow::Result<Vec<SubState>> {
+    let r = server
+        .request(reqwest::Method::GET, "/v1/system/status")?
+        .send()
+        .await
+        .with_context(|| format!("connecting to {}", server.server))?;
+    if !r.status().is_success() {
+        return Ok(Vec::new());
+    }
+    let status: Value = r.json().await.context("reading the system status")?;
+    let mut by_consumer: std::collections::BTreeMap<String, SubState> = Default::default();
+    for c in status["consumers"].as_array().into_iter().flatten() {
+        let name = format!(
+            "{} (in process) {}",
+            c["service"].as_str().unwrap_or("?"),
+            c["topic"].as_str().unwrap_or("?")
+        );
+        let s = by_consumer.entry(name.clone()).or_insert(SubState {
+            name,
+            lag: 0,
+            in_flight: 0,
+            parked: 0,
+            last_error: None,
+            written: 0,
+        });
+        s.lag += c["lag"].as_u64().unwrap_or(0);
+        s.in_flight += c["in-flight"].as_u64().unwrap_or(0);
+        s.written += c["next-offset"].as_u64().unwrap_or(0);
+    }
+    Ok(by_consumer.into_values().collect())
 }

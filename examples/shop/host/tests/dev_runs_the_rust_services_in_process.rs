@@ -2,6 +2,9 @@
 //! inside the platform's process on the embedded journal. An order placed with the Python
 //! orders service is reserved by the Python inventory, charged by the Rust payments and
 //! notified by the Rust notifications; the runner's status shows the two as in-process.
+//! Then `seed.yaml` puts the shop into its known state, and when `seed` returns that state is
+//! there already, in the Rust services too: seed waits for in-process consumers as it does
+//! for subscriptions.
 
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
@@ -138,6 +141,96 @@ async fn an_order_goes_through_the_rust_services() {
             .all(|n| !n.starts_with("payments.") && !n.starts_with("notifications.")),
         "in-process services read the journal themselves: {names:?}"
     );
+
+    // The known state: seed returns once every consumer, in-process ones included, has
+    // caught up, so everything the file's header promises is there when it does.
+    let seeded = Command::new(env!("CARGO_BIN_EXE_shop-host"))
+        .arg("seed")
+        .arg(system.join("seed.yaml"))
+        .args(["--json", "--timeout", "60s"])
+        .env("SWITCHYARD_URL", &api)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run seed");
+    let report = String::from_utf8_lossy(&seeded.stdout);
+    assert!(seeded.status.success(), "seed: {report} {}", String::from_utf8_lossy(&seeded.stderr));
+    let report: serde_json::Value = serde_json::from_str(&report).expect("seed --json");
+    let waited: Vec<&str> = report["subscriptions"]
+        .as_array()
+        .expect("subscriptions in the report")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    for consumer in ["payments (in process)", "notifications (in process)"] {
+        assert!(
+            waited.iter().any(|n| n.starts_with(consumer)),
+            "seed waited for {consumer}: {waited:?}"
+        );
+    }
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("GET")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let n = get("http://127.0.0.1:8104/notifications".into()).await;
+    let notes: Vec<&str> = n["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .filter_map(|m| m["message"].as_str())
+        .collect();
+    for (order, outcome) in [
+        ("ord-seed-1", "is confirmed"),
+        ("ord-seed-2", "was cancelled: not enough gizmo"),
+        ("ord-seed-3", "was cancelled"),
+        ("ord-seed-4", "is confirmed"),
+    ] {
+        assert!(
+            notes
+                .iter()
+                .any(|m| m.contains(order) && m.contains(outcome)),
+            "{order} {outcome}, notified by the time seed returned: {notes:?}"
+        );
+    }
+    assert!(
+        notes.iter().any(|m| m.starts_with("Restock gadget")),
+        "gadget ran low: {notes:?}"
+    );
+    let p = get("http://127.0.0.1:8103/payments".into()).await;
+    let declined = p["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .any(|x| x["order_id"] == "ord-seed-3" && x["state"] != "captured");
+    assert!(declined, "broke-carl's card declined: {p}");
+    let stock = get("http://127.0.0.1:8102/stock".into()).await;
+    let available = |sku: &str| {
+        stock["stock"]
+            .as_array()
+            .expect("stock")
+            .iter()
+            .find(|r| r["sku"] == sku)
+            .map(|r| r["available"].clone())
+    };
+    // The order placed above took 2 widgets before the seed's ada took 2 more.
+    for (sku, n) in [("widget", 21), ("gadget", 2), ("gizmo", 2), ("doohickey", 8)] {
+        assert_eq!(available(sku), Some(n.into()), "{sku}: {stock}");
+    }
+    let status = get(format!("{api}/v1/system/status")).await;
+    let consumers = status["consumers"].as_array().expect("consumers");
+    assert!(!consumers.is_empty(), "{status}");
+    for c in consumers {
+        assert_eq!(c["lag"], 0, "{c}");
+        assert_eq!(c["in-flight"], 0, "{c}");
+    }
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
