@@ -184,6 +184,14 @@ impl<DB: Backend> Context<DB> {
         self.handle.env(name)
     }
 
+    /// Event-sourced entities, publishing as this service with this event's lineage (its
+    /// trace, correlation id, and the event as their cause). The appends go to the journal
+    /// directly, not through the handler's transaction: a handler retried after appending
+    /// meets its own events (and a conflict, with an expected offset).
+    pub fn entities(&self) -> Entities {
+        self.handle.entities().with_lineage(self.lineage.clone())
+    }
+
     /// The handler's transaction: the inbox row is in it, and the outbox rows of
     /// [`Self::publish`] join it when the handler returns `Ok`.
     pub async fn tx(&self) -> Result<Tx<DB>> {

@@ -3,13 +3,19 @@
 //!
 //! - many concurrent updates of one account all land: a conflict reloads and decides again;
 //! - an append on a stale load is refused with `Error::Conflict` and appends nothing;
-//! - a decision that refuses appends nothing; other keys' events do not count as conflicts.
+//! - a decision that refuses appends nothing; other keys' events do not count as conflicts;
+//! - an entity updated from a handler (`Context::entities`) appends with the handled event's
+//!   lineage: its trace, its correlation id, and the handled event as the cause.
 
 mod common;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use switchyard_sdk::{Client, ConflictPolicy, Entities, Entity, Error, Event, Events, Platform};
+use switchyard_sdk::sqlx::Sqlite;
+use switchyard_sdk::{
+    Client, ConflictPolicy, Entities, Entity, Error, Event, Events, Host, HandlerError, Lineage,
+    Outgoing, Platform, Service, TraceParent, new_id,
+};
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 #[event(type = "account.deposited", topic = "accounts.v1", key = account)]
@@ -154,4 +160,81 @@ async fn entities_over_http() {
         .expect("topic");
     scenario(Platform::Http(client)).await;
     server.stop().await;
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[event(type = "payout.requested", topic = "payouts.v1", key = account)]
+struct PayoutRequested {
+    account: String,
+    cents: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_updates_an_entity_with_its_events_lineage() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let journal = common::open_journal(&tmp.path().join("journal"));
+    common::create_topic(&journal, "accounts.v1", 3).await;
+    common::create_topic(&journal, "payouts.v1", 1).await;
+    let platform = Platform::Journal(Arc::new(journal.clone()));
+    let service = Service::<Sqlite>::new("payouts").on(|ctx, p: PayoutRequested| async move {
+        let policy = ConflictPolicy::default();
+        ctx.entities()
+            .update::<Account, _, ()>(&p.account, policy, |_| {
+                Ok(vec![deposit(&p.account, p.cents)])
+            })
+            .await
+            .map_err(|e| HandlerError::Retry(e.to_string()))?
+            .map_err(|()| HandlerError::Reject("refused".into()))?;
+        Ok(())
+    });
+    let trace = TraceParent::root();
+    let mut lineage = Lineage::root();
+    lineage.traceparent = trace.clone();
+    lineage.correlation_id = Some("checkout-9".into());
+    let cause = Outgoing::of(&PayoutRequested {
+        account: "acc-9".into(),
+        cents: 42,
+    })
+    .and_then(|o| o.stamp(new_id(), "/test", &lineage))
+    .expect("event");
+    platform
+        .publish("payouts.v1", vec![cause.clone()], None)
+        .await
+        .expect("publish");
+    let host = Host::new().service(service);
+    let url = common::sqlite_url(tmp.path(), "payouts");
+    let mut run = host
+        .start(
+            "payouts",
+            common::launch(&platform, common::free_port(), &url),
+        )
+        .expect("start");
+    let entities = Entities::new(platform.clone(), "/test");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || async {
+            entities
+                .load::<Account>("acc-9")
+                .await
+                .is_ok_and(|a| a.state.balance == 42)
+        })
+        .await,
+        "the handler deposited"
+    );
+    let partition = platform
+        .partition_of("accounts.v1", "acc-9")
+        .await
+        .expect("partition");
+    let (events, _) = platform
+        .read("accounts.v1", partition, 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e.causation_id(), Some(cause.id()));
+    assert_eq!(e.correlation_id(), Some("checkout-9"));
+    let tp = TraceParent::parse(e.traceparent().expect("traceparent")).expect("valid");
+    assert_eq!(tp.trace_id, trace.trace_id, "the handled event's trace");
+    assert_eq!(e.source(), "/payouts");
+    run.stop(std::time::Duration::from_secs(5)).await;
+    journal.close().await.expect("close");
 }
