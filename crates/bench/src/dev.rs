@@ -2,12 +2,15 @@
 //! binary and the demo system (`examples/shop`, Python services):
 //!
 //! - `ready`: from starting `switchyard dev` to its "ready" line (every service healthy;
-//!   nothing is compiled), and the platform's resident memory once idle (the runner's own
-//!   process: the services are separate processes and not counted);
+//!   nothing is compiled: a system with in-process services runs from its prebuilt host
+//!   binary, as `switchyard dev` does after its cargo build), and the platform's resident
+//!   memory once idle (the runner's own process, in-process services included: the other
+//!   services are separate processes and not counted);
 //! - `seed-100k`: `switchyard seed` of 100,000 events into a topic the bench adds, with a
 //!   subscription pushing them in batches (`max-batch` 500) to an HTTP sink in this
 //!   process, until the seed command
-//!   reports every subscription caught up (it waits for that itself);
+//!   reports every subscription caught up (it waits for that itself), and the runner's
+//!   peak resident memory by then (VmHWM);
 //! - `reset`: `switchyard reset` against the running system, until it runs again.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -37,6 +40,11 @@ pub struct Args {
     /// with `cargo build --release -p switchyard`].
     #[arg(long, value_name = "PATH")]
     switchyard: Option<PathBuf>,
+    /// The system's host binary, when it has in-process services [default: the `[host]`
+    /// package's binary next to this benchmark's; for the shop:
+    /// `cargo build --release -p shop-host`].
+    #[arg(long, value_name = "PATH")]
+    host: Option<PathBuf>,
     /// Events seeded by the seed case.
     #[arg(long, default_value_t = 100_000)]
     events: usize,
@@ -66,6 +74,31 @@ pub async fn run(args: Args) -> Result<()> {
             system.display()
         );
     }
+    // `switchyard dev` hands a system with in-process services over to its host binary
+    // after a cargo build; the bench starts that binary itself, so no cargo runs in the
+    // time measured.
+    let loaded = switchyard_manifest::load(&system)
+        .with_context(|| format!("reading the system in {}", system.display()))?;
+    let in_process = loaded.system.services.values().any(|s| s.in_process);
+    let runner = match (&loaded.system.host, in_process) {
+        (Some(host), true) => {
+            let exe = match &args.host {
+                Some(p) => p.clone(),
+                None => bin.with_file_name(&host.package),
+            };
+            if !exe.is_file() {
+                bail!(
+                    "{} has in-process services: no host binary at {} (build it first: cargo \
+                     build --release -p {}, or pass --host PATH)",
+                    system.display(),
+                    exe.display(),
+                    host.package
+                );
+            }
+            exe
+        }
+        _ => bin.clone(),
+    };
     let repeats = args
         .repeats
         .unwrap_or(if args.quick { 1 } else { 3 })
@@ -77,7 +110,7 @@ pub async fn run(args: Args) -> Result<()> {
         &format!(
             "switchyard-bench dev: {} with {} (state in {}); median of {repeats}",
             system.display(),
-            bin.display(),
+            runner.display(),
             state.display()
         ),
     );
@@ -86,7 +119,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut ready_ms = Vec::new();
     let mut rss_mb = Vec::new();
     for i in 0..repeats {
-        let mut dev = Dev::start(&bin, &system, &state)?;
+        let mut dev = Dev::start(&runner, &system, &state)?;
         ready_ms.push(dev.ready.as_secs_f64() * 1000.0);
         // Idle: let start-up allocations settle before reading the resident set.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -95,8 +128,10 @@ pub async fn run(args: Args) -> Result<()> {
             dev.stop()?;
         } else {
             let result = measure_running(&args, &bin, &dev, scratch.path(), repeats).await;
+            let peak = peak_rss_mb_of(dev.child.id());
             dev.stop()?;
             let (seed_ms, reset_ms) = result?;
+            let peak = peak?;
             let ready = median(ready_ms.clone());
             let rss = median(rss_mb.clone());
             row(
@@ -105,7 +140,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
             row(
                 args.json,
-                json!({"suite":"dev","case":seed_case(args.events),"system":"switchyard","ms":seed_ms,"events":args.events}),
+                json!({"suite":"dev","case":seed_case(args.events),"system":"switchyard","ms":seed_ms,"events":args.events,"peak_rss_mb":peak}),
             );
             row(
                 args.json,
@@ -333,14 +368,23 @@ impl Dev {
 }
 
 fn rss_mb_of(pid: u32) -> Result<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// The most the process ever held resident.
+fn peak_rss_mb_of(pid: u32) -> Result<f64> {
+    status_mb(pid, "VmHWM:")
+}
+
+fn status_mb(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
 }
 
@@ -362,11 +406,13 @@ fn row(json: bool, v: serde_json::Value) {
         println!("{v}");
     } else {
         let ms = v["ms"].as_f64().unwrap_or(f64::NAN);
-        let extra = v
-            .get("rss_mb")
-            .and_then(serde_json::Value::as_f64)
-            .map(|r| format!("  idle RSS {r:.1} MB"))
-            .unwrap_or_default();
+        let mb = |k: &str, label: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .map(|r| format!("  {label} {r:.1} MB"))
+                .unwrap_or_default()
+        };
+        let extra = mb("rss_mb", "idle RSS") + &mb("peak_rss_mb", "peak RSS");
         println!(
             "{:12} {:>10.1} ms{extra}",
             v["case"].as_str().unwrap_or("?"),

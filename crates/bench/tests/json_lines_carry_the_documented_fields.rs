@@ -75,13 +75,16 @@ fn bad_arguments_are_named() {
 
 #[test]
 fn the_dev_suite_prints_ready_seed_and_reset_rows() {
-    // The `switchyard` binary next to this one: `cargo test --workspace` builds it.
+    // The `switchyard` and `shop-host` binaries next to this one: `cargo test --workspace`
+    // builds them.
     let bench = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-bench"));
     let switchyard = bench.with_file_name("switchyard");
-    if !switchyard.is_file() {
+    let host = bench.with_file_name("shop-host");
+    if !switchyard.is_file() || !host.is_file() {
         eprintln!(
-            "skipped: no {} (cargo test --workspace builds it)",
-            switchyard.display()
+            "skipped: no {} or {} (cargo test --workspace builds them)",
+            switchyard.display(),
+            host.display()
         );
         return;
     }
@@ -95,6 +98,8 @@ fn the_dev_suite_prints_ready_seed_and_reset_rows() {
             "--switchyard",
         ])
         .arg(&switchyard)
+        .arg("--host")
+        .arg(&host)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -117,6 +122,11 @@ fn the_dev_suite_prints_ready_seed_and_reset_rows() {
         rows[0]["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
         "{}",
         rows[0]
+    );
+    assert!(
+        rows[1]["peak_rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
+        "{}",
+        rows[1]
     );
 }
 
