@@ -206,8 +206,8 @@ fn load_tokens(configs: Vec<TokenConfig>) -> anyhow::Result<Vec<switchyard_serve
 struct ConfigFile {
     #[serde(default)]
     server: ServerConfig,
-    /// The gateway's routes (switchyard-manifest's form and checks).
-    #[serde(default)]
+    /// The gateway's routes, read by `switchyard_manifest::read_routes`.
+    #[serde(skip)]
     routes: Vec<switchyard_manifest::RouteSpec>,
 }
 
@@ -216,20 +216,19 @@ fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Other tables belong to the system manifest (topics, subscriptions, ...): only
     // `[server]` and `[[routes]]` are read, strictly.
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let mut names = std::collections::BTreeSet::new();
-    for (i, r) in file.routes.iter().enumerate() {
-        if let Some(e) = r.validate().into_iter().next() {
-            return Err(anyhow!("{}: routes[{i}].{e}", path.display()));
-        }
-        if !names.insert(r.name.as_str()) {
-            return Err(anyhow!(
-                "{}: routes[{i}].name: a route named {:?} is declared before this one",
-                path.display(),
-                r.name
-            ));
-        }
-    }
+    let mut file: ConfigFile =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    file.routes =
+        switchyard_manifest::read_routes(&path.display().to_string(), &text).map_err(|diags| {
+            anyhow!(
+                "{}",
+                diags
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
     Ok(file)
 }
 
@@ -339,6 +338,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             services,
             admin_token,
             dependencies: Default::default(),
+            store: Some(platform.store()),
         },
     )
     .await
@@ -683,6 +683,11 @@ impl Platform {
             Backend::File(j) => Arc::new(j.clone()),
             Backend::Nats(j) => Arc::new(j.clone()),
         }
+    }
+
+    /// The store (the gateway counts its quotas there).
+    pub fn store(&self) -> Arc<dyn switchyard_store::Store> {
+        self.store.shared()
     }
 
     /// Stops the lanes and the dispatchers (attempts in progress record their outcome),

@@ -5,7 +5,10 @@
 //! - `GET /v1/gateway/routes/{name}`;
 //! - `PUT /v1/gateway/routes/{name}`: create or replace (the body is a route, `name`
 //!   optional; checked whole, nothing written when anything is wrong: 422 naming the field);
-//! - `DELETE /v1/gateway/routes/{name}`.
+//! - `DELETE /v1/gateway/routes/{name}`;
+//! - `GET /v1/gateway/routes/{name}/quotas`: the route's quota counters in the store (key,
+//!   window, units used or reserved);
+//! - `GET /v1/gateway/metrics`: the gateway's counters in the Prometheus text format.
 //!
 //! A change is appended to the routes topic and answered once the table holds it. With an
 //! admin token configured every call needs `Authorization: Bearer <token>` (401 otherwise).
@@ -34,6 +37,8 @@ impl Gateway {
                 "/v1/gateway/routes/{name}",
                 get(get_one).put(put).delete(delete),
             )
+            .route("/v1/gateway/routes/{name}/quotas", get(quotas))
+            .route("/v1/gateway/metrics", get(metrics))
             .with_state(self.clone())
     }
 }
@@ -173,6 +178,12 @@ pub(crate) fn parse_route(gw: &Gateway, name: &str, body: &[u8]) -> Result<Route
     if let Some(e) = spec.validate().into_iter().next() {
         return Err(invalid(&e.field, format!("{}: {}", e.field, e.message)));
     }
+    if spec.quota.is_some() && !gw.inner.quotas.enabled() {
+        return Err(invalid(
+            "quota",
+            "quota: this gateway has no store to count quotas in",
+        ));
+    }
     if let Some(s) = &spec.service {
         let services = gw.inner.services.load();
         if !services.contains_key(s) {
@@ -241,4 +252,32 @@ async fn delete(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(p) => p.into_response(),
     }
+}
+
+async fn quotas(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    if !gw.routes().iter().any(|(_, s)| s.name == name) {
+        return not_found(&name);
+    }
+    match gw.quota_usage(&name).await {
+        Ok(q) => Json(json!({ "route": name, "quotas": q })).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.render_metrics(),
+    )
+        .into_response()
 }

@@ -13,6 +13,7 @@ mod admin;
 pub mod auth;
 pub mod calls;
 pub mod history;
+pub mod limits;
 pub mod problem;
 pub mod proxy;
 mod service;

@@ -6,8 +6,8 @@
 use crate::history::{self, Change, Origin, State};
 use crate::problem::Problem;
 use crate::proxy::{self, Ids, UpstreamClient};
-use crate::table::{Services, Table};
-use crate::upstream::{HealthBoard, Probe, prober};
+use crate::table::{Boards, Services, Table};
+use crate::upstream::{Probe, prober};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State as AxState};
@@ -32,6 +32,8 @@ pub struct GatewayOptions {
     pub admin_token: Option<String>,
     /// Each service's declared dependencies, which service-to-service calls must follow.
     pub dependencies: crate::calls::Dependencies,
+    /// Where quotas are counted; without a store a route with a quota is left out.
+    pub store: Option<Arc<dyn switchyard_store::Store>>,
 }
 
 /// The one error of [`Gateway::start`].
@@ -61,7 +63,9 @@ pub(crate) struct Inner {
     /// The history applied so far (written by the tail only, after start).
     pub(crate) state: Mutex<State>,
     pub(crate) services: ArcSwap<Services>,
-    health: HealthBoard,
+    boards: Arc<Boards>,
+    pub(crate) quotas: Arc<crate::limits::Quotas>,
+    pub(crate) limit_stats: crate::limits::LimitStats,
     probes: watch::Sender<Vec<Probe>>,
     /// The next offset of the routes topic the table reflects.
     pub(crate) applied: watch::Sender<u64>,
@@ -116,7 +120,12 @@ impl Gateway {
             table: ArcSwap::from_pointee(Table::default()),
             state: Mutex::new(state),
             services: ArcSwap::from_pointee(options.services),
-            health: HealthBoard::default(),
+            boards: Arc::new(Boards {
+                quotas: options.store.is_some(),
+                ..Boards::default()
+            }),
+            quotas: Arc::new(crate::limits::Quotas::new(options.store)),
+            limit_stats: Default::default(),
             probes,
             applied: watch::channel(next).0,
             writer: tokio::sync::Mutex::new(()),
@@ -135,8 +144,13 @@ impl Gateway {
             prober::Client::default(),
             stop_rx.clone(),
         ));
+        let upkeep = tokio::spawn(crate::limits::upkeep(
+            gw.inner.boards.clone(),
+            gw.inner.quotas.clone(),
+            stop_rx.clone(),
+        ));
         let tail = tokio::spawn(tail(gw.inner.clone(), next, stop_rx));
-        lock(&gw.inner.tasks).extend([checker, tail]);
+        lock(&gw.inner.tasks).extend([checker, tail, upkeep]);
         Ok(gw)
     }
 
@@ -146,7 +160,7 @@ impl Gateway {
             .values()
             .map(|(_, s)| s.clone())
             .collect();
-        let table = Table::build(specs, &self.inner.services.load(), &self.inner.health);
+        let table = Table::build(specs, &self.inner.services.load(), &self.inner.boards);
         for (name, why) in &table.broken {
             tracing::warn!("gateway route {name} is left out: {why}");
         }
@@ -156,7 +170,7 @@ impl Gateway {
             .map(|p| (p.url.clone(), p.spec.path.clone()))
             .collect();
         self.inner.table.store(Arc::new(table));
-        self.inner.health.retain(&keep);
+        self.inner.boards.health.retain(&keep);
         self.inner.probes.send_replace(probes);
     }
 
@@ -217,6 +231,51 @@ impl Gateway {
         }
     }
 
+    /// The quota counters of `route` in the store (`Problem` when there is no store or it
+    /// fails).
+    pub async fn quota_usage(
+        &self,
+        route: &str,
+    ) -> Result<Vec<switchyard_store::QuotaUsage>, Problem> {
+        self.inner
+            .quotas
+            .usage(route)
+            .await
+            .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "quota-unavailable", e))
+    }
+
+    /// The gateway's counters in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let l = &self.inner.limit_stats;
+        let rows = [
+            (
+                "switchyard_gateway_rate_limited_total",
+                "Requests refused by a route's rate limit (429 rate-limited).",
+                l.rate_limited.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_quota_exceeded_total",
+                "Requests refused by a route's quota (429 quota-exceeded).",
+                l.quota_exceeded.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_quota_unavailable_total",
+                "Requests refused because the store could not count a quota (503).",
+                l.quota_unavailable.load(Relaxed),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, v) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        out
+    }
+
     /// The gateway listener's app: service-to-service calls under `/v1/call/`, and every
     /// other request matched against the route table.
     pub fn router(&self) -> axum::Router {
@@ -235,7 +294,8 @@ impl Gateway {
         serve_app(listener, self.router(), shutdown).await
     }
 
-    /// Stops the tail and the health checks.
+    /// Stops the tail, the health checks and the upkeep, and gives the unspent quota units
+    /// back to the store.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
         let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
@@ -243,6 +303,7 @@ impl Gateway {
             t.abort();
             let _ = t.await;
         }
+        self.inner.quotas.release_idle(Duration::ZERO).await;
     }
 }
 
@@ -370,17 +431,32 @@ async fn route_request(
         Err(p) => return p.into_response(),
     };
     let mut req = req;
-    if let Some(auth) = &route.auth {
+    let consumer = if let Some(auth) = &route.auth {
         let granted = match auth.check(req.headers(), &gw.inner.prober).await {
-            Ok(h) => h,
+            Ok(g) => g,
             Err(p) => return p.into_response(),
         };
         auth.strip(req.headers_mut());
-        for (n, v) in granted {
+        for (n, v) in granted.headers {
             req.headers_mut().insert(n, v);
         }
-    }
-    match proxy::forward(
+        granted.consumer
+    } else {
+        match peer {
+            Some(p) => format!("ip:{}", p.ip()),
+            None => "ip:unknown".to_string(),
+        }
+    };
+    let budget = if route.rate.is_some() || route.spec.quota.is_some() {
+        match crate::limits::admit(&route, &gw.inner.quotas, &gw.inner.limit_stats, &consumer).await
+        {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        }
+    } else {
+        None
+    };
+    let mut resp = match proxy::forward(
         &gw.inner.client,
         req,
         &authority,
@@ -395,5 +471,9 @@ async fn route_request(
         Err(f) => f
             .problem(&format!("upstream {url} of route {}", route.spec.name))
             .into_response(),
+    };
+    if let Some(b) = budget {
+        b.apply(resp.headers_mut());
     }
+    resp
 }

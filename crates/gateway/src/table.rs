@@ -7,7 +7,7 @@
 //! then by name. The first that matches wins.
 
 use crate::upstream::{HealthBoard, Pool, Probe, Target};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_manifest::{PathPattern, RouteSpec, Segment};
@@ -15,6 +15,16 @@ use switchyard_manifest::{PathPattern, RouteSpec, Segment};
 /// Where each service of the system listens: name -> base URLs (the dev runner's ports, or
 /// `serve --service name=url`).
 pub type Services = BTreeMap<String, Vec<String>>;
+
+/// What route tables share and keep across swaps: upstream health, rate limiters, JWKS
+/// caches; and whether quotas can be counted (a store is configured).
+#[derive(Debug, Default)]
+pub struct Boards {
+    pub health: HealthBoard,
+    pub rates: crate::limits::RateBoard,
+    pub jwks: crate::auth::JwksBoard,
+    pub quotas: bool,
+}
 
 /// One compiled route.
 #[derive(Debug)]
@@ -27,6 +37,7 @@ pub struct Route {
     pub pool: Pool,
     pub timeout: Duration,
     pub auth: Option<crate::auth::Auth>,
+    pub rate: Option<Arc<crate::limits::RouteRate>>,
 }
 
 /// What a match captured.
@@ -38,11 +49,8 @@ pub struct Captures<'a> {
 impl Route {
     /// Compiles a spec already validated; a service the directory does not know is an
     /// error naming it.
-    pub fn compile(
-        spec: RouteSpec,
-        services: &Services,
-        health: &HealthBoard,
-    ) -> Result<Self, String> {
+    pub fn compile(spec: RouteSpec, services: &Services, boards: &Boards) -> Result<Self, String> {
+        let health = &boards.health;
         let pattern = PathPattern::parse(&spec.path).map_err(|e| format!("path {e}"))?;
         let health_of = |url: &str| spec.health.as_ref().map(|h| health.get(url, &h.path));
         let targets: Vec<Target> = match &spec.service {
@@ -82,10 +90,19 @@ impl Route {
         let auth = spec
             .auth
             .as_ref()
-            .map(crate::auth::Auth::compile)
+            .map(|a| crate::auth::Auth::compile(a, &boards.jwks))
             .transpose()?;
+        let rate = spec
+            .rate_limit
+            .as_ref()
+            .map(|r| boards.rates.get(&spec.name, r))
+            .transpose()?;
+        if spec.quota.is_some() && !boards.quotas {
+            return Err("quota: this gateway has no store to count quotas in".into());
+        }
         Ok(Self {
             auth,
+            rate,
             timeout: spec.request_timeout(),
             pattern,
             hosts,
@@ -218,13 +235,13 @@ impl Table {
     pub fn build(
         specs: impl IntoIterator<Item = RouteSpec>,
         services: &Services,
-        health: &HealthBoard,
+        boards: &Boards,
     ) -> Self {
         let mut routes = Vec::new();
         let mut broken = BTreeMap::new();
         for spec in specs {
             let name = spec.name.clone();
-            match Route::compile(spec, services, health) {
+            match Route::compile(spec, services, boards) {
                 Ok(r) => routes.push(Arc::new(r)),
                 Err(e) => {
                     broken.insert(name, e);
@@ -236,6 +253,13 @@ impl Table {
                 .cmp(&b.rank())
                 .then_with(|| a.spec.name.cmp(&b.spec.name))
         });
+        let limited: HashSet<&str> = routes
+            .iter()
+            .filter(|r| r.rate.is_some())
+            .map(|r| r.spec.name.as_str())
+            .collect();
+        boards.rates.retain(&limited);
+        boards.jwks.retain_used();
         Self { routes, broken }
     }
 
@@ -291,7 +315,7 @@ mod tests {
     }
 
     fn table(specs: Vec<RouteSpec>) -> Table {
-        Table::build(specs, &Services::new(), &HealthBoard::default())
+        Table::build(specs, &Services::new(), &Boards::default())
     }
 
     fn hit(t: &Table, host: &str, method: &str, path: &str) -> Option<String> {

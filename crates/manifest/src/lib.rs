@@ -138,15 +138,16 @@ mod route;
 mod rules;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
-pub use load::{Error, Loaded, Result, SERVICE_MANIFEST, SYSTEM_MANIFEST};
+pub use load::{Error, Loaded, Result, SERVICE_MANIFEST, SYSTEM_MANIFEST, read_routes};
 pub use model::{
     Database, DatabaseKind, DeliveryRetry, Dependency, Edge, Endpoint, EventType, Health, Host,
     INJECTED_ENV, Publish, Service, Subscription, System, Topic,
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
 pub use route::{
-    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, Millis, PathPattern,
-    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
+    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_QUOTA,
+    Millis, PathPattern, QuotaSpec, RateLimitSpec, RouteError, RouteSpec, Segment, UpstreamSpec,
+    check_route_name, check_upstream_url,
 };
 
 use std::path::Path;

@@ -17,6 +17,15 @@
 //! jwt = { algorithm = "RS256", jwks-url = "http://id.internal/jwks.json", issuer = "https://id", audience = ["shop"], leeway = "30s", claims = { "x-user-email" = "email" } }
 //! api-keys-env = "SHOP_API_KEYS"       # `name=key,name2=key2`
 //! user-header = "x-user-id"
+//! [routes.rate-limit]                  # optional: GCRA, see [`RateLimitSpec`]
+//! requests = 100                       # this many requests ...
+//! per = "1m"                           # ... per this period, spread evenly
+//! burst = 20                           # at most this many at once (default: requests)
+//! by = "consumer"                      # each consumer its own budget (default), or "route": one for all
+//! [routes.quota]                       # optional: persistent counters, see [`QuotaSpec`]
+//! daily = 10000                        # per UTC day
+//! monthly = 200000                     # per UTC calendar month
+//! by = "consumer"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A duration written as a humantime string (`"200ms"`, `"30s"`), read and written so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Millis(pub Duration);
 
 impl Serialize for Millis {
@@ -73,6 +82,71 @@ pub struct RouteSpec {
     /// Who may use the route: a JWT, an API key, or either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// A rate limit (GCRA) per consumer or for the whole route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Daily and monthly quotas per consumer or for the whole route, kept in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
+}
+
+/// Whose budget a rate limit or quota counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitBy {
+    /// Each consumer its own: the user id of a JWT (`sub`), the name of an API key, or,
+    /// without credentials, the client's IP address (the connection's peer).
+    #[default]
+    Consumer,
+    /// One budget that every consumer of the route shares.
+    Route,
+}
+
+/// `rate-limit`: GCRA (the generic cell rate algorithm: a leaky bucket without a timer).
+/// `requests` per `per`, spread evenly (one every `per / requests`), with up to `burst`
+/// at once after a quiet spell. Over it: 429 `rate-limited` with `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// 1 to 1,000,000.
+    pub requests: u32,
+    /// 1ms to 1 day.
+    pub per: Millis,
+    /// 1 to 1,000,000; default `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub by: LimitBy,
+}
+
+impl RateLimitSpec {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests)
+    }
+}
+
+/// `quota`: at most `daily` requests per UTC day and `monthly` per UTC calendar month,
+/// counted in the store so they survive restarts and are shared by instances on one store.
+/// Over it: 429 `quota-exceeded` with `Retry-After` (until the window ends).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// 1 to 10^12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u64>,
+    /// 1 to 10^12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub by: LimitBy,
+}
+
+/// The largest quota.
+pub const MAX_QUOTA: u64 = 1_000_000_000_000;
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// `auth`: a request needs a valid JWT (`Authorization: Bearer`) or API key (`X-Api-Key`)
@@ -109,9 +183,19 @@ pub struct JwtSpec {
     /// RS256, ES256: the variable holding the public key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_env: Option<String>,
-    /// RS256, ES256: a JWKS URL (http), cached 5 minutes and fetched again for an unknown `kid`.
+    /// RS256, ES256: a JWKS URL (http), cached `jwks-ttl` and fetched again (at most every
+    /// 5 s) for an unknown `kid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
+    /// How long fetched keys are fresh: older, they are fetched again in the background
+    /// while requests go on with them (default 5m; 1s to 1d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ttl: Option<Millis>,
+    /// How long keys are still used while every fetch fails (the JWKS URL is down); older,
+    /// requests are answered 503 `auth-unavailable` (default 1h; at least `jwks-ttl`, at
+    /// most 7d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_max_stale: Option<Millis>,
     /// Required `iss`, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -124,6 +208,20 @@ pub struct JwtSpec {
     /// Header -> claim: `{ "x-user-email" = "email" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+}
+
+impl JwtSpec {
+    /// `jwks-ttl`, defaulted.
+    pub fn jwks_ttl(&self) -> Millis {
+        self.jwks_ttl.unwrap_or(Millis(Duration::from_secs(300)))
+    }
+
+    /// `jwks-max-stale`, defaulted (never below the ttl).
+    pub fn jwks_max_stale(&self) -> Millis {
+        self.jwks_max_stale
+            .unwrap_or(Millis(Duration::from_secs(3600)))
+            .max(self.jwks_ttl())
+    }
 }
 
 /// The algorithms a route may name.
@@ -216,6 +314,37 @@ impl AuthSpec {
                 "auth.jwt.jwks-url".into(),
                 e.replace("upstream", "jwks-url"),
             );
+        }
+        if j.jwks_url.is_none() {
+            for (k, v) in [
+                ("jwks-ttl", j.jwks_ttl),
+                ("jwks-max-stale", j.jwks_max_stale),
+            ] {
+                if v.is_some() {
+                    err(format!("auth.jwt.{k}"), format!("{k} needs jwks-url"));
+                }
+            }
+        }
+        if let Some(t) = j.jwks_ttl
+            && (t.0 < Duration::from_secs(1) || t.0 > Duration::from_secs(86_400))
+        {
+            err(
+                "auth.jwt.jwks-ttl".into(),
+                "jwks-ttl must be 1s to 1d".into(),
+            );
+        }
+        if let Some(m) = j.jwks_max_stale {
+            if m.0 > Duration::from_secs(7 * 86_400) {
+                err(
+                    "auth.jwt.jwks-max-stale".into(),
+                    "jwks-max-stale must be at most 7d".into(),
+                );
+            } else if m.0 < j.jwks_ttl().0 {
+                err(
+                    "auth.jwt.jwks-max-stale".into(),
+                    "jwks-max-stale must be at least jwks-ttl".into(),
+                );
+            }
         }
         if let Some(l) = j.leeway
             && l.0 > Duration::from_secs(300)
@@ -518,6 +647,51 @@ impl RouteSpec {
         }
         if let Some(a) = &self.auth {
             a.validate(&mut err);
+        }
+        if let Some(r) = &self.rate_limit {
+            if !(1..=1_000_000).contains(&r.requests) {
+                err(
+                    "rate-limit.requests".into(),
+                    format!("requests must be 1 to 1000000 (got {})", r.requests),
+                );
+            }
+            if r.per.0 < Duration::from_millis(1) || r.per.0 > Duration::from_secs(86_400) {
+                err("rate-limit.per".into(), "per must be 1ms to 1d".into());
+            }
+            if let Some(b) = r.burst
+                && !(1..=1_000_000).contains(&b)
+            {
+                err(
+                    "rate-limit.burst".into(),
+                    format!("burst must be 1 to 1000000 (got {b})"),
+                );
+            }
+        }
+        if let Some(q) = &self.quota {
+            if q.daily.is_none() && q.monthly.is_none() {
+                err(
+                    "quota".into(),
+                    "quota needs `daily`, `monthly` or both".into(),
+                );
+            }
+            for (k, v) in [("daily", q.daily), ("monthly", q.monthly)] {
+                if let Some(v) = v
+                    && !(1..=MAX_QUOTA).contains(&v)
+                {
+                    err(
+                        format!("quota.{k}"),
+                        format!("{k} must be 1 to {MAX_QUOTA} (got {v})"),
+                    );
+                }
+            }
+            if let (Some(d), Some(m)) = (q.daily, q.monthly)
+                && d > m
+            {
+                err(
+                    "quota.daily".into(),
+                    format!("daily ({d}) is above monthly ({m}): the day could never use it"),
+                );
+            }
         }
         if let Some(h) = &self.health {
             if !h.path.starts_with('/') {

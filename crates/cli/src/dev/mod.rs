@@ -410,6 +410,7 @@ impl Up {
                 services: switchyard_gateway::services_on_loopback(ports),
                 admin_token: gateway_admin_token()?,
                 dependencies: switchyard_gateway::dependencies_of(system),
+                store: Some(platform.store()),
             },
         )
         .await
