@@ -134,7 +134,11 @@ fn invalid(field: &str, message: impl Into<String>) -> Problem {
 }
 
 /// Parses and checks a route body; the route as it will be stored.
-pub(crate) fn parse_route(gw: &Gateway, name: &str, body: &[u8]) -> Result<RouteSpec, Problem> {
+pub(crate) async fn parse_route(
+    gw: &Gateway,
+    name: &str,
+    body: &[u8],
+) -> Result<RouteSpec, Problem> {
     if body.len() > MAX_ROUTE_BYTES {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -184,6 +188,14 @@ pub(crate) fn parse_route(gw: &Gateway, name: &str, body: &[u8]) -> Result<Route
             "quota: this gateway has no store to count quotas in",
         ));
     }
+    if let Some(log) = &spec.access_log
+        && let Err(e) = gw.inner.journal.describe_topic(&log.topic).await
+    {
+        return Err(invalid(
+            "access-log.topic",
+            format!("access-log.topic: {}: {e}", log.topic),
+        ));
+    }
     if let Some(s) = &spec.service {
         let services = gw.inner.services.load();
         if !services.contains_key(s) {
@@ -209,7 +221,7 @@ async fn put(
     if let Err(p) = authorize(&gw, &headers) {
         return p.into_response();
     }
-    let spec = match parse_route(&gw, &name, &body) {
+    let spec = match parse_route(&gw, &name, &body).await {
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };

@@ -9,6 +9,7 @@
 //! (smooth weighted round robin, active health checks: [`upstream`]) with a request id and
 //! W3C trace context ([`trace`]), and its answer streamed back ([`proxy`]).
 
+pub mod access;
 mod admin;
 pub mod auth;
 pub mod calls;

@@ -34,6 +34,9 @@ pub struct GatewayOptions {
     pub dependencies: crate::calls::Dependencies,
     /// Where quotas are counted; without a store a route with a quota is left out.
     pub store: Option<Arc<dyn switchyard_store::Store>>,
+    /// Access records waiting for the journal, at most; more are dropped and counted.
+    /// 0: [`crate::access::DEFAULT_BUFFER`].
+    pub access_log_buffer: usize,
 }
 
 /// The one error of [`Gateway::start`].
@@ -66,6 +69,9 @@ pub(crate) struct Inner {
     boards: Arc<Boards>,
     pub(crate) quotas: Arc<crate::limits::Quotas>,
     pub(crate) limit_stats: crate::limits::LimitStats,
+    pub(crate) access: crate::access::AccessLog,
+    /// The access log's writer, stopped last (it flushes).
+    access_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     probes: watch::Sender<Vec<Probe>>,
     /// The next offset of the routes topic the table reflects.
     pub(crate) applied: watch::Sender<u64>,
@@ -115,6 +121,14 @@ impl Gateway {
         }
         let (probes, probes_rx) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
+        let (access, access_writer) = crate::access::AccessLog::start(
+            journal.clone(),
+            match options.access_log_buffer {
+                0 => crate::access::DEFAULT_BUFFER,
+                n => n,
+            },
+            stop_rx.clone(),
+        );
         let inner = Arc::new(Inner {
             journal,
             table: ArcSwap::from_pointee(Table::default()),
@@ -126,6 +140,8 @@ impl Gateway {
             }),
             quotas: Arc::new(crate::limits::Quotas::new(options.store)),
             limit_stats: Default::default(),
+            access,
+            access_writer: Mutex::new(Some(access_writer)),
             probes,
             applied: watch::channel(next).0,
             writer: tokio::sync::Mutex::new(()),
@@ -249,7 +265,23 @@ impl Gateway {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let l = &self.inner.limit_stats;
+        let a = &self.inner.access.stats;
         let rows = [
+            (
+                "switchyard_gateway_access_records_written_total",
+                "Access records appended to their topics.",
+                a.written.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_access_records_dropped_total",
+                "Access records dropped because the buffer to the journal was full.",
+                a.dropped.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_access_records_failed_total",
+                "Access records lost because their append failed.",
+                a.failed.load(Relaxed),
+            ),
             (
                 "switchyard_gateway_rate_limited_total",
                 "Requests refused by a route's rate limit (429 rate-limited).",
@@ -294,8 +326,8 @@ impl Gateway {
         serve_app(listener, self.router(), shutdown).await
     }
 
-    /// Stops the tail, the health checks and the upkeep, and gives the unspent quota units
-    /// back to the store.
+    /// Stops the tail, the health checks and the upkeep, gives the unspent quota units back
+    /// to the store, and writes the access records still queued (for up to 10 s).
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
         let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
@@ -304,6 +336,19 @@ impl Gateway {
             let _ = t.await;
         }
         self.inner.quotas.release_idle(Duration::ZERO).await;
+        let writer = lock(&self.inner.access_writer).take();
+        if let Some(mut w) = writer
+            && tokio::time::timeout(Duration::from_secs(10), &mut w)
+                .await
+                .is_err()
+        {
+            w.abort();
+        }
+    }
+
+    /// The access log's counters: records written, dropped (buffer full), failed.
+    pub fn access_stats(&self) -> &crate::access::AccessStats {
+        &self.inner.access.stats
     }
 }
 
@@ -388,50 +433,89 @@ async fn route_request(
     peer: Option<SocketAddr>,
     ids: &Ids,
 ) -> Response {
-    let picked = {
+    let started = std::time::Instant::now();
+    let at = std::time::SystemTime::now();
+    let found = {
         let table = gw.inner.table.load();
         let host = proxy::host_of(&req);
         let path = req.uri().path();
-        match table.find(&host, req.method(), path) {
-            None => Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "no-route",
-                format!("no gateway route takes {} {path}", req.method()),
-            )),
-            Some((route, caps)) => match route.pool.pick() {
-                None => Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no-healthy-upstream",
-                    format!(
-                        "route {} has no healthy upstream ({} checked)",
-                        route.spec.name,
-                        route.pool.targets.len()
-                    ),
-                )
-                .header("retry-after", "1")),
-                Some(target) => {
-                    let mut forwarded =
-                        format!("{}{}", target.base, route.forward_path(path, &caps));
-                    if let Some(q) = req.uri().query() {
-                        forwarded.push('?');
-                        forwarded.push_str(q);
-                    }
-                    Ok((
-                        route.clone(),
-                        target.authority.clone(),
-                        target.url.clone(),
-                        forwarded,
-                    ))
+        table.find(&host, req.method(), path).map(|(route, caps)| {
+            let target = route.pool.pick().map(|target| {
+                let mut forwarded = format!("{}{}", target.base, route.forward_path(path, &caps));
+                if let Some(q) = req.uri().query() {
+                    forwarded.push('?');
+                    forwarded.push_str(q);
                 }
-            },
-        }
+                (target.authority.clone(), target.url.clone(), forwarded)
+            });
+            (route.clone(), target)
+        })
     };
-    let (route, authority, url, forwarded) = match picked {
-        Ok(p) => p,
-        Err(p) => return p.into_response(),
+    let Some((route, target)) = found else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            format!(
+                "no gateway route takes {} {}",
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
     };
-    let mut req = req;
-    let consumer = if let Some(auth) = &route.auth {
+    let logged = route.spec.access_log.as_ref().map(|log| {
+        (
+            log.topic.clone(),
+            req.method().clone(),
+            req.uri().path().to_string(),
+        )
+    });
+    let mut consumer = None;
+    let upstream = target.as_ref().map(|(_, url, _)| url.clone());
+    let resp = answer(gw, &route, target, req, peer, ids, &mut consumer).await;
+    if let Some((topic, method, path)) = logged {
+        gw.inner.access.record(crate::access::Entry {
+            topic,
+            route: route.spec.name.clone(),
+            method,
+            path,
+            status: resp.status().as_u16(),
+            latency: started.elapsed(),
+            request_id: ids.request_id.clone(),
+            traceparent: ids.traceparent.clone(),
+            consumer,
+            upstream,
+            at,
+        });
+    }
+    resp
+}
+
+/// A matched route's answer: auth, limits, then the upstream's. `consumer` is set once the
+/// credentials are accepted.
+async fn answer(
+    gw: &Gateway,
+    route: &crate::table::Route,
+    target: Option<(http::uri::Authority, String, String)>,
+    mut req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+    consumer: &mut Option<String>,
+) -> Response {
+    let Some((authority, url, forwarded)) = target else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-healthy-upstream",
+            format!(
+                "route {} has no healthy upstream ({} checked)",
+                route.spec.name,
+                route.pool.targets.len()
+            ),
+        )
+        .header("retry-after", "1")
+        .into_response();
+    };
+    let who = if let Some(auth) = &route.auth {
         let granted = match auth.check(req.headers(), &gw.inner.prober).await {
             Ok(g) => g,
             Err(p) => return p.into_response(),
@@ -447,9 +531,9 @@ async fn route_request(
             None => "ip:unknown".to_string(),
         }
     };
+    let who: &str = consumer.insert(who);
     let budget = if route.rate.is_some() || route.spec.quota.is_some() {
-        match crate::limits::admit(&route, &gw.inner.quotas, &gw.inner.limit_stats, &consumer).await
-        {
+        match crate::limits::admit(route, &gw.inner.quotas, &gw.inner.limit_stats, who).await {
             Ok(b) => b,
             Err(p) => return p.into_response(),
         }

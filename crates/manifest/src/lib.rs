@@ -42,6 +42,8 @@
 //!
 //! [topics."notify-calls.v1"]         # where a `queue` policy appends calls (see below)
 //!
+//! [topics."gateway.access.v1"]       # where routes with `access-log` append their requests
+//!
 //! [subscriptions.audit]              # a push subscription to an endpoint outside the system
 //! topics = ["orders.v1"]
 //! types = []                         # empty: every type
@@ -145,9 +147,9 @@ pub use model::{
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
 pub use route::{
-    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_QUOTA,
-    Millis, PathPattern, QuotaSpec, RateLimitSpec, RouteError, RouteSpec, Segment, UpstreamSpec,
-    check_route_name, check_upstream_url,
+    ACCESS_RECORD_TYPE, AccessLogSpec, AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec,
+    JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_QUOTA, Millis, PathPattern, QuotaSpec, RateLimitSpec,
+    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
 };
 
 use std::path::Path;

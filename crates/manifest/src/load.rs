@@ -1459,6 +1459,40 @@ on-failure = "fail"
     }
 
     #[test]
+    fn access_log_topics_must_be_declared() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n[topics.\"access.v1\"]\n\n\
+                 [[routes]]\nname = \"a\"\npath = \"/a\"\nservice = \"a\"\n\
+                 access-log = { topic = \"access.v1\" }\n\n\
+                 [[routes]]\nname = \"b\"\npath = \"/b\"\nservice = \"a\"\n\
+                 access-log = { topic = \"nowhere.v1\" }\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        // The declared one is written by the gateway: neither unused nor without a producer.
+        assert_eq!(
+            codes(&l),
+            [(
+                "switchyard.toml",
+                Code::UnknownTopic,
+                Some(15),
+                "routes[1].access-log.topic"
+            )]
+        );
+        let d = Dir::new(&[(
+            "switchyard.toml",
+            "[system]\nname = \"s\"\n[[routes]]\nname = \"a\"\npath = \"/a\"\n\
+             upstreams = [{ url = \"http://127.0.0.1:1\" }]\naccess-log = { topic = \".bad\" }\n",
+        )]);
+        let l = d.load();
+        let c = codes(&l);
+        assert_eq!((c[0].1, c[0].2), (Code::InvalidValue, Some(7)), "{c:?}");
+    }
+
+    #[test]
     fn routes_read_on_their_own_are_located_too() {
         let text = "[server]\nlisten = \"127.0.0.1:0\"\n[anything-else]\nx = 1\n\
                     [[routes]]\nname = \"a\"\npath = \"/a\"\nservice = \"nowhere\"\n\

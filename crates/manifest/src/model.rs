@@ -289,6 +289,17 @@ impl System {
             })
             .collect()
     }
+
+    /// The topics the gateway itself appends to: queued calls and the routes' access logs.
+    pub fn gateway_topics(&self) -> BTreeSet<&TopicName> {
+        let mut out = self.queue_topics();
+        out.extend(
+            self.routes
+                .iter()
+                .filter_map(|r| r.access_log.as_ref().map(|a| &a.topic)),
+        );
+        out
+    }
 }
 
 #[cfg(test)]

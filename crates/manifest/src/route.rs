@@ -26,6 +26,8 @@
 //! daily = 10000                        # per UTC day
 //! monthly = 200000                     # per UTC calendar month
 //! by = "consumer"
+//! [routes.access-log]                  # optional: see [`AccessLogSpec`]
+//! topic = "gateway.access.v1"          # each request appended as an event (declared in [topics])
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -88,7 +90,25 @@ pub struct RouteSpec {
     /// Daily and monthly quotas per consumer or for the whole route, kept in the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSpec>,
+    /// Each request appended to a journal topic as an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
 }
+
+/// `access-log`: every request the route answers (forwarded, or refused by its auth or
+/// limits) is appended to `topic` as a `switchyard.gateway.request` CloudEvent (method, path
+/// without the query, status, latency, request id, traceparent, consumer), keyed by the
+/// route's name, so requests sit in the journal's timeline beside the events they caused.
+/// Written in the background in batches: a full buffer drops records (counted), it never
+/// holds a request up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    pub topic: switchyard_types::TopicName,
+}
+
+/// The CloudEvents type of an access record.
+pub const ACCESS_RECORD_TYPE: &str = "switchyard.gateway.request";
 
 /// Whose budget a rate limit or quota counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
