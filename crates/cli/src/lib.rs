@@ -144,8 +144,10 @@ enum Command {
             curl localhost:7400/v1/system/status\n\n\
             Starts the platform (journal and store in DIR/.switchyard) and every service of the \
             system as a child process, in dependency order, each once its health check answers. \
-            Services get PORT, SWITCHYARD_URL, SERVICE_NAME, DATABASE_URL (sqlite://PATH, migrations \
-            applied), TRACEPARENT and <DEPENDENCY>_URL for each dependency. A crashed service is \
+            Services get PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL, SWITCHYARD_CALL_TOKEN (sent \
+            as Switchyard-Call-Token on service-to-service calls), SERVICE_NAME, DATABASE_URL \
+            (sqlite://PATH, migrations applied), TRACEPARENT and <DEPENDENCY>_URL for each \
+            dependency. A crashed service is \
             restarted with backoff. Exit: 0 after Ctrl-C, 1 when the manifests have errors or a \
             service does not start (its last lines are shown).")]
     Dev(dev::DevArgs),

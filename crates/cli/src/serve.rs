@@ -337,8 +337,11 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             declared: routes,
             services,
             admin_token,
+            // No manifests here: no service may call another through this gateway (every
+            // `/v1/call` is refused).
             dependencies: Default::default(),
             store: Some(platform.store()),
+            ..Default::default()
         },
     )
     .await

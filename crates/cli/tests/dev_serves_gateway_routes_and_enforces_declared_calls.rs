@@ -1,8 +1,10 @@
 //! `switchyard dev` with the gateway: a declared route to a service, a route created at
 //! runtime through the admin API, and service-to-service calls through
-//! `/v1/call/{service}/{path}`: a declared one passes, an undeclared one is refused naming
-//! both services, and the caller's `on-failure` policy answers for a dependency that is
-//! down (fallback, degrade, fail).
+//! `/v1/call/{service}/{path}`: the caller is the service whose `SWITCHYARD_CALL_TOKEN` the
+//! call carries (a forged caller, a missing or unknown token, a forged queued call are
+//! refused), a declared call passes, an undeclared one is refused naming both services, and
+//! the caller's `on-failure` policy answers for a dependency that is down (fallback,
+//! degrade, fail, queue).
 
 mod common;
 
@@ -159,12 +161,12 @@ async fn routes_and_service_calls_go_through_the_gateway() {
         .no_proxy()
         .build()
         .expect("test step");
-    let get = |url: String, caller: Option<&'static str>| {
+    let get = |url: String, headers: Vec<(&'static str, String)>| {
         let c = c.clone();
         async move {
             let mut r = c.get(url);
-            if let Some(caller) = caller {
-                r = r.header("switchyard-caller", caller);
+            for (n, v) in headers {
+                r = r.header(n, v);
             }
             let r = r.send().await.expect("test step");
             let status = r.status().as_u16();
@@ -173,9 +175,11 @@ async fn routes_and_service_calls_go_through_the_gateway() {
             (status, headers, body)
         }
     };
+    let none = Vec::new;
+    let token = |t: &str| vec![("switchyard-call-token", t.to_string())];
 
     // The declared route.
-    let (s, h, v) = get(format!("{}/api/a/hello?x=1", dev.gateway), None).await;
+    let (s, h, v) = get(format!("{}/api/a/hello?x=1", dev.gateway), none()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["service"], "a");
     assert_eq!(v["path"], "/hello?x=1");
@@ -189,20 +193,31 @@ async fn routes_and_service_calls_go_through_the_gateway() {
         .await
         .expect("test step");
     assert_eq!(r.status(), 201);
-    let (s, _, v) = get(format!("{}/b/env", dev.gateway), None).await;
+    let (s, _, v) = get(format!("{}/b/env", dev.gateway), none()).await;
     assert_eq!(s, 200);
     assert_eq!(v["SWITCHYARD_GATEWAY_URL"], dev.gateway.as_str());
     assert_eq!(v["SERVICE_NAME"], "b");
+    let b_token = v["SWITCHYARD_CALL_TOKEN"]
+        .as_str()
+        .expect("b's call token")
+        .to_string();
+    let (_, _, v) = get(format!("{}/api/a/env", dev.gateway), none()).await;
+    let a_token = v["SWITCHYARD_CALL_TOKEN"]
+        .as_str()
+        .expect("a's call token")
+        .to_string();
+    assert!(b_token.len() >= 32 && a_token != b_token);
+    let b = || token(&b_token);
 
-    // b declares a: passed, with the caller named to a.
-    let (s, _, v) = get(format!("{}/v1/call/a/things/1", dev.gateway), Some("b")).await;
+    // b declares a: passed, with the caller named to a (and b's token not passed on).
+    let (s, _, v) = get(format!("{}/v1/call/a/things/1", dev.gateway), b()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         (v["path"].as_str(), v["caller"].as_str()),
         (Some("/things/1"), Some("b"))
     );
     // a declares nothing: refused, naming both.
-    let (s, h, v) = get(format!("{}/v1/call/b/x", dev.gateway), Some("a")).await;
+    let (s, h, v) = get(format!("{}/v1/call/b/x", dev.gateway), token(&a_token)).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(h["content-type"], "application/problem+json");
     assert_eq!(v["code"], "undeclared-dependency");
@@ -210,21 +225,27 @@ async fn routes_and_service_calls_go_through_the_gateway() {
         (v["caller"].as_str(), v["service"].as_str()),
         (Some("a"), Some("b"))
     );
-    // No caller, or one the system does not have.
-    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), None).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("missing-caller")));
-    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), Some("mallory")).await;
-    assert_eq!((s, v["code"].as_str()), (403, Some("unknown-caller")));
+    // Forged callers: b's name without a token (what anyone outside can write), a's token
+    // claiming to be b, a token the system does not have.
+    let forged = vec![("switchyard-caller", "b".to_string())];
+    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), forged).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("missing-call-token")));
+    let mut claims_b = token(&a_token);
+    claims_b.push(("switchyard-caller", "b".to_string()));
+    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), claims_b).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("caller-mismatch")));
+    let (s, _, v) = get(format!("{}/v1/call/a/x", dev.gateway), token("mallory")).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid-call-token")));
 
     // c, d and e are not started: their policies answer.
-    let (s, h, v) = get(format!("{}/v1/call/c/x", dev.gateway), Some("b")).await;
+    let (s, h, v) = get(format!("{}/v1/call/c/x", dev.gateway), b()).await;
     assert_eq!(s, 200);
     assert_eq!(v, json!({"stub": true}));
     assert_eq!(h["switchyard-fallback"], "c");
-    let (s, h, v) = get(format!("{}/v1/call/d/x", dev.gateway), Some("b")).await;
+    let (s, h, v) = get(format!("{}/v1/call/d/x", dev.gateway), b()).await;
     assert_eq!((s, v["code"].as_str()), (503, Some("dependency-degraded")));
     assert_eq!(h["x-degraded"], "d");
-    let (s, h, v) = get(format!("{}/v1/call/e/x", dev.gateway), Some("b")).await;
+    let (s, h, v) = get(format!("{}/v1/call/e/x", dev.gateway), b()).await;
     assert_eq!(
         (s, v["code"].as_str()),
         (503, Some("dependency-unavailable")),
@@ -233,10 +254,19 @@ async fn routes_and_service_calls_go_through_the_gateway() {
     assert_eq!(v["tries"], 2, "{v}");
     assert_eq!(h["retry-after"], "1");
 
+    // A queued call made up outside, pushed straight at the gateway: refused.
+    let r = c
+        .post(format!("{}/v1/queued-calls", dev.gateway))
+        .json(&json!({"caller": "b", "dependency": "g", "method": "POST", "path": "/flaky-once/evil"}))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(r.status(), 403);
+
     // g answers its first call 503: the call is queued (202) and delivered once g answers.
     let r = c
         .post(format!("{}/v1/call/g/flaky-once/n1", dev.gateway))
-        .header("switchyard-caller", "b")
+        .header("switchyard-call-token", &b_token)
         .body("note")
         .send()
         .await
@@ -246,7 +276,7 @@ async fn routes_and_service_calls_go_through_the_gateway() {
     assert_eq!(v["topic"], "calls.v1");
     let mut delivered = Value::Null;
     for _ in 0..100 {
-        let (_, _, v) = get(format!("{}/v1/call/g/seen", dev.gateway), Some("b")).await;
+        let (_, _, v) = get(format!("{}/v1/call/g/seen", dev.gateway), b()).await;
         if v.as_array().is_some_and(|a| !a.is_empty()) {
             delivered = v;
             break;

@@ -22,7 +22,10 @@ pub mod table;
 pub mod trace;
 pub mod upstream;
 
-pub use calls::{CALLER_HEADER, Dependencies, dependencies_of, services_on_loopback};
+pub use calls::{
+    CALL_TOKEN_HEADER, CALLER_HEADER, CallTokens, Dependencies, dependencies_of, new_call_tokens,
+    services_on_loopback,
+};
 pub use history::{Change, Origin, ROUTES_TOPIC};
 pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
 pub use table::Services;

@@ -32,6 +32,9 @@ pub struct GatewayOptions {
     pub admin_token: Option<String>,
     /// Each service's declared dependencies, which service-to-service calls must follow.
     pub dependencies: crate::calls::Dependencies,
+    /// Each service's secret for service-to-service calls (`Switchyard-Call-Token`): a call
+    /// without one of them is refused.
+    pub call_tokens: crate::calls::CallTokens,
     /// Where quotas are counted; without a store a route with a quota is left out.
     pub store: Option<Arc<dyn switchyard_store::Store>>,
     /// Access records waiting for the journal, at most; more are dropped and counted.
@@ -82,6 +85,7 @@ pub(crate) struct Inner {
     pub(crate) prober: prober::Client,
     pub(crate) admin_token: Option<String>,
     pub(crate) dependencies: ArcSwap<crate::calls::Dependencies>,
+    pub(crate) call_tokens: ArcSwap<crate::calls::CallTokens>,
     pub(crate) breakers: crate::calls::Breakers,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -149,6 +153,7 @@ impl Gateway {
             prober: prober::Client::default(),
             admin_token: options.admin_token,
             dependencies: ArcSwap::from_pointee(options.dependencies),
+            call_tokens: ArcSwap::from_pointee(options.call_tokens),
             breakers: crate::calls::Breakers::default(),
             stop,
             tasks: Mutex::new(Vec::new()),

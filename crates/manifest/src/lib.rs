@@ -65,7 +65,8 @@
 //! timeout = "10s"                    # the default: how long it may take to become healthy
 //!
 //! [env]                              # may not set PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL,
-//! LOG_LEVEL = "info"                 # SERVICE_NAME, DATABASE_URL or TRACEPARENT (the runner sets them)
+//! LOG_LEVEL = "info"                 # SWITCHYARD_CALL_TOKEN, SERVICE_NAME, DATABASE_URL or
+//!                                    # TRACEPARENT (the runner sets them)
 //!
 //! [database]
 //! kind = "sqlite"                    # sqlite | postgres

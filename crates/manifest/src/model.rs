@@ -95,10 +95,11 @@ pub struct Service {
 }
 
 /// The variables the dev runner sets for every service; `[env]` may not override them.
-pub const INJECTED_ENV: [&str; 6] = [
+pub const INJECTED_ENV: [&str; 7] = [
     "PORT",
     "SWITCHYARD_URL",
     "SWITCHYARD_GATEWAY_URL",
+    "SWITCHYARD_CALL_TOKEN",
     "SERVICE_NAME",
     "DATABASE_URL",
     "TRACEPARENT",

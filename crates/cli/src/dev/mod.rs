@@ -98,6 +98,9 @@ struct Control {
     dir: PathBuf,
     /// The services linked into this binary (a host binary), for the in-process ones.
     hosted: Option<Arc<switchyard_sdk::Host>>,
+    /// Each service's secret for service-to-service calls (`SWITCHYARD_CALL_TOKEN`), made
+    /// once per run like the ports.
+    call_tokens: Arc<switchyard_gateway::CallTokens>,
 }
 
 pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
@@ -198,8 +201,10 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
             .context("reading the gateway's bound address")?
     );
 
-    // Ports are chosen once, so they stay the same across resets and restores.
+    // Ports and call tokens are chosen once, so they stay the same across resets and
+    // restores.
     let ports = assign_ports(&system)?;
+    let call_tokens = Arc::new(switchyard_gateway::new_call_tokens(system.services.keys()));
     let board: Board = Arc::new(std::sync::Mutex::new(
         system
             .services
@@ -234,6 +239,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         gateway: Arc::new(ArcSwap::from_pointee(restarting())),
         dir: dir.clone(),
         hosted,
+        call_tokens,
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -410,7 +416,9 @@ impl Up {
                 services: switchyard_gateway::services_on_loopback(ports),
                 admin_token: gateway_admin_token()?,
                 dependencies: switchyard_gateway::dependencies_of(system),
+                call_tokens: (*control.call_tokens).clone(),
                 store: Some(platform.store()),
+                ..Default::default()
             },
         )
         .await
@@ -447,6 +455,7 @@ impl Up {
             &control.url,
             &control.gateway_url,
             &databases,
+            &control.call_tokens,
         );
         if let Some(host) = &control.hosted {
             for l in launches.iter_mut().filter(|l| l.service.in_process) {
