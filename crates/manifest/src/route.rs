@@ -873,6 +873,41 @@ mod tests {
     }
 
     #[test]
+    fn jwks_cache_settings_are_checked() {
+        let base =
+            "name = \"a\"\npath = \"/\"\nservice = \"x\"\n[auth.jwt]\nalgorithm = \"RS256\"\n";
+        let fields = |extra: &str| -> Vec<String> {
+            spec(&format!("{base}{extra}"))
+                .validate()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let url = "jwks-url = \"http://id:1/jwks.json\"\n";
+        assert!(fields(&format!("{url}jwks-ttl = \"10s\"\njwks-max-stale = \"1h\"")).is_empty());
+        assert_eq!(
+            fields("public-key-env = \"K\"\njwks-ttl = \"10s\""),
+            ["auth.jwt.jwks-ttl"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-ttl = \"500ms\"")),
+            ["auth.jwt.jwks-ttl"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-ttl = \"10m\"\njwks-max-stale = \"5m\"")),
+            ["auth.jwt.jwks-max-stale"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-max-stale = \"8d\"")),
+            ["auth.jwt.jwks-max-stale"]
+        );
+        let j = spec(&format!("{base}{url}jwks-ttl = \"2h\""));
+        let jwt = j.auth.unwrap().jwt.unwrap();
+        // The default max-stale (1h) never falls below the ttl.
+        assert_eq!(jwt.jwks_max_stale().0, Duration::from_secs(7200));
+    }
+
+    #[test]
     fn a_route_round_trips_through_json() {
         let s = spec(
             "name = \"a\"\npath = \"/a/{*r}\"\nservice = \"x\"\ntimeout = \"2s\"\nhealth = { interval = \"500ms\" }",
