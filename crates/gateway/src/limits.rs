@@ -233,9 +233,16 @@ struct Counter {
     /// The store's `used` after this instance's last reservation.
     used: u64,
     last: Instant,
+    /// When the store last granted nothing, under which limit: for [`SPENT_RECHECK`] the
+    /// store is not asked again (a spent consumer's requests cost it nothing).
+    spent: Option<(Instant, u64)>,
     /// Taken out of the map: whoever still holds it looks again.
     retired: bool,
 }
+
+/// How long a spent quota is answered from memory before the store is asked again (another
+/// instance may have given units back, the limit may have been raised).
+const SPENT_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why a quota refused.
 enum Refusal {
@@ -316,6 +323,7 @@ impl Quotas {
                         left: 0,
                         used: 0,
                         last: Instant::now(),
+                        spent: None,
                         retired: false,
                     }))
                 })
@@ -330,6 +338,17 @@ impl Quotas {
                 c.start = start;
                 c.left = 0;
                 c.used = 0;
+                c.spent = None;
+            }
+            if c.left == 0
+                && c.spent
+                    .is_some_and(|(at, l)| l == limit && at.elapsed() < SPENT_RECHECK)
+            {
+                return Err(Refusal::Spent(Budget {
+                    limit,
+                    remaining: 0,
+                    reset: until_end(),
+                }));
             }
             if c.left == 0 {
                 let block = (limit / 100).clamp(1, 1000);
@@ -339,6 +358,7 @@ impl Quotas {
                     .map_err(|e| Refusal::Store(e.to_string()))?;
                 c.used = g.used;
                 c.left = g.granted;
+                c.spent = (g.granted == 0).then(|| (Instant::now(), limit));
                 if c.left == 0 {
                     let reset = until_end();
                     return Err(Refusal::Spent(Budget {
