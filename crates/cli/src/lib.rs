@@ -10,6 +10,7 @@
 //! process, on the embedded journal (see ARCHITECTURE.md, "In-process services").
 
 mod args;
+mod chaos;
 mod check;
 mod connect;
 mod dev;
@@ -169,6 +170,11 @@ enum Command {
     )]
     Snapshot(dev::SnapshotCommand),
 
+    /// Inject faults for development: make a service look down, slow or flaky to calls,
+    /// routes and pushes of a running `switchyard dev`, to watch failure policies work.
+    #[command(subcommand, after_help = chaos::HELP)]
+    Chaos(chaos::ChaosCommand),
+
     /// Put a running server into a known state from a YAML file: events per topic (those
     /// already there are skipped), HTTP calls, then wait for every subscription to catch up.
     #[command(after_help = seed::HELP)]
@@ -259,6 +265,7 @@ fn run(hosted: Option<std::sync::Arc<switchyard_sdk::Host>>) -> ExitCode {
             Command::Reset(args) => dev::reset(args).await,
             Command::Snapshot(cmd) => dev::snapshot(cmd).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Chaos(cmd) => chaos::run(cmd).await,
             Command::Host(args) => host::run(args, hosted).await,
         }
     });

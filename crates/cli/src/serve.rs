@@ -331,6 +331,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         &leases,
     )
     .await?;
+    let faults = switchyard_gateway::Faults::default();
     let gateway = match switchyard_gateway::Gateway::start(
         platform.journal(),
         switchyard_gateway::GatewayOptions {
@@ -341,6 +342,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             // `/v1/call` is refused).
             dependencies: Default::default(),
             store: Some(platform.store()),
+            faults: faults.clone(),
             ..Default::default()
         },
     )
@@ -352,6 +354,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             return Err(anyhow!("starting the gateway: {e}").into());
         }
     };
+    platform.bus.set_push_faults(Arc::new(PushFaultsOf(faults)));
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -704,6 +707,24 @@ impl Platform {
             Backend::Nats(j) => j.close().await,
         }
         .context("closing the journal")
+    }
+}
+
+/// The gateway's fault table as the bus's push hook (`switchyard chaos`): a push to a
+/// service's address meets that service's fault.
+pub(crate) struct PushFaultsOf(pub switchyard_gateway::Faults);
+
+impl switchyard_bus::push::PushFaults for PushFaultsOf {
+    fn before_push(&self, endpoint: &str) -> Option<switchyard_bus::push::InjectedFault> {
+        let (service, i) = self.0.for_url(endpoint)?;
+        Some(switchyard_bus::push::InjectedFault {
+            delay: i.delay,
+            fail: i.fail,
+            what: format!(
+                "fault injected on `{service}`: `switchyard chaos {}`",
+                i.kind.as_str()
+            ),
+        })
     }
 }
 

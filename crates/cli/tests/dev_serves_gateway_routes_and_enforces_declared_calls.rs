@@ -4,7 +4,9 @@
 //! call carries (a forged caller, a missing or unknown token, a forged queued call are
 //! refused), a declared call passes, an undeclared one is refused naming both services, and
 //! the caller's `on-failure` policy answers for a dependency that is down (fallback,
-//! degrade, fail, queue).
+//! degrade, fail, queue). `switchyard chaos` takes a running service down, slow, and back:
+//! calls get the caller's policy, routes a fault, pushes are retried and delivered after
+//! `clear`; bad arguments are refused naming them.
 
 mod common;
 
@@ -30,6 +32,10 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.reply(200, {"ok": True})
         if self.path == "/env":
             return self.reply(200, dict(os.environ))
+        if self.path == "/events":
+            with lock:
+                seen.append(["push", self.headers.get("ce-id")])
+            return self.reply(200, {"ok": True})
         if self.path == "/seen":
             with lock:
                 return self.reply(200, list(seen))
@@ -140,9 +146,14 @@ async fn routes_and_service_calls_go_through_the_gateway() {
     let root = tmp.path();
     write(
         &root.join("switchyard.toml"),
-        "[system]\nname = \"gw\"\n[topics.\"calls.v1\"]\n\n[[routes]]\nname = \"api\"\npath = \"/api/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n",
+        "[system]\nname = \"gw\"\n[topics.\"calls.v1\"]\n[topics.\"jobs.v1\"]\nexternal-producers = true\n\n[[routes]]\nname = \"api\"\npath = \"/api/a/{*rest}\"\nstrip-prefix = true\nservice = \"a\"\n",
     );
-    service(root, "a", "");
+    service(
+        root,
+        "a",
+        "[[subscribes]]\ntopic = \"jobs.v1\"\npath = \"/events\"\n\
+         retry = { initial-backoff = \"100ms\", max-backoff = \"200ms\", jitter = 0.0, max-attempts = 1000 }\n",
+    );
     service(
         root,
         "b",
@@ -284,5 +295,96 @@ async fn routes_and_service_calls_go_through_the_gateway() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(delivered, json!([["POST", "/flaky-once/n1", "note", "b"]]));
+
+    // `switchyard chaos`: bad arguments named, nothing set.
+    let chaos = |args: &[&str]| {
+        let mut all = vec!["chaos"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", dev.api.as_str()]);
+        common::run(&all)
+    };
+    let r = chaos(&["flaky", "a", "--rate", "1.5"]).expect_code(2);
+    assert!(r.stderr.contains("--rate"), "{}", r.stderr);
+    let r = chaos(&["down", "a", "--rate", "0.3"]).expect_code(2);
+    assert!(r.stderr.contains("--rate"), "{}", r.stderr);
+    let r = chaos(&["slow", "a", "--delay", "soon"]).expect_code(2);
+    assert!(r.stderr.contains("--delay"), "{}", r.stderr);
+    let r = chaos(&["down", "a", "--status", "200"]).expect_code(2);
+    assert!(r.stderr.contains("--status"), "{}", r.stderr);
+    let r = chaos(&["down", "nowhere"]).expect_code(2);
+    assert!(r.stderr.contains("unknown-service"), "{}", r.stderr);
+    let r = chaos(&["ls"]).expect_code(0);
+    assert!(r.stdout.contains("0 fault(s)"), "{}", r.stdout);
+
+    // a down: b's call gets its `fail` policy, the route a fault, a's pushes are retried.
+    let (_, _, status) = get(format!("{}/v1/system/status", dev.api), none()).await;
+    let a_url = status["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "a"))
+        .and_then(|s| s["url"].as_str())
+        .expect("a's url")
+        .to_string();
+    let r = chaos(&["down", "a", "--for", "5m"]).expect_code(0);
+    assert!(r.stdout.contains("a is down (no answer)"), "{}", r.stdout);
+    let (s, _, v) = get(format!("{}/v1/call/a/things/1", dev.gateway), b()).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("dependency-unavailable")),
+        "{v}"
+    );
+    let (s, h, _) = get(format!("{}/api/a/hello", dev.gateway), none()).await;
+    assert_eq!(s, 502);
+    assert_eq!(h["switchyard-fault"], "down");
+    let r = c
+        .post(format!("{}/v1/topics/jobs.v1/events", dev.api))
+        .header("content-type", "application/cloudevents+json")
+        .body(r#"{"specversion":"1.0","id":"job-1","source":"/test","type":"job","data":{}}"#)
+        .send()
+        .await
+        .expect("test step");
+    assert!(r.status().is_success(), "{}", r.status());
+    let mut retried = Value::Null;
+    for _ in 0..300 {
+        let (_, _, v) = get(format!("{}/v1/subscriptions/a.jobs.v1", dev.api), none()).await;
+        if v.to_string().contains("fault injected on `a`") {
+            retried = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !retried.is_null(),
+        "the push was not retried with the fault as its error"
+    );
+    let (_, _, seen) = get(format!("{a_url}/seen"), none()).await;
+    assert_eq!(seen, json!([]), "a push reached a while it was down");
+    let r = chaos(&["ls"]).expect_code(0);
+    assert!(
+        r.stdout.contains("1 fault(s)") && r.stdout.contains("down"),
+        "{}",
+        r.stdout
+    );
+    let r = chaos(&["clear", "a"]).expect_code(0);
+    assert!(r.stdout.contains("cleared 1 fault(s) on a"), "{}", r.stdout);
+    let mut pushed = Value::Null;
+    for _ in 0..300 {
+        let (_, _, v) = get(format!("{a_url}/seen"), none()).await;
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            pushed = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(pushed, json!([["push", "job-1"]]));
+    let (s, _, v) = get(format!("{}/v1/call/a/things/1", dev.gateway), b()).await;
+    assert_eq!(s, 200, "{v}");
+    // Slow: the call takes the delay more.
+    chaos(&["slow", "a", "--delay", "400ms"]).expect_code(0);
+    let started = std::time::Instant::now();
+    let (s, _, _) = get(format!("{}/v1/call/a/things/1", dev.gateway), b()).await;
+    assert_eq!(s, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    let r = chaos(&["clear"]).expect_code(0);
+    assert!(r.stdout.contains("cleared 1 fault(s)"), "{}", r.stdout);
     dev.stop();
 }

@@ -8,7 +8,10 @@
 //! - `DELETE /v1/gateway/routes/{name}`;
 //! - `GET /v1/gateway/routes/{name}/quotas`: the route's quota counters in the store (key,
 //!   window, units used or reserved);
-//! - `GET /v1/gateway/metrics`: the gateway's counters in the Prometheus text format.
+//! - `GET /v1/gateway/metrics`: the gateway's counters in the Prometheus text format;
+//! - `GET /v1/gateway/faults`, `PUT|DELETE /v1/gateway/faults/{service}`, `DELETE
+//!   /v1/gateway/faults`: the faults injected on purpose (`switchyard chaos`, see
+//!   [`crate::faults`]).
 //!
 //! A change is appended to the routes topic and answered once the table holds it. With an
 //! admin token configured every call needs `Authorization: Bearer <token>` (401 otherwise).
@@ -39,6 +42,11 @@ impl Gateway {
             )
             .route("/v1/gateway/routes/{name}/quotas", get(quotas))
             .route("/v1/gateway/metrics", get(metrics))
+            .route("/v1/gateway/faults", get(list_faults).delete(clear_faults))
+            .route(
+                "/v1/gateway/faults/{service}",
+                axum::routing::put(put_fault).delete(clear_fault),
+            )
             .with_state(self.clone())
     }
 }
@@ -292,4 +300,102 @@ async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
         gw.render_metrics(),
     )
         .into_response()
+}
+
+async fn list_faults(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    let faults: Vec<Value> = gw
+        .inner
+        .faults
+        .list()
+        .iter()
+        .map(|f| crate::faults::view(f))
+        .collect();
+    Json(json!({ "faults": faults })).into_response()
+}
+
+async fn put_fault(
+    State(gw): State<Gateway>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    let bad = |field: &str, message: String| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-fault", message)
+            .with("pointer", format!("/{field}"))
+            .into_response()
+    };
+    {
+        let services = gw.inner.services.load();
+        if !services.contains_key(&service) {
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-service",
+                format!(
+                    "there is no service {service:?} (services: {})",
+                    if services.is_empty() {
+                        "none".to_string()
+                    } else {
+                        services.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            )
+            .into_response();
+        }
+    }
+    if body.len() > 4096 {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "a fault body may be at most 4096 bytes",
+        )
+        .into_response();
+    }
+    let spec: crate::faults::FaultSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-json",
+                format!("the body is not JSON: {e}"),
+            )
+            .into_response();
+        }
+        Err(e) => return bad("", format!("the fault does not parse: {e}")),
+    };
+    match gw.inner.faults.set(&service, spec) {
+        Ok(f) => Json(crate::faults::view(&f)).into_response(),
+        Err((field, message)) => bad(field, message),
+    }
+}
+
+async fn clear_fault(
+    State(gw): State<Gateway>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    match gw.inner.faults.clear(Some(&service)) {
+        0 => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-fault",
+            format!("no fault is in force on {service:?}"),
+        )
+        .into_response(),
+        n => Json(json!({ "cleared": n })).into_response(),
+    }
+}
+
+async fn clear_faults(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    Json(json!({ "cleared": gw.inner.faults.clear(None) })).into_response()
 }

@@ -186,6 +186,8 @@ enum Down {
     Failure(Failure),
     Status(StatusCode, Option<Duration>),
     CircuitOpen,
+    /// A fault injected on purpose (`switchyard chaos`): not counted by the circuit.
+    Injected(String),
 }
 
 impl Down {
@@ -197,6 +199,7 @@ impl Down {
             Down::CircuitOpen => format!(
                 "its circuit is open ({BREAKER_FAILURES} failed calls in a row; tried again after {BREAKER_OPEN:?})"
             ),
+            Down::Injected(what) => what.clone(),
         }
     }
 }
@@ -304,7 +307,7 @@ pub(crate) async fn call(
                 return resp;
             }
             Err(d) => {
-                if !matches!(d, Down::CircuitOpen) {
+                if !matches!(d, Down::CircuitOpen | Down::Injected(_)) {
                     gw.inner.breakers.record(&service, true);
                 }
                 last = d;
@@ -348,6 +351,34 @@ async fn try_once(
     };
     let target = crate::upstream::Target::new(&url, 1, None)
         .map_err(|e| Down::Failure(Failure::Unavailable(e)))?;
+    let mut timeout = timeout;
+    if let Some(i) = gw.inner.faults.for_service(service) {
+        use crate::faults::Played;
+        match i.play(timeout).await {
+            Played::Go(rest) => timeout = rest,
+            Played::TimedOut => {
+                return Err(Down::Injected(format!(
+                    "did not answer within {timeout:?} (fault injected: `switchyard chaos {}`)",
+                    i.kind.as_str()
+                )));
+            }
+            Played::NoAnswer => return Err(Down::Injected(i.describe())),
+            Played::Status(s) => {
+                if (502..=504).contains(&s) {
+                    return Err(Down::Injected(i.describe()));
+                }
+                let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                // Not down as the manifest defines it: the caller gets it as answered.
+                return Ok(Problem::new(
+                    status,
+                    "fault-injected",
+                    format!("`{service}` {}", i.describe()),
+                )
+                .header(crate::faults::FAULT_HEADER, i.kind.as_str())
+                .into_response());
+            }
+        }
+    }
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())

@@ -13,6 +13,7 @@ pub mod access;
 mod admin;
 pub mod auth;
 pub mod calls;
+pub mod faults;
 pub mod history;
 pub mod limits;
 pub mod problem;
@@ -26,6 +27,7 @@ pub use calls::{
     CALL_TOKEN_HEADER, CALLER_HEADER, CallTokens, Dependencies, dependencies_of, new_call_tokens,
     services_on_loopback,
 };
+pub use faults::{FaultKind, FaultSpec, Faults, Injection};
 pub use history::{Change, Origin, ROUTES_TOPIC};
 pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
 pub use table::Services;

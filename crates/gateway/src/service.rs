@@ -40,6 +40,8 @@ pub struct GatewayOptions {
     /// Access records waiting for the journal, at most; more are dropped and counted.
     /// 0: [`crate::access::DEFAULT_BUFFER`].
     pub access_log_buffer: usize,
+    /// The fault table (`switchyard chaos`); the runner keeps one across restarts.
+    pub faults: crate::faults::Faults,
 }
 
 /// The one error of [`Gateway::start`].
@@ -87,6 +89,7 @@ pub(crate) struct Inner {
     pub(crate) dependencies: ArcSwap<crate::calls::Dependencies>,
     pub(crate) call_tokens: ArcSwap<crate::calls::CallTokens>,
     pub(crate) breakers: crate::calls::Breakers,
+    pub(crate) faults: crate::faults::Faults,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -133,6 +136,7 @@ impl Gateway {
             },
             stop_rx.clone(),
         );
+        options.faults.set_services(&options.services);
         let inner = Arc::new(Inner {
             journal,
             table: ArcSwap::from_pointee(Table::default()),
@@ -155,6 +159,7 @@ impl Gateway {
             dependencies: ArcSwap::from_pointee(options.dependencies),
             call_tokens: ArcSwap::from_pointee(options.call_tokens),
             breakers: crate::calls::Breakers::default(),
+            faults: options.faults,
             stop,
             tasks: Mutex::new(Vec::new()),
         });
@@ -198,6 +203,7 @@ impl Gateway {
     /// Where the services listen now (the dev runner after it picked the ports); routes to
     /// services are rebuilt.
     pub fn set_services(&self, services: Services) {
+        self.inner.faults.set_services(&services);
         self.inner.services.store(Arc::new(services));
         self.rebuild();
     }
@@ -545,6 +551,18 @@ async fn answer(
     } else {
         None
     };
+    let what = || format!("upstream {url} of route {}", route.spec.name);
+    let mut timeout = route.timeout;
+    let injected = match &route.spec.service {
+        Some(s) => gw.inner.faults.for_service(s),
+        None => gw.inner.faults.for_url(&url).map(|(_, i)| i),
+    };
+    if let Some(i) = injected {
+        match crate::faults::answer(&i, timeout, &what()).await {
+            Ok(rest) => timeout = rest,
+            Err(resp) => return resp,
+        }
+    }
     let mut resp = match proxy::forward(
         &gw.inner.client,
         req,
@@ -552,14 +570,12 @@ async fn answer(
         &forwarded,
         peer,
         ids,
-        route.timeout,
+        timeout,
     )
     .await
     {
         Ok(r) => r,
-        Err(f) => f
-            .problem(&format!("upstream {url} of route {}", route.spec.name))
-            .into_response(),
+        Err(f) => f.problem(&what()).into_response(),
     };
     if let Some(b) = budget {
         b.apply(resp.headers_mut());

@@ -101,6 +101,8 @@ struct Control {
     /// Each service's secret for service-to-service calls (`SWITCHYARD_CALL_TOKEN`), made
     /// once per run like the ports.
     call_tokens: Arc<switchyard_gateway::CallTokens>,
+    /// Faults injected on purpose (`switchyard chaos`), kept across restarts.
+    faults: switchyard_gateway::Faults,
 }
 
 pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
@@ -240,6 +242,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         dir: dir.clone(),
         hosted,
         call_tokens,
+        faults: switchyard_gateway::Faults::default(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -418,6 +421,7 @@ impl Up {
                 dependencies: switchyard_gateway::dependencies_of(system),
                 call_tokens: (*control.call_tokens).clone(),
                 store: Some(platform.store()),
+                faults: control.faults.clone(),
                 ..Default::default()
             },
         )
@@ -429,6 +433,9 @@ impl Up {
                 return Err(anyhow!("starting the gateway: {e}"));
             }
         };
+        platform
+            .bus
+            .set_push_faults(Arc::new(crate::serve::PushFaultsOf(control.faults.clone())));
         let (stop_streams, stop_rx) = watch::channel(false);
         let options = switchyard_server::Options {
             bus: Some(platform.bus.clone()),
