@@ -204,13 +204,24 @@ pub(crate) async fn parse_route(
             format!("access-log.topic: {}: {e}", log.topic),
         ));
     }
-    if let Some(s) = &spec.service {
-        let services = gw.inner.services.load();
+    let services = gw.inner.services.load();
+    let named = spec
+        .service
+        .iter()
+        .map(|s| ("service".to_string(), s))
+        .chain(spec.compose.iter().flat_map(|c| {
+            c.parts.iter().enumerate().filter_map(|(i, p)| {
+                p.service
+                    .as_ref()
+                    .map(|s| (format!("compose.parts[{i}].service"), s))
+            })
+        }));
+    for (field, s) in named {
         if !services.contains_key(s) {
             return Err(invalid(
-                "service",
+                &field,
                 format!(
-                    "service: there is no service {s:?} (services: {})",
+                    "{field}: there is no service {s:?} (services: {})",
                     services.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )

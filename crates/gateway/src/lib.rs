@@ -13,6 +13,7 @@ pub mod access;
 mod admin;
 pub mod auth;
 pub mod calls;
+pub mod compose;
 pub mod faults;
 pub mod history;
 pub mod limits;

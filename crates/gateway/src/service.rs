@@ -459,10 +459,18 @@ async fn route_request(
                 }
                 (target.authority.clone(), target.url.clone(), forwarded)
             });
-            (route.clone(), target)
+            let params: Vec<(String, String)> = match &route.compose {
+                Some(_) => caps
+                    .params
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            (route.clone(), target, params)
         })
     };
-    let Some((route, target)) = found else {
+    let Some((route, target, params)) = found else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "no-route",
@@ -483,7 +491,7 @@ async fn route_request(
     });
     let mut consumer = None;
     let upstream = target.as_ref().map(|(_, url, _)| url.clone());
-    let resp = answer(gw, &route, target, req, peer, ids, &mut consumer).await;
+    let resp = answer(gw, &route, target, params, req, peer, ids, &mut consumer).await;
     if let Some((topic, method, path)) = logged {
         gw.inner.access.record(crate::access::Entry {
             topic,
@@ -502,30 +510,36 @@ async fn route_request(
     resp
 }
 
-/// A matched route's answer: auth, limits, then the upstream's. `consumer` is set once the
-/// credentials are accepted.
+fn no_healthy_upstream(route: &crate::table::Route) -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-healthy-upstream",
+        format!(
+            "route {} has no healthy upstream ({} checked)",
+            route.spec.name,
+            route.pool.targets.len()
+        ),
+    )
+    .header("retry-after", "1")
+    .into_response()
+}
+
+/// A matched route's answer: auth, limits, then the upstream's (or, for a composed route,
+/// its parts' merged). `consumer` is set once the credentials are accepted.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     gw: &Gateway,
     route: &crate::table::Route,
     target: Option<(http::uri::Authority, String, String)>,
+    params: Vec<(String, String)>,
     mut req: Request<Body>,
     peer: Option<SocketAddr>,
     ids: &Ids,
     consumer: &mut Option<String>,
 ) -> Response {
-    let Some((authority, url, forwarded)) = target else {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no-healthy-upstream",
-            format!(
-                "route {} has no healthy upstream ({} checked)",
-                route.spec.name,
-                route.pool.targets.len()
-            ),
-        )
-        .header("retry-after", "1")
-        .into_response();
-    };
+    if target.is_none() && route.compose.is_none() {
+        return no_healthy_upstream(route);
+    }
     let who = if let Some(auth) = &route.auth {
         let granted = match auth.check(req.headers(), &gw.inner.prober).await {
             Ok(g) => g,
@@ -551,6 +565,28 @@ async fn answer(
     } else {
         None
     };
+    let mut resp = match (&route.compose, target) {
+        (Some(c), _) => {
+            crate::compose::answer(gw, &route.spec.name, c, req, params, peer, ids).await
+        }
+        (None, Some(t)) => forward(gw, route, t, req, peer, ids).await,
+        (None, None) => no_healthy_upstream(route),
+    };
+    if let Some(b) = budget {
+        b.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// Forwards to the route's upstream `target`, after any fault injected on it.
+async fn forward(
+    gw: &Gateway,
+    route: &crate::table::Route,
+    (authority, url, forwarded): (http::uri::Authority, String, String),
+    req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+) -> Response {
     let what = || format!("upstream {url} of route {}", route.spec.name);
     let mut timeout = route.timeout;
     let injected = match &route.spec.service {
@@ -563,7 +599,7 @@ async fn answer(
             Err(resp) => return resp,
         }
     }
-    let mut resp = match proxy::forward(
+    match proxy::forward(
         &gw.inner.client,
         req,
         &authority,
@@ -576,9 +612,5 @@ async fn answer(
     {
         Ok(r) => r,
         Err(f) => f.problem(&what()).into_response(),
-    };
-    if let Some(b) = budget {
-        b.apply(resp.headers_mut());
     }
-    resp
 }

@@ -38,6 +38,8 @@ pub struct Route {
     pub timeout: Duration,
     pub auth: Option<crate::auth::Auth>,
     pub rate: Option<Arc<crate::limits::RouteRate>>,
+    /// A composed route's parts and merge.
+    pub compose: Option<crate::compose::Compose>,
 }
 
 /// What a match captured.
@@ -54,6 +56,7 @@ impl Route {
         let pattern = PathPattern::parse(&spec.path).map_err(|e| format!("path {e}"))?;
         let health_of = |url: &str| spec.health.as_ref().map(|h| health.get(url, &h.path));
         let targets: Vec<Target> = match &spec.service {
+            _ if spec.compose.is_some() => Vec::new(),
             Some(s) => {
                 let urls = services.get(s).ok_or_else(|| {
                     format!(
@@ -80,13 +83,21 @@ impl Route {
             .iter()
             .map(|h| h.to_ascii_lowercase().trim_start_matches('*').to_string())
             .collect();
-        let methods = spec
+        let mut methods: Vec<http::Method> = spec
             .methods
             .iter()
             .map(|m| {
                 http::Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let compose = spec
+            .compose
+            .as_ref()
+            .map(|c| crate::compose::Compose::compile(c, spec.request_timeout(), services))
+            .transpose()?;
+        if compose.is_some() && methods.is_empty() {
+            methods = vec![http::Method::GET, http::Method::HEAD];
+        }
         let auth = spec
             .auth
             .as_ref()
@@ -101,6 +112,7 @@ impl Route {
             return Err("quota: this gateway has no store to count quotas in".into());
         }
         Ok(Self {
+            compose,
             auth,
             rate,
             timeout: spec.request_timeout(),
@@ -157,19 +169,12 @@ impl Route {
     /// The path to forward (no query), from the request's path and the captures.
     pub fn forward_path(&self, path: &str, caps: &Captures<'_>) -> String {
         if let Some(template) = &self.spec.rewrite {
-            let mut out = String::with_capacity(template.len() + 16);
-            let mut rest = template.as_str();
-            while let Some(open) = rest.find('{') {
-                out.push_str(&rest[..open]);
-                let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-                let name = &rest[open + 1..close];
-                if let Some((_, v)) = caps.params.iter().find(|(n, _)| *n == name) {
-                    out.push_str(v);
-                }
-                rest = rest.get(close + 1..).unwrap_or("");
-            }
-            out.push_str(rest);
-            return out;
+            return fill_template(template, |name| {
+                caps.params
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+            });
         }
         if self.spec.strip_prefix {
             let kept = caps.params.last().map(|(_, v)| *v).unwrap_or_default();
@@ -208,6 +213,22 @@ impl Route {
             self.methods.is_empty(),
         )
     }
+}
+
+/// `template` with each `{name}` replaced by `value(name)` (nothing when it has none).
+pub(crate) fn fill_template<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+        if let Some(v) = value(&rest[open + 1..close]) {
+            out.push_str(v);
+        }
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `a/b/c` -> (`a`, `b/c`); `a` -> (`a`, ``); `` -> None.

@@ -148,9 +148,10 @@ pub use model::{
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
 pub use route::{
-    ACCESS_RECORD_TYPE, AccessLogSpec, AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec,
-    JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_QUOTA, Millis, PathPattern, QuotaSpec, RateLimitSpec,
-    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
+    ACCESS_RECORD_TYPE, AccessLogSpec, AuthSpec, COMPOSE_GLOBALS, ComposeSpec,
+    DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_PARTS, MAX_QUOTA,
+    Millis, PartSpec, PathPattern, QuotaSpec, RateLimitSpec, RouteError, RouteSpec, Segment,
+    UpstreamSpec, check_route_name, check_upstream_url,
 };
 
 use std::path::Path;

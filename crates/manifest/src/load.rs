@@ -1459,6 +1459,72 @@ on-failure = "fail"
     }
 
     #[test]
+    fn composed_routes_are_checked_with_their_line_and_key() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n\n\
+                 [[routes]]\nname = \"good\"\npath = \"/o/{id}\"\n\
+                 [routes.compose]\nmerge = '{o: .order, p: $params.id}'\n\
+                 [[routes.compose.parts]]\nname = \"order\"\nservice = \"a\"\npath = \"/orders/{id}?full={id}\"\nrequired = true\n\
+                 [[routes.compose.parts]]\nname = \"other\"\nurl = \"http://127.0.0.1:9\"\npath = \"/x\"\ntimeout = \"200ms\"\n\n\
+                 [[routes]]\nname = \"bad\"\npath = \"/b/{id}\"\nmethods = [\"POST\"]\n\
+                 [routes.compose]\nmerge = '{o: .order'\n\
+                 [[routes.compose.parts]]\nname = \"Order\"\nservice = \"nowhere\"\npath = \"/orders/{nope}\"\n\
+                 [[routes.compose.parts]]\nname = \"p\"\npath = \"/p\"\n\n\
+                 [[routes]]\nname = \"ghost\"\npath = \"/g\"\n\
+                 compose = { parts = [{ name = \"g\", service = \"nowhere\", path = \"/\" }] }\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        let c = codes(&l);
+        let at = |key: &str| {
+            c.iter()
+                .find(|x| x.3 == key)
+                .map(|x| (x.1, x.2))
+                .unwrap_or_else(|| panic!("no diagnostic at {key}: {c:?}"))
+        };
+        assert_eq!(at("routes[1].methods[0]"), (Code::InvalidValue, Some(23)));
+        assert_eq!(
+            at("routes[1].compose.merge"),
+            (Code::InvalidValue, Some(25))
+        );
+        assert_eq!(
+            at("routes[1].compose.parts[0].name"),
+            (Code::InvalidValue, Some(27))
+        );
+        assert_eq!(
+            at("routes[1].compose.parts[0].path"),
+            (Code::InvalidValue, Some(29))
+        );
+        // A key that is missing is located at its table.
+        assert_eq!(
+            at("routes[1].compose.parts[1].service"),
+            (Code::InvalidValue, Some(30))
+        );
+        // Only a route without errors of its own meets the rules between files.
+        assert_eq!(
+            at("routes[2].compose.parts[0].service"),
+            (Code::UnknownService, Some(37))
+        );
+        assert_eq!(c.len(), 6, "{c:?}");
+        let good = &l.system.routes[0];
+        let compose = good.compose.as_ref().expect("composed");
+        assert_eq!(compose.parts.len(), 2);
+        assert!(compose.parts[0].required && !compose.parts[1].required);
+        let merge_error = l
+            .diagnostics
+            .iter()
+            .find(|d| d.key == "routes[1].compose.merge")
+            .expect("merge");
+        assert!(
+            merge_error.message.contains("syntax error"),
+            "{merge_error}"
+        );
+    }
+
+    #[test]
     fn access_log_topics_must_be_declared() {
         let d = Dir::new(&[
             (

@@ -28,6 +28,18 @@
 //! by = "consumer"
 //! [routes.access-log]                  # optional: see [`AccessLogSpec`]
 //! topic = "gateway.access.v1"          # each request appended as an event (declared in [topics])
+//!
+//! [[routes]]                           # a composed route: see [`ComposeSpec`]
+//! name = "order-overview"
+//! path = "/api/orders/{id}/overview"
+//! timeout = "2s"                       # each part's default
+//! [routes.compose]
+//! merge = '{order: .order, payment: .payment}'   # jq over {"<part>": its JSON or null}
+//! [[routes.compose.parts]]
+//! name = "order"
+//! service = "orders"                   # or url = "http://127.0.0.1:9001"
+//! path = "/orders/{id}"                # the route's parameters filled in
+//! required = true                      # without it, the route answers with what it has
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +105,176 @@ pub struct RouteSpec {
     /// Each request appended to a journal topic as an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogSpec>,
+    /// A composed route: several upstreams called in parallel, their JSON merged (instead
+    /// of `service` or `upstreams`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeSpec>,
+}
+
+/// `compose`: a `GET` of the route calls every part in parallel (`GET`, with the client's
+/// headers after auth, the request id and trace context) and answers
+/// `{"data": <merge's output>, "parts": {"<part>": {"status": 200, "ms": 12}, ...},
+/// "partial": false}`. `merge` is a jq program whose input is `{"<part>": <its JSON body, or
+/// null when it failed>}` and which may read `$params` (the path's parameters) and `$parts`
+/// (each part's status, as in the answer). A part *fails* when it does not answer 2xx with
+/// JSON within its timeout; its status is then its HTTP status or `"timeout"`,
+/// `"unavailable"` (no connection or answer), `"invalid-json"` or `"too-large"`. When some
+/// parts fail the answer is still 200, with `"partial": true` and the failed parts named in
+/// `Switchyard-Partial`; when a `required` part fails it is problem+json `part-failed` (the
+/// part's 4xx, 504 for a timeout, else 502), when every part does `composition-failed`, each
+/// with the statuses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ComposeSpec {
+    /// 1 to [`MAX_PARTS`].
+    pub parts: Vec<PartSpec>,
+    /// Default `.`: the parts' bodies by name.
+    #[serde(default = "default_merge")]
+    pub merge: String,
+}
+
+fn default_merge() -> String {
+    ".".to_string()
+}
+
+/// One part of a composed route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PartSpec {
+    /// `[a-z][a-z0-9_]*`, at most 64 characters: the key in the merge's input (`.order`).
+    pub name: String,
+    /// A service of the system ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// ... or a base URL (`http://host:port[/base]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The path (and query) asked, with `{name}` replaced by the route's parameters.
+    pub path: String,
+    /// The limit of this part (default: the route's `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Millis>,
+    /// Without this part there is no answer: its failure fails the route.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+/// The most parts of a composed route.
+pub const MAX_PARTS: usize = 16;
+
+/// The variables a composed route's `merge` may read, in this order.
+pub const COMPOSE_GLOBALS: [&str; 2] = ["$params", "$parts"];
+
+impl ComposeSpec {
+    fn validate(
+        &self,
+        route: &RouteSpec,
+        pattern: Option<&PathPattern>,
+        err: &mut dyn FnMut(String, String),
+    ) {
+        if route.service.is_some() || !route.upstreams.is_empty() {
+            err(
+                if route.service.is_some() {
+                    "service"
+                } else {
+                    "upstreams"
+                }
+                .into(),
+                "a composed route calls its parts: give no service or upstreams".into(),
+            );
+        }
+        for (set, key) in [
+            (route.strip_prefix, "strip-prefix"),
+            (route.rewrite.is_some(), "rewrite"),
+            (route.health.is_some(), "health"),
+        ] {
+            if set {
+                err(
+                    key.into(),
+                    format!("{key} does not apply to a composed route (each part has its path)"),
+                );
+            }
+        }
+        for (i, m) in route.methods.iter().enumerate() {
+            if m != "GET" && m != "HEAD" {
+                err(
+                    format!("methods[{i}]"),
+                    format!("a composed route answers GET and HEAD only, not {m}"),
+                );
+            }
+        }
+        if self.parts.is_empty() || self.parts.len() > MAX_PARTS {
+            err(
+                "compose.parts".into(),
+                format!(
+                    "a composed route needs 1 to {MAX_PARTS} parts (has {})",
+                    self.parts.len()
+                ),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            let at = |k: &str| format!("compose.parts[{i}].{k}");
+            let good_name = p.name.len() <= 64
+                && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !good_name {
+                err(
+                    at("name"),
+                    format!(
+                        "part name {:?} must be a-z, 0-9 and `_`, starting with a letter (it is a key in jq: `.{}`)",
+                        p.name, p.name
+                    ),
+                );
+            } else if !names.insert(p.name.as_str()) {
+                err(at("name"), format!("part {:?} appears twice", p.name));
+            }
+            match (&p.service, &p.url) {
+                (Some(_), Some(_)) => err(at("url"), "give service or url, not both".into()),
+                (None, None) => err(
+                    at("service"),
+                    "a part needs `service = \"<name>\"` or `url = \"http://...\"`".into(),
+                ),
+                (Some(s), None) if s.is_empty() => {
+                    err(at("service"), "service name is empty".into())
+                }
+                (None, Some(u)) => {
+                    if let Err(e) = check_upstream_url(u) {
+                        err(at("url"), e);
+                    }
+                }
+                _ => {}
+            }
+            let (path, query) = p.path.split_once('?').unwrap_or((&p.path, ""));
+            if let Some(pattern) = pattern
+                && let Err(e) = check_template(path, pattern).and_then(|()| {
+                    if query.contains(['#', ' ']) {
+                        Err(format!("path {:?} holds a space or `#`", p.path))
+                    } else {
+                        check_template(&format!("/{query}"), pattern)
+                    }
+                })
+            {
+                err(at("path"), e.replace("template", "path"));
+            }
+            if let Some(t) = p.timeout
+                && (t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600))
+            {
+                err(at("timeout"), "timeout must be 1ms to 1h".into());
+            }
+        }
+        if let Err(e) = switchyard_jq::Program::compile(&self.merge, &COMPOSE_GLOBALS) {
+            err(
+                "compose.merge".into(),
+                format!(
+                    "merge is not a jq program this gateway runs: {e} (it may read {})",
+                    COMPOSE_GLOBALS.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// `access-log`: every request the route answers (forwarded, or refused by its auth or
@@ -624,18 +806,22 @@ impl RouteSpec {
                     "give strip-prefix or rewrite, not both".into(),
                 );
             }
-            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_rewrite(r, p)) {
-                err("rewrite".into(), e);
+            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_template(r, p)) {
+                err("rewrite".into(), e.replace("template", "rewrite"));
             }
         }
+        if let Some(c) = &self.compose {
+            c.validate(self, pattern.as_ref(), &mut err);
+        }
         match (&self.service, self.upstreams.is_empty()) {
+            _ if self.compose.is_some() => {}
             (Some(_), false) => err(
                 "upstreams".into(),
                 "give service or upstreams, not both".into(),
             ),
             (None, true) => err(
                 "service".into(),
-                "a route needs an upstream: `service = \"<name>\"` or `upstreams = [{ url = \"http://...\" }]`"
+                "a route needs an upstream: `service = \"<name>\"`, `upstreams = [{ url = \"http://...\" }]` or `[routes.compose]`"
                     .into(),
             ),
             (Some(s), true) if s.is_empty() => {
@@ -752,20 +938,22 @@ impl RouteSpec {
     }
 }
 
-fn check_rewrite(rewrite: &str, pattern: &PathPattern) -> Result<(), String> {
-    if !rewrite.starts_with('/') {
-        return Err(format!("rewrite {rewrite:?} must start with `/`"));
+/// A path with `{name}`s that must be the pattern's parameters (a rewrite, a part's path).
+/// Errors say "template"; the caller names the field.
+fn check_template(template: &str, pattern: &PathPattern) -> Result<(), String> {
+    if !template.starts_with('/') {
+        return Err(format!("template {template:?} must start with `/`"));
     }
     let params: Vec<&str> = pattern.params().collect();
-    let mut rest = rewrite;
+    let mut rest = template;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
-            return Err(format!("rewrite {rewrite:?} has an unclosed `{{`"));
+            return Err(format!("template {template:?} has an unclosed `{{`"));
         };
         let name = &rest[open + 1..open + close];
         if !params.contains(&name) {
             return Err(format!(
-                "rewrite names {{{name}}}, which the path does not have (it has: {})",
+                "template names {{{name}}}, which the route's path does not have (it has: {})",
                 if params.is_empty() {
                     "none".to_string()
                 } else {
@@ -776,7 +964,7 @@ fn check_rewrite(rewrite: &str, pattern: &PathPattern) -> Result<(), String> {
         rest = &rest[open + close + 1..];
     }
     if rest.contains('}') {
-        return Err(format!("rewrite {rewrite:?} has a `}}` without `{{`"));
+        return Err(format!("template {template:?} has a `}}` without `{{`"));
     }
     Ok(())
 }

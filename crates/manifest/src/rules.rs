@@ -313,20 +313,35 @@ fn unknown_dependencies(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic
     }
 }
 
-/// A route's `service` must be a service of the system.
+/// A route's `service`, and each composed part's, must be a service of the system.
 fn route_services(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic>) {
     let Some(src) = cx.sources.get(SYSTEM_MANIFEST) else {
         return;
     };
     for (route, &i) in sys.routes.iter().zip(cx.route_index) {
-        let Some(service) = &route.service else {
-            continue;
-        };
-        if !cx.folders.contains(service) {
+        let at = KeyPath::root().key("routes").index(i);
+        let mut named: Vec<(KeyPath, &String)> = Vec::new();
+        if let Some(service) = &route.service {
+            named.push((at.key("service"), service));
+        }
+        for (j, part) in route
+            .compose
+            .iter()
+            .flat_map(|c| c.parts.iter().enumerate())
+        {
+            if let Some(service) = &part.service {
+                let key = at.key("compose").key("parts").index(j).key("service");
+                named.push((key, service));
+            }
+        }
+        for (key, service) in named {
+            if cx.folders.contains(service) {
+                continue;
+            }
             let known: Vec<&str> = cx.folders.iter().map(String::as_str).collect();
             out.push(src.error(
                 Code::UnknownService,
-                &KeyPath::root().key("routes").index(i).key("service"),
+                &key,
                 format!(
                     "route {:?} goes to service {service:?}, which the system does not have \
                      (services: {})",
