@@ -44,6 +44,8 @@ pub(crate) struct Dispatcher {
     /// The partitions this instance holds the lease of: the only ones it reads, and the
     /// only ones whose stored deliveries it attempts.
     pub owned: Arc<std::collections::BTreeSet<Place>>,
+    /// Asked before each push (`switchyard chaos`), when set.
+    pub faults: Arc<std::sync::OnceLock<Arc<dyn push::PushFaults>>>,
 }
 
 /// An acknowledgement to write, and where to say how it went.
@@ -1060,8 +1062,15 @@ impl Dispatcher {
                 timeout,
             ))
         };
+        let fault = self
+            .faults
+            .get()
+            .and_then(|f| f.before_push(&spec.endpoint));
         let pushed = match request {
-            Some(Ok(req)) => Some(push::attempt(req).await),
+            Some(Ok(req)) => Some(match fault {
+                None => push::attempt(req).await,
+                Some(fault) => push::attempt_with_fault(fault, req, timeout).await,
+            }),
             Some(Err(error)) => Some(Outcome::Reject { error }),
             None => None,
         };

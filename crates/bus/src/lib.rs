@@ -111,6 +111,8 @@ pub struct Bus {
     round: Arc<tokio::sync::Mutex<()>>,
     /// The lease keeper: its stop switch and task.
     keeper: Arc<Mutex<Option<Keeper>>>,
+    /// Asked before every push (`switchyard chaos`); set once.
+    faults: Arc<std::sync::OnceLock<Arc<dyn push::PushFaults>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -140,6 +142,7 @@ impl Bus {
             paused: Arc::default(),
             round: Arc::default(),
             keeper: Arc::default(),
+            faults: Arc::default(),
         };
         crate::lease::validate(&bus.options)?;
         bus.store.list_subscriptions().await?;
@@ -173,6 +176,12 @@ impl Bus {
         &self.store
     }
 
+    /// Makes every push of this bus ask `faults` first (fault injection, a development
+    /// tool: see [`push::PushFaults`]). Only the first call counts; false after that.
+    pub fn set_push_faults(&self, faults: Arc<dyn push::PushFaults>) -> bool {
+        self.faults.set(faults).is_ok()
+    }
+
     /// Starts (or restarts) the dispatcher of `sub` over the partitions this instance
     /// holds; with none, stops it.
     fn launch(&self, sub: Subscription) {
@@ -203,6 +212,7 @@ impl Bus {
             poke: poke.clone(),
             acks: std::sync::OnceLock::new(),
             owned: owned.clone(),
+            faults: self.faults.clone(),
         };
         let task = tokio::spawn(d.run());
         running.insert(

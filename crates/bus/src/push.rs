@@ -110,6 +110,50 @@ pub fn batch_request(
         .body(body))
 }
 
+/// A fault to act out on a push instead of (or before) sending it: the hook of
+/// `switchyard chaos`, a development tool. The bus only asks [`PushFaults`]; what is faulty
+/// is decided elsewhere (the gateway's fault table, connected by the CLI).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    /// Waited before anything else (a delay of the push timeout or more is a timeout).
+    pub delay: Duration,
+    /// `None`: then pushed as usual. `Some(None)`: the subscriber does not answer.
+    /// `Some(Some(status))`: it answers `status`.
+    pub fail: Option<Option<u16>>,
+    /// What to say in the delivery's last error.
+    pub what: String,
+}
+
+/// Consulted before every push (see [`crate::Bus::set_push_faults`]).
+pub trait PushFaults: Send + Sync + 'static {
+    /// The fault a push to `endpoint` meets now, if any.
+    fn before_push(&self, endpoint: &str) -> Option<InjectedFault>;
+}
+
+/// Acts out `fault`, then sends `request` if the fault lets it go.
+pub async fn attempt_with_fault(
+    fault: InjectedFault,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Outcome {
+    if fault.delay >= timeout {
+        tokio::time::sleep(timeout).await;
+        return Outcome::Retry {
+            error: format!("the subscriber did not answer in time ({})", fault.what),
+            not_before: None,
+        };
+    }
+    tokio::time::sleep(fault.delay).await;
+    match fault.fail {
+        None => attempt(request).await,
+        Some(None) => Outcome::Retry {
+            error: format!("could not reach the subscriber ({})", fault.what),
+            not_before: None,
+        },
+        Some(Some(status)) => classify(status, None, format!("HTTP {status} ({})", fault.what)),
+    }
+}
+
 /// Sends `request` and classifies the answer.
 pub async fn attempt(request: reqwest::RequestBuilder) -> Outcome {
     let resp = match request.send().await {
@@ -138,7 +182,12 @@ pub async fn attempt(request: reqwest::RequestBuilder) -> Outcome {
         .and_then(parse_retry_after);
     let snippet = body_snippet(resp).await;
     let error = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
-    match status.as_u16() {
+    classify(status.as_u16(), retry_after, error)
+}
+
+/// What a non-2xx answer means (see the module docs).
+fn classify(status: u16, retry_after: Option<Duration>, error: String) -> Outcome {
+    match status {
         429 | 503 => Outcome::Retry {
             error,
             not_before: retry_after,

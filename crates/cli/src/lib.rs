@@ -10,6 +10,7 @@
 //! process, on the embedded journal (see ARCHITECTURE.md, "In-process services").
 
 mod args;
+mod chaos;
 mod check;
 mod connect;
 mod dev;
@@ -144,8 +145,10 @@ enum Command {
             curl localhost:7400/v1/system/status\n\n\
             Starts the platform (journal and store in DIR/.switchyard) and every service of the \
             system as a child process, in dependency order, each once its health check answers. \
-            Services get PORT, SWITCHYARD_URL, SERVICE_NAME, DATABASE_URL (sqlite://PATH, migrations \
-            applied), TRACEPARENT and <DEPENDENCY>_URL for each dependency. A crashed service is \
+            Services get PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL, SWITCHYARD_CALL_TOKEN (sent \
+            as Switchyard-Call-Token on service-to-service calls), SERVICE_NAME, DATABASE_URL \
+            (sqlite://PATH, migrations applied), TRACEPARENT and <DEPENDENCY>_URL for each \
+            dependency. A crashed service is \
             restarted with backoff. Exit: 0 after Ctrl-C, 1 when the manifests have errors or a \
             service does not start (its last lines are shown).")]
     Dev(dev::DevArgs),
@@ -166,6 +169,11 @@ enum Command {
             switchyard snapshot ls"
     )]
     Snapshot(dev::SnapshotCommand),
+
+    /// Inject faults for development: make a service look down, slow or flaky to calls,
+    /// routes and pushes of a running `switchyard dev`, to watch failure policies work.
+    #[command(subcommand, after_help = chaos::HELP)]
+    Chaos(chaos::ChaosCommand),
 
     /// Put a running server into a known state from a YAML file: events per topic (those
     /// already there are skipped), HTTP calls, then wait for every subscription to catch up.
@@ -257,6 +265,7 @@ fn run(hosted: Option<std::sync::Arc<switchyard_sdk::Host>>) -> ExitCode {
             Command::Reset(args) => dev::reset(args).await,
             Command::Snapshot(cmd) => dev::snapshot(cmd).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Chaos(cmd) => chaos::run(cmd).await,
             Command::Host(args) => host::run(args, hosted).await,
         }
     });

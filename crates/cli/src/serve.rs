@@ -206,8 +206,8 @@ fn load_tokens(configs: Vec<TokenConfig>) -> anyhow::Result<Vec<switchyard_serve
 struct ConfigFile {
     #[serde(default)]
     server: ServerConfig,
-    /// The gateway's routes (switchyard-manifest's form and checks).
-    #[serde(default)]
+    /// The gateway's routes, read by `switchyard_manifest::read_routes`.
+    #[serde(skip)]
     routes: Vec<switchyard_manifest::RouteSpec>,
 }
 
@@ -216,20 +216,19 @@ fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Other tables belong to the system manifest (topics, subscriptions, ...): only
     // `[server]` and `[[routes]]` are read, strictly.
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let mut names = std::collections::BTreeSet::new();
-    for (i, r) in file.routes.iter().enumerate() {
-        if let Some(e) = r.validate().into_iter().next() {
-            return Err(anyhow!("{}: routes[{i}].{e}", path.display()));
-        }
-        if !names.insert(r.name.as_str()) {
-            return Err(anyhow!(
-                "{}: routes[{i}].name: a route named {:?} is declared before this one",
-                path.display(),
-                r.name
-            ));
-        }
-    }
+    let mut file: ConfigFile =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    file.routes =
+        switchyard_manifest::read_routes(&path.display().to_string(), &text).map_err(|diags| {
+            anyhow!(
+                "{}",
+                diags
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
     Ok(file)
 }
 
@@ -332,13 +331,19 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
         &leases,
     )
     .await?;
+    let faults = switchyard_gateway::Faults::default();
     let gateway = match switchyard_gateway::Gateway::start(
         platform.journal(),
         switchyard_gateway::GatewayOptions {
             declared: routes,
             services,
             admin_token,
+            // No manifests here: no service may call another through this gateway (every
+            // `/v1/call` is refused).
             dependencies: Default::default(),
+            store: Some(platform.store()),
+            faults: faults.clone(),
+            ..Default::default()
         },
     )
     .await
@@ -349,6 +354,7 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             return Err(anyhow!("starting the gateway: {e}").into());
         }
     };
+    platform.bus.set_push_faults(Arc::new(PushFaultsOf(faults)));
     options.bus = Some(platform.bus.clone());
     options.connect = Some(platform.connect.clone());
     let lanes = platform.connect.lanes().await.map(|l| l.len()).unwrap_or(0);
@@ -685,6 +691,11 @@ impl Platform {
         }
     }
 
+    /// The store (the gateway counts its quotas there).
+    pub fn store(&self) -> Arc<dyn switchyard_store::Store> {
+        self.store.shared()
+    }
+
     /// Stops the lanes and the dispatchers (attempts in progress record their outcome),
     /// checkpoints the store and flushes the journal.
     pub async fn close(self) -> anyhow::Result<()> {
@@ -696,6 +707,24 @@ impl Platform {
             Backend::Nats(j) => j.close().await,
         }
         .context("closing the journal")
+    }
+}
+
+/// The gateway's fault table as the bus's push hook (`switchyard chaos`): a push to a
+/// service's address meets that service's fault.
+pub(crate) struct PushFaultsOf(pub switchyard_gateway::Faults);
+
+impl switchyard_bus::push::PushFaults for PushFaultsOf {
+    fn before_push(&self, endpoint: &str) -> Option<switchyard_bus::push::InjectedFault> {
+        let (service, i) = self.0.for_url(endpoint)?;
+        Some(switchyard_bus::push::InjectedFault {
+            delay: i.delay,
+            fail: i.fail,
+            what: format!(
+                "fault injected on `{service}`: `switchyard chaos {}`",
+                i.kind.as_str()
+            ),
+        })
     }
 }
 

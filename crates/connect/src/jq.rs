@@ -1,53 +1,15 @@
-//! jq programs (via jaq) for routing, keys, mappings, templates and classification, with a
-//! prelude of functions for the usual vendor quirks:
-//!
-//! | function | does | example |
-//! |---|---|---|
-//! | `quoted` | a number (or anything) as a JSON string; strings stay | `123 \| quoted` = `"123"` |
-//! | `pad($n)` | left-pads with zeros to `$n` characters | `123 \| pad(5)` = `"00123"` |
-//! | `lpad($n; $c)`, `rpad($n; $c)` | pads left or right with `$c` | `"ab" \| rpad(4; " ")` = `"ab  "` |
-//! | `unpad` | drops leading zeros and reads the number | `"00123" \| unpad` = `123` |
-//! | `upcase_keys`, `downcase_keys` | renames every key of an object, deeply | `{item:1} \| upcase_keys` = `{"ITEM":1}` |
-//! | `date($fmt)` | an RFC 3339 time re-written with a strftime format | `"2024-05-01T10:00:00Z" \| date("%Y%m%d")` = `"20240501"` |
-//!
-//! Every program may read `$correlation` (the message's correlation id, or null) and
-//! `$adapter` (the adapter's name). Programs run with the standard library of jq (`map`,
-//! `select`, `tostring`, `ascii_upcase`, `strftime`, ...).
+//! The adapters' jq programs: `switchyard_jq` (jaq with a prelude for vendor quirks: see
+//! its docs) with the two variables every adapter program may read: `$correlation` (the
+//! message's correlation id, or null) and `$adapter` (the adapter's name).
 
-use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
-use jaq_json::Val;
 use serde_json::Value;
-
-const PRELUDE: &str = r#"
-def quoted: if type == "string" then . else tojson end;
-def lpad($n; $c): tostring as $s | ([range(0; $n - ($s | length))] | map($c) | join("")) + $s;
-def rpad($n; $c): tostring as $s | $s + ([range(0; $n - ($s | length))] | map($c) | join(""));
-def pad($n): lpad($n; "0");
-def unpad: if type == "string" then tonumber else . end;
-def upcase_keys: walk(if type == "object" then with_entries(.key |= ascii_upcase) else . end);
-def downcase_keys: walk(if type == "object" then with_entries(.key |= ascii_downcase) else . end);
-def date($fmt): fromdate | strftime($fmt);
-"#;
 
 /// The variables every program may read, in this order.
 const GLOBALS: [&str; 2] = ["$correlation", "$adapter"];
 
-/// The most outputs a program may produce before it is cut off (a mapping that emits
-/// millions of values is a mistake, not a request).
-const MAX_OUTPUTS: usize = 1024;
-
-/// A compiled jq program.
-pub struct Program {
-    code: String,
-    filter: jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>,
-}
-
-impl std::fmt::Debug for Program {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Program").field(&self.code).finish()
-    }
-}
+/// A compiled adapter program.
+#[derive(Debug)]
+pub struct Program(switchyard_jq::Program);
 
 /// What a program's variables hold for one run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,140 +18,40 @@ pub struct Globals<'a> {
     pub adapter: &'a str,
 }
 
+impl Globals<'_> {
+    fn values(&self) -> [Value; 2] {
+        [
+            self.correlation
+                .map_or(Value::Null, |c| Value::String(c.to_owned())),
+            Value::String(self.adapter.to_owned()),
+        ]
+    }
+}
+
 impl Program {
     /// Compiles `code`. The error says what is wrong and where in the program.
     pub fn compile(code: &str) -> Result<Self, String> {
-        let full = format!("{PRELUDE}\n{code}");
-        let prelude_lines = PRELUDE.lines().count() + 1;
-        let program = File {
-            code: full.as_str(),
-            path: (),
-        };
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let modules = loader.load(&arena, program).map_err(|errs| {
-            let shown: Vec<String> = errs
-                .into_iter()
-                .map(|(file, e)| load_error(file.code, e, prelude_lines))
-                .collect();
-            shown.join("; ")
-        })?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .with_global_vars(GLOBALS)
-            .compile(modules)
-            .map_err(|errs| {
-                let shown: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, es)| es)
-                    .map(|(name, undefined)| format!("undefined {} `{name}`", undefined.as_str()))
-                    .collect();
-                shown.join("; ")
-            })?;
-        Ok(Self {
-            code: code.to_owned(),
-            filter,
-        })
+        switchyard_jq::Program::compile(code, &GLOBALS).map(Self)
     }
 
     /// The program as written.
     pub fn code(&self) -> &str {
-        &self.code
+        self.0.code()
     }
 
     /// Every output of the program on `input`; the first error ends the run.
     pub fn run(&self, input: &Value, globals: Globals<'_>) -> Result<Vec<Value>, String> {
-        let input: Val = serde_json::from_value(input.clone())
-            .map_err(|e| format!("the input is not JSON jq can read: {e}"))?;
-        let vars = Vars::new([
-            globals
-                .correlation
-                .map_or(Val::Null, |c| Val::from(c.to_owned())),
-            Val::from(globals.adapter.to_owned()),
-        ]);
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, vars);
-        let mut out = Vec::new();
-        for v in self.filter.id.run((ctx, input)).map(unwrap_valr) {
-            let v = v.map_err(|e| format!("jq error: {e}"))?;
-            out.push(to_json(&v)?);
-            if out.len() > MAX_OUTPUTS {
-                return Err(format!(
-                    "the program produced more than {MAX_OUTPUTS} values"
-                ));
-            }
-        }
-        Ok(out)
+        self.0.run(input, &globals.values())
     }
 
     /// The program's one output: none or several is an error.
     pub fn one(&self, input: &Value, globals: Globals<'_>) -> Result<Value, String> {
-        let mut out = self.run(input, globals)?;
-        match out.len() {
-            1 => Ok(out.remove(0)),
-            0 => Err("the program produced no value".to_owned()),
-            n => Err(format!("the program produced {n} values, not one")),
-        }
+        self.0.one(input, &globals.values())
     }
 
-    /// The program as a predicate: its one output's truthiness (jq's: all but `false`
-    /// and `null` are true).
+    /// The program as a predicate: its one output's truthiness.
     pub fn test(&self, input: &Value, globals: Globals<'_>) -> Result<bool, String> {
-        let v = self.one(input, globals)?;
-        Ok(!matches!(v, Value::Null | Value::Bool(false)))
-    }
-}
-
-fn to_json(v: &Val) -> Result<Value, String> {
-    serde_json::from_str(&v.to_string())
-        .map_err(|e| format!("the program produced a value that is not JSON ({v}): {e}"))
-}
-
-fn load_error(code: &str, e: jaq_core::load::Error<&str>, prelude_lines: usize) -> String {
-    use jaq_core::load::Error as E;
-    let at = |pos: &str| {
-        // `pos` is a slice of `code`: its byte offset gives the line.
-        let offset = (pos.as_ptr() as usize).saturating_sub(code.as_ptr() as usize);
-        let offset = offset.min(code.len());
-        let line = code[..offset].lines().count().max(1);
-        let line = line.saturating_sub(prelude_lines).max(1);
-        let col = code[..offset]
-            .rsplit('\n')
-            .next()
-            .map_or(0, |l| l.chars().count())
-            + 1;
-        format!("line {line}, column {col}")
-    };
-    match e {
-        E::Io(errs) => errs
-            .into_iter()
-            .map(|(p, m)| format!("{p}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-        E::Lex(errs) => errs
-            .into_iter()
-            .map(|(expect, pos)| {
-                format!("syntax error at {}: expected {}", at(pos), expect.as_str())
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        E::Parse(errs) => errs
-            .into_iter()
-            .map(|(expect, pos)| {
-                let found: String = pos.chars().take(12).collect();
-                format!(
-                    "syntax error at {}: expected {}, found {found:?}",
-                    at(pos),
-                    expect.as_str()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+        self.0.test(input, &globals.values())
     }
 }
 
@@ -198,64 +60,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn run(code: &str, input: Value) -> Value {
-        Program::compile(code)
-            .unwrap_or_else(|e| panic!("{code}: {e}"))
-            .one(
-                &input,
-                Globals {
-                    correlation: Some("c-1"),
-                    adapter: "bakery",
-                },
-            )
-            .unwrap_or_else(|e| panic!("{code}: {e}"))
-    }
-
     #[test]
-    fn prelude_handles_vendor_quirks() {
-        assert_eq!(run("quoted", json!(123)), json!("123"));
-        assert_eq!(run("quoted", json!("x")), json!("x"));
-        assert_eq!(run("pad(5)", json!(123)), json!("00123"));
-        assert_eq!(run("pad(2)", json!(12345)), json!("12345"));
-        assert_eq!(run("rpad(4; \" \")", json!("ab")), json!("ab  "));
-        assert_eq!(run("unpad", json!("00123")), json!(123));
+    fn adapter_programs_read_their_globals() {
+        let p = Program::compile("[$correlation, $adapter, .x]").expect("compiles");
+        let g = Globals {
+            correlation: Some("c-1"),
+            adapter: "bakery",
+        };
         assert_eq!(
-            run("upcase_keys", json!({"item": {"id": 1}})),
-            json!({"ITEM": {"ID": 1}})
+            p.one(&json!({"x": 1}), g).expect("runs"),
+            json!(["c-1", "bakery", 1])
         );
         assert_eq!(
-            run("date(\"%Y%m%d\")", json!("2024-05-01T10:00:00Z")),
-            json!("20240501")
+            p.one(&json!({}), Globals::default()).expect("runs"),
+            json!([null, "", null])
         );
-        assert_eq!(
-            run("[$correlation, $adapter]", json!(null)),
-            json!(["c-1", "bakery"])
-        );
-    }
-
-    #[test]
-    fn errors_say_what_and_where() {
-        let e = Program::compile(".data | ").map(drop).unwrap_err();
-        assert!(e.contains("syntax error"), "{e}");
-        let e = Program::compile("nosuchfn(1)").map(drop).unwrap_err();
-        assert!(e.contains("undefined") && e.contains("nosuchfn"), "{e}");
-        let p = Program::compile("error(\"boom\")").expect("compiles");
-        let e = p.one(&json!({}), Globals::default()).unwrap_err();
-        assert!(e.contains("boom"), "{e}");
-        let p = Program::compile(".[]").expect("compiles");
-        let e = p.one(&json!([1, 2]), Globals::default()).unwrap_err();
-        assert!(e.contains("2 values"), "{e}");
-        let p = Program::compile("range(0; 100000)").expect("compiles");
-        assert!(p.run(&json!(null), Globals::default()).is_err());
-    }
-
-    #[test]
-    fn predicates_follow_jq_truthiness() {
-        let p = Program::compile(".data.sku >= 200 and .data.sku < 300").expect("compiles");
-        let g = Globals::default();
-        assert!(p.test(&json!({"data": {"sku": 250}}), g).expect("runs"));
-        assert!(!p.test(&json!({"data": {"sku": 300}}), g).expect("runs"));
-        let p = Program::compile(".missing").expect("compiles");
-        assert!(!p.test(&json!({}), g).expect("runs"));
+        let e = Program::compile("$params").map(drop).unwrap_err();
+        assert!(e.contains("params"), "{e}");
     }
 }

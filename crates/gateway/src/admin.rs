@@ -5,7 +5,13 @@
 //! - `GET /v1/gateway/routes/{name}`;
 //! - `PUT /v1/gateway/routes/{name}`: create or replace (the body is a route, `name`
 //!   optional; checked whole, nothing written when anything is wrong: 422 naming the field);
-//! - `DELETE /v1/gateway/routes/{name}`.
+//! - `DELETE /v1/gateway/routes/{name}`;
+//! - `GET /v1/gateway/routes/{name}/quotas`: the route's quota counters in the store (key,
+//!   window, units used or reserved);
+//! - `GET /v1/gateway/metrics`: the gateway's counters in the Prometheus text format;
+//! - `GET /v1/gateway/faults`, `PUT|DELETE /v1/gateway/faults/{service}`, `DELETE
+//!   /v1/gateway/faults`: the faults injected on purpose (`switchyard chaos`, see
+//!   [`crate::faults`]).
 //!
 //! A change is appended to the routes topic and answered once the table holds it. With an
 //! admin token configured every call needs `Authorization: Bearer <token>` (401 otherwise).
@@ -33,6 +39,13 @@ impl Gateway {
             .route(
                 "/v1/gateway/routes/{name}",
                 get(get_one).put(put).delete(delete),
+            )
+            .route("/v1/gateway/routes/{name}/quotas", get(quotas))
+            .route("/v1/gateway/metrics", get(metrics))
+            .route("/v1/gateway/faults", get(list_faults).delete(clear_faults))
+            .route(
+                "/v1/gateway/faults/{service}",
+                axum::routing::put(put_fault).delete(clear_fault),
             )
             .with_state(self.clone())
     }
@@ -129,7 +142,11 @@ fn invalid(field: &str, message: impl Into<String>) -> Problem {
 }
 
 /// Parses and checks a route body; the route as it will be stored.
-pub(crate) fn parse_route(gw: &Gateway, name: &str, body: &[u8]) -> Result<RouteSpec, Problem> {
+pub(crate) async fn parse_route(
+    gw: &Gateway,
+    name: &str,
+    body: &[u8],
+) -> Result<RouteSpec, Problem> {
     if body.len() > MAX_ROUTE_BYTES {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -173,13 +190,38 @@ pub(crate) fn parse_route(gw: &Gateway, name: &str, body: &[u8]) -> Result<Route
     if let Some(e) = spec.validate().into_iter().next() {
         return Err(invalid(&e.field, format!("{}: {}", e.field, e.message)));
     }
-    if let Some(s) = &spec.service {
-        let services = gw.inner.services.load();
+    if spec.quota.is_some() && !gw.inner.quotas.enabled() {
+        return Err(invalid(
+            "quota",
+            "quota: this gateway has no store to count quotas in",
+        ));
+    }
+    if let Some(log) = &spec.access_log
+        && let Err(e) = gw.inner.journal.describe_topic(&log.topic).await
+    {
+        return Err(invalid(
+            "access-log.topic",
+            format!("access-log.topic: {}: {e}", log.topic),
+        ));
+    }
+    let services = gw.inner.services.load();
+    let named = spec
+        .service
+        .iter()
+        .map(|s| ("service".to_string(), s))
+        .chain(spec.compose.iter().flat_map(|c| {
+            c.parts.iter().enumerate().filter_map(|(i, p)| {
+                p.service
+                    .as_ref()
+                    .map(|s| (format!("compose.parts[{i}].service"), s))
+            })
+        }));
+    for (field, s) in named {
         if !services.contains_key(s) {
             return Err(invalid(
-                "service",
+                &field,
                 format!(
-                    "service: there is no service {s:?} (services: {})",
+                    "{field}: there is no service {s:?} (services: {})",
                     services.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
@@ -198,7 +240,7 @@ async fn put(
     if let Err(p) = authorize(&gw, &headers) {
         return p.into_response();
     }
-    let spec = match parse_route(&gw, &name, &body) {
+    let spec = match parse_route(&gw, &name, &body).await {
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
@@ -241,4 +283,130 @@ async fn delete(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(p) => p.into_response(),
     }
+}
+
+async fn quotas(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    if !gw.routes().iter().any(|(_, s)| s.name == name) {
+        return not_found(&name);
+    }
+    match gw.quota_usage(&name).await {
+        Ok(q) => Json(json!({ "route": name, "quotas": q })).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.render_metrics(),
+    )
+        .into_response()
+}
+
+async fn list_faults(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    let faults: Vec<Value> = gw
+        .inner
+        .faults
+        .list()
+        .iter()
+        .map(|f| crate::faults::view(f))
+        .collect();
+    Json(json!({ "faults": faults })).into_response()
+}
+
+async fn put_fault(
+    State(gw): State<Gateway>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    let bad = |field: &str, message: String| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-fault", message)
+            .with("pointer", format!("/{field}"))
+            .into_response()
+    };
+    {
+        let services = gw.inner.services.load();
+        if !services.contains_key(&service) {
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-service",
+                format!(
+                    "there is no service {service:?} (services: {})",
+                    if services.is_empty() {
+                        "none".to_string()
+                    } else {
+                        services.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            )
+            .into_response();
+        }
+    }
+    if body.len() > 4096 {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "a fault body may be at most 4096 bytes",
+        )
+        .into_response();
+    }
+    let spec: crate::faults::FaultSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-json",
+                format!("the body is not JSON: {e}"),
+            )
+            .into_response();
+        }
+        Err(e) => return bad("", format!("the fault does not parse: {e}")),
+    };
+    match gw.inner.faults.set(&service, spec) {
+        Ok(f) => Json(crate::faults::view(&f)).into_response(),
+        Err((field, message)) => bad(field, message),
+    }
+}
+
+async fn clear_fault(
+    State(gw): State<Gateway>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    match gw.inner.faults.clear(Some(&service)) {
+        0 => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-fault",
+            format!("no fault is in force on {service:?}"),
+        )
+        .into_response(),
+        n => Json(json!({ "cleared": n })).into_response(),
+    }
+}
+
+async fn clear_faults(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Err(p) = authorize(&gw, &headers) {
+        return p.into_response();
+    }
+    Json(json!({ "cleared": gw.inner.faults.clear(None) })).into_response()
 }

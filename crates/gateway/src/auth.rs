@@ -3,30 +3,241 @@
 //! Only the route's one algorithm is accepted, so a token signed HS256 with an RSA public key
 //! as secret (the HS/RS confusion) or `alg: none` fails; `exp` is required, `nbf` checked,
 //! both with the leeway; `iss` and `aud` when the route names them; a token above
-//! [`MAX_TOKEN_BYTES`] is refused before it is decoded. A JWKS is fetched at the first use,
-//! kept 5 minutes, and fetched again (at most every 5 s) for a `kid` it does not hold.
+//! [`MAX_TOKEN_BYTES`] is refused before it is decoded.
+//!
+//! A JWKS ([`Jwks`], shared by every table through the [`JwksBoard`], so a route change
+//! keeps what was fetched) is fetched at the first use and is fresh for `jwks-ttl`. Past it,
+//! requests go on with the keys they have while one fetch runs in the background
+//! (stale-while-revalidate); when fetches fail the keys stay in use up to `jwks-max-stale`
+//! after the last success (stale-while-error), then requests get 503 `auth-unavailable`. A
+//! `kid` the keys do not hold makes a fetch (a rotation), at most every
+//! [`JWKS_MIN_REFETCH`] (the ttl, when shorter). Fetches never overlap: one runs at a time,
+//! requests that need its result wait for it together (bounded by its 3 s timeout), the
+//! others never wait; after a failure the next waits a backoff (doubling up to
+//! [`JWKS_MAX_BACKOFF`]).
 
 use crate::problem::Problem;
+use crate::service::lock;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use http_body_util::{BodyExt as _, Empty};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_manifest::AuthSpec;
 
 /// Longer tokens are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 << 10;
-const JWKS_TTL: Duration = Duration::from_secs(300);
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
+/// The least time between two JWKS fetches for unknown `kid`s.
+pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
+/// The longest wait between failed JWKS fetches.
+pub const JWKS_MAX_BACKOFF: Duration = Duration::from_secs(30);
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 enum Keys {
     Static(DecodingKey),
-    Jwks(Jwks),
+    Jwks(Arc<Jwks>),
 }
 
-struct Jwks {
+/// One JWKS URL's keys.
+pub struct Jwks {
     url: String,
-    cache: tokio::sync::Mutex<(HashMap<String, DecodingKey>, Option<Instant>)>,
+    ttl: Duration,
+    max_stale: Duration,
+    state: std::sync::Mutex<JwksState>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: Arc<HashMap<String, DecodingKey>>,
+    /// The last successful fetch.
+    fetched: Option<Instant>,
+    /// No fetch starts before this (the refetch interval, or the backoff after failures).
+    next_fetch: Option<Instant>,
+    failures: u32,
+    last_error: Option<String>,
+    /// The fetch running now, which waiters share.
+    inflight: Option<Shared<BoxFuture<'static, ()>>>,
+}
+
+/// Why no key was found.
+enum KeyError {
+    /// The keys are usable and do not hold this `kid`: the token is not accepted.
+    Unknown(String),
+    /// There are no usable keys (never fetched, or stale past `jwks-max-stale`).
+    Unavailable(String),
+}
+
+impl Jwks {
+    fn new(url: &str, ttl: Duration, max_stale: Duration) -> Self {
+        Self {
+            url: url.to_string(),
+            ttl,
+            max_stale,
+            state: Default::default(),
+        }
+    }
+
+    fn min_refetch(&self) -> Duration {
+        JWKS_MIN_REFETCH.min(self.ttl)
+    }
+
+    /// The key `kid`, fetching the set when it has to (see the module docs).
+    async fn key(
+        self: &Arc<Self>,
+        kid: &str,
+        client: &crate::upstream::prober::Client,
+    ) -> Result<DecodingKey, KeyError> {
+        let mut waited = false;
+        loop {
+            let fetch = {
+                let mut st = lock(&self.state);
+                let now = Instant::now();
+                let age = st.fetched.map(|t| now.duration_since(t));
+                let usable = age.is_some_and(|a| a < self.max_stale);
+                if usable && let Some(k) = st.keys.get(kid).cloned() {
+                    if age.is_some_and(|a| a >= self.ttl) {
+                        // Stale: serve it, and refresh in the background.
+                        self.start_fetch(&mut st, now, client);
+                    }
+                    return Ok(k);
+                }
+                let refusal = |st: &JwksState| {
+                    if usable {
+                        KeyError::Unknown(format!("no key with kid {kid:?} in the JWKS"))
+                    } else {
+                        KeyError::Unavailable(match &st.last_error {
+                            Some(e) => format!(
+                                "the JWKS at {} cannot be fetched ({} tries failed; last: {e})",
+                                self.url, st.failures
+                            ),
+                            None => format!("the JWKS at {} is not fetched yet", self.url),
+                        })
+                    }
+                };
+                if waited {
+                    return Err(refusal(&st));
+                }
+                match self.start_fetch(&mut st, now, client) {
+                    Some(f) => f,
+                    None => return Err(refusal(&st)),
+                }
+            };
+            fetch.await;
+            waited = true;
+        }
+    }
+
+    /// The fetch in flight, or a new one when none runs and one may start now.
+    fn start_fetch(
+        self: &Arc<Self>,
+        st: &mut JwksState,
+        now: Instant,
+        client: &crate::upstream::prober::Client,
+    ) -> Option<Shared<BoxFuture<'static, ()>>> {
+        if let Some(f) = &st.inflight {
+            return Some(f.clone());
+        }
+        if st.next_fetch.is_some_and(|t| now < t) {
+            return None;
+        }
+        let this = self.clone();
+        let client = client.clone();
+        let fut = async move {
+            let got = fetch_set(&client, &this.url).await;
+            let mut st = lock(&this.state);
+            let done = Instant::now();
+            match got {
+                Ok(keys) => {
+                    st.keys = Arc::new(keys);
+                    st.fetched = Some(done);
+                    st.failures = 0;
+                    st.last_error = None;
+                    st.next_fetch = Some(done + this.min_refetch());
+                }
+                Err(e) => {
+                    st.failures = st.failures.saturating_add(1);
+                    let backoff = this
+                        .min_refetch()
+                        .saturating_mul(1 << st.failures.min(16).saturating_sub(1))
+                        .min(JWKS_MAX_BACKOFF.max(this.min_refetch()));
+                    tracing::warn!(
+                        "gateway: fetching the JWKS failed ({} in a row; next try in {backoff:?}): {e}",
+                        st.failures
+                    );
+                    st.last_error = Some(e);
+                    st.next_fetch = Some(done + backoff);
+                }
+            }
+            st.inflight = None;
+        }
+        .boxed()
+        .shared();
+        st.inflight = Some(fut.clone());
+        // Driven on its own, so a request that gives up does not stop it.
+        tokio::spawn(fut.clone());
+        Some(fut)
+    }
+}
+
+async fn fetch_set(
+    client: &crate::upstream::prober::Client,
+    url: &str,
+) -> Result<HashMap<String, DecodingKey>, String> {
+    let set = client.get_json(url, JWKS_FETCH_TIMEOUT).await?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(set)
+        .map_err(|e| format!("the JWKS at {url} does not parse: {e}"))?;
+    Ok(set
+        .keys
+        .iter()
+        .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
+        .collect())
+}
+
+/// Every JWKS in use, by URL and cache settings, outside the tables.
+#[derive(Default)]
+pub struct JwksBoard {
+    by_url: std::sync::Mutex<HashMap<(String, Duration, Duration), Arc<Jwks>>>,
+}
+
+impl std::fmt::Debug for JwksBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksBoard").finish_non_exhaustive()
+    }
+}
+
+impl JwksBoard {
+    fn get(&self, url: &str, ttl: Duration, max_stale: Duration) -> Arc<Jwks> {
+        lock(&self.by_url)
+            .entry((url.to_string(), ttl, max_stale))
+            .or_insert_with(|| Arc::new(Jwks::new(url, ttl, max_stale)))
+            .clone()
+    }
+
+    /// Forgets the sets no table holds any more (a table that is being replaced still
+    /// holds its own: those go at the next build).
+    pub fn retain_used(&self) {
+        lock(&self.by_url).retain(|_, j| Arc::strong_count(j) > 1);
+    }
+}
+
+/// What a request's credentials granted.
+#[derive(Debug)]
+pub struct Granted {
+    /// `user:<sub>` or `key:<name>`: whose budget rate limits and quotas count.
+    pub consumer: String,
+    /// The headers for the backend.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A route's compiled auth.
@@ -51,7 +262,7 @@ fn env(var: &str) -> Result<String, String> {
 
 impl Auth {
     /// Reads the secrets the spec names; a missing or bad one is an error naming it.
-    pub fn compile(spec: &AuthSpec) -> Result<Self, String> {
+    pub fn compile(spec: &AuthSpec, jwks: &JwksBoard) -> Result<Self, String> {
         let user_header = HeaderName::from_bytes(spec.user_header.as_bytes())
             .map_err(|e| format!("auth.user-header: {e}"))?;
         let mut claim_headers = Vec::new();
@@ -80,10 +291,11 @@ impl Auth {
                     };
                     Keys::Static(key.map_err(|e| format!("auth.jwt.public-key-env: {var}: {e}"))?)
                 } else {
-                    Keys::Jwks(Jwks {
-                        url: j.jwks_url.clone().unwrap_or_default(),
-                        cache: tokio::sync::Mutex::new((HashMap::new(), None)),
-                    })
+                    Keys::Jwks(jwks.get(
+                        j.jwks_url.as_deref().unwrap_or_default(),
+                        j.jwks_ttl().0,
+                        j.jwks_max_stale().0,
+                    ))
                 };
                 let mut v = Validation::new(alg);
                 v.algorithms = vec![alg];
@@ -142,7 +354,7 @@ impl Auth {
         &self,
         headers: &HeaderMap,
         client: &crate::upstream::prober::Client,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
+    ) -> Result<Granted, Problem> {
         let unauthorized = |code: &'static str, detail: String| {
             Problem::new(StatusCode::UNAUTHORIZED, code, detail)
                 .header("www-authenticate", "Bearer")
@@ -154,7 +366,10 @@ impl Auth {
                 .iter()
                 .find(|(_, k)| crate::admin::constant_time_eq(k.as_bytes(), key))
             {
-                Some((name, _)) => Ok(vec![(self.user_header.clone(), value(name))]),
+                Some((name, _)) => Ok(Granted {
+                    consumer: format!("key:{name}"),
+                    headers: vec![(self.user_header.clone(), value(name))],
+                }),
                 None => Err(unauthorized(
                     "invalid-api-key",
                     "the API key is not known".into(),
@@ -193,10 +408,15 @@ impl Auth {
             }
             Keys::Jwks(j) => {
                 let kid = header.kid.clone().unwrap_or_default();
-                let key = j
-                    .key(&kid, client)
-                    .await
-                    .map_err(|e| unauthorized("invalid-token", e))?;
+                let key = j.key(&kid, client).await.map_err(|e| match e {
+                    KeyError::Unknown(e) => unauthorized("invalid-token", e),
+                    KeyError::Unavailable(e) => Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "auth-unavailable",
+                        format!("tokens of this route cannot be checked now: {e}"),
+                    )
+                    .header("retry-after", "5"),
+                })?;
                 decode::<serde_json::Value>(token, &key, validation).map_err(invalid)?
             }
         }
@@ -212,7 +432,10 @@ impl Auth {
                 out.push((h.clone(), value(&text(v))));
             }
         }
-        Ok(out)
+        Ok(Granted {
+            consumer: format!("user:{sub}"),
+            headers: out,
+        })
     }
 }
 
@@ -231,37 +454,6 @@ fn value(s: &str) -> HeaderValue {
             .collect();
         HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static(""))
     })
-}
-
-impl Jwks {
-    async fn key(
-        &self,
-        kid: &str,
-        client: &crate::upstream::prober::Client,
-    ) -> Result<DecodingKey, String> {
-        let mut cache = self.cache.lock().await;
-        let fresh = cache.1.is_some_and(|t| t.elapsed() < JWKS_TTL);
-        if fresh && let Some(k) = cache.0.get(kid) {
-            return Ok(k.clone());
-        }
-        let may_fetch = cache.1.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFETCH);
-        if may_fetch {
-            let set = client.get_json(&self.url, Duration::from_secs(3)).await?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(set)
-                .map_err(|e| format!("the JWKS at {} does not parse: {e}", self.url))?;
-            cache.0 = set
-                .keys
-                .iter()
-                .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
-                .collect();
-            cache.1 = Some(Instant::now());
-        }
-        cache
-            .0
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| format!("no key with kid {kid:?} in the JWKS"))
-    }
 }
 
 impl crate::upstream::prober::Client {

@@ -1,9 +1,13 @@
 //! Service-to-service calls: `/v1/call/{service}/{path}` on the gateway listener.
 //!
-//! The caller names itself in `Switchyard-Caller` (services read `SERVICE_NAME`, which the
-//! runner sets); the gateway checks the call against the caller's manifest: a call to a
-//! service the caller does not declare in `[dependencies]` is refused (403
-//! `undeclared-dependency` naming both). A declared call goes to the service with its
+//! The caller proves who it is with its service's secret in `Switchyard-Call-Token` (the
+//! runner gives each service its own, fresh per run, in `SWITCHYARD_CALL_TOKEN`): no token is
+//! 401 `missing-call-token`, an unknown one 401 `invalid-call-token`, and a
+//! `Switchyard-Caller` header naming another service than the token's 403 `caller-mismatch`.
+//! The token never goes further (the dependency gets `Switchyard-Caller` with the proven
+//! name; a queued call is stored without it). The gateway checks the call against the
+//! caller's manifest: a call to a service the caller does not declare in `[dependencies]` is
+//! refused (403 `undeclared-dependency` naming both). A declared call goes to the service with its
 //! policy's timeout; the dependency is *down* for this call when the connection fails, the
 //! call times out, the answer is 502, 503 or 504, or its circuit is open; its other answers
 //! pass through unchanged. While it is down the caller's `on-failure` policy answers (see
@@ -33,8 +37,14 @@ use std::time::{Duration, Instant};
 use switchyard_journal::{PartitionChoice, Record};
 use switchyard_manifest::{Dependency, DependencyKind, OnFailure};
 
-/// The header a caller names itself in.
+/// The header the dependency finds its caller's name in (a caller may send it too: it must
+/// then be its token's service).
 pub const CALLER_HEADER: &str = "switchyard-caller";
+/// The header a caller sends its service's call token in.
+pub const CALL_TOKEN_HEADER: &str = "switchyard-call-token";
+/// The record header that marks a queued call as appended by the gateway itself (the HTTP
+/// API never writes record headers, so a call published from outside cannot carry it).
+pub const QUEUED_BY_GATEWAY: (&str, &[u8]) = ("switchyard-origin", b"gateway");
 /// Down calls in a row that open a service's circuit.
 pub const BREAKER_FAILURES: u32 = 5;
 /// How long an open circuit answers without trying.
@@ -46,6 +56,60 @@ pub const MAX_CALL_BODY: usize = 4 << 20;
 
 /// Each service's declared dependencies: caller -> dependency -> how.
 pub type Dependencies = BTreeMap<String, BTreeMap<String, Dependency>>;
+
+/// Each service's call token: service -> secret.
+pub type CallTokens = BTreeMap<String, String>;
+
+/// A fresh call token (128 random bits, hex) for each of `services`.
+pub fn new_call_tokens<'a>(services: impl IntoIterator<Item = &'a String>) -> CallTokens {
+    services
+        .into_iter()
+        .map(|s| (s.clone(), format!("{:032x}", rand::random::<u128>())))
+        .collect()
+}
+
+/// The service whose token the call carries (see the module docs).
+fn caller_of(gw: &Gateway, headers: &http::HeaderMap) -> Result<String, Problem> {
+    let unauthorized =
+        |code: &'static str, detail: String| Problem::new(StatusCode::UNAUTHORIZED, code, detail);
+    let Some(token) = headers.get(CALL_TOKEN_HEADER) else {
+        return Err(unauthorized(
+            "missing-call-token",
+            format!(
+                "a service-to-service call carries its service's token in `{CALL_TOKEN_HEADER}` \
+                 (the runner sets SWITCHYARD_CALL_TOKEN)"
+            ),
+        ));
+    };
+    let tokens = gw.inner.call_tokens.load();
+    // Every token is compared, in constant time, so the time taken says nothing.
+    let mut found = None;
+    for (service, t) in tokens.iter() {
+        if crate::admin::constant_time_eq(t.as_bytes(), token.as_bytes()) {
+            found = Some(service.clone());
+        }
+    }
+    let Some(caller) = found else {
+        return Err(unauthorized(
+            "invalid-call-token",
+            format!("the `{CALL_TOKEN_HEADER}` is not the token of a service of this system"),
+        ));
+    };
+    if let Some(claimed) = headers.get(CALLER_HEADER)
+        && claimed.as_bytes() != caller.as_bytes()
+    {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "caller-mismatch",
+            format!(
+                "`{CALLER_HEADER}` names {:?}, but the call token is `{caller}`'s",
+                String::from_utf8_lossy(claimed.as_bytes())
+            ),
+        )
+        .with("caller", caller.as_str()));
+    }
+    Ok(caller)
+}
 
 /// The declared dependencies of every service of `system`.
 pub fn dependencies_of(system: &switchyard_manifest::System) -> Dependencies {
@@ -122,6 +186,8 @@ enum Down {
     Failure(Failure),
     Status(StatusCode, Option<Duration>),
     CircuitOpen,
+    /// A fault injected on purpose (`switchyard chaos`): not counted by the circuit.
+    Injected(String),
 }
 
 impl Down {
@@ -133,6 +199,7 @@ impl Down {
             Down::CircuitOpen => format!(
                 "its circuit is open ({BREAKER_FAILURES} failed calls in a row; tried again after {BREAKER_OPEN:?})"
             ),
+            Down::Injected(what) => what.clone(),
         }
     }
 }
@@ -149,19 +216,9 @@ pub(crate) async fn call(
         Some((s, p)) => (s.to_string(), format!("/{p}")),
         None => (rest.to_string(), "/".to_string()),
     };
-    let caller = match req.headers().get(CALLER_HEADER).map(|v| v.to_str()) {
-        Some(Ok(c)) if !c.is_empty() => c.to_string(),
-        _ => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "missing-caller",
-                format!(
-                    "a service-to-service call names its caller in the `{CALLER_HEADER}` header \
-                     (the caller's SERVICE_NAME)"
-                ),
-            )
-            .into_response();
-        }
+    let caller = match caller_of(gw, req.headers()) {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
     };
     let deps = gw.inner.dependencies.load();
     let Some(declared) = deps.get(&caller) else {
@@ -250,7 +307,7 @@ pub(crate) async fn call(
                 return resp;
             }
             Err(d) => {
-                if !matches!(d, Down::CircuitOpen) {
+                if !matches!(d, Down::CircuitOpen | Down::Injected(_)) {
                     gw.inner.breakers.record(&service, true);
                 }
                 last = d;
@@ -294,12 +351,41 @@ async fn try_once(
     };
     let target = crate::upstream::Target::new(&url, 1, None)
         .map_err(|e| Down::Failure(Failure::Unavailable(e)))?;
+    let mut timeout = timeout;
+    if let Some(i) = gw.inner.faults.for_service(service) {
+        use crate::faults::Played;
+        match i.play(timeout).await {
+            Played::Go(rest) => timeout = rest,
+            Played::TimedOut => {
+                return Err(Down::Injected(format!(
+                    "did not answer within {timeout:?} (fault injected: `switchyard chaos {}`)",
+                    i.kind.as_str()
+                )));
+            }
+            Played::NoAnswer => return Err(Down::Injected(i.describe())),
+            Played::Status(s) => {
+                if (502..=504).contains(&s) {
+                    return Err(Down::Injected(i.describe()));
+                }
+                let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                // Not down as the manifest defines it: the caller gets it as answered.
+                return Ok(Problem::new(
+                    status,
+                    "fault-injected",
+                    format!("`{service}` {}", i.describe()),
+                )
+                .header(crate::faults::FAULT_HEADER, i.kind.as_str())
+                .into_response());
+            }
+        }
+    }
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(parts.uri.clone())
         .body(Body::from(body))
         .map_err(|e| Down::Failure(Failure::Unavailable(e.to_string())))?;
     *req.headers_mut() = parts.headers.clone();
+    req.headers_mut().remove(CALL_TOKEN_HEADER);
     if let Ok(v) = HeaderValue::from_str(caller) {
         req.headers_mut()
             .insert(HeaderName::from_static(CALLER_HEADER), v);
@@ -389,12 +475,18 @@ async fn on_down(
 }
 
 /// `POST /v1/queued-calls`: one queued call, pushed by the subscription the runner makes on
-/// each queue topic (CloudEvents binary mode: the body is the event's `data`). The call goes
-/// to its dependency as it was made; the answer tells the bus what to do: the dependency's
-/// 2xx is 200 (delivered), a down dependency 503 (tried again later, after `Retry-After`),
-/// its 4xx passed on (parked: the call itself is wrong), anything else 500 (tried again).
+/// each queue topic (CloudEvents binary mode). The push is only a pointer: the call made is
+/// the record the push names (`ce-partition`, `ce-sequence`) in the queue topic of the
+/// caller's policy, and only when that record was appended by the gateway itself (it carries
+/// [`QUEUED_BY_GATEWAY`], which nothing outside can write) and its id is the push's
+/// `ce-id`; anything else is 403 `forged-queued-call`, so a POST from outside cannot make a
+/// call as some service. The call goes to its dependency as it was made; the answer tells the
+/// bus what to do: the dependency's 2xx is 200 (delivered), a down dependency 503 (tried
+/// again later, after `Retry-After`), its 4xx passed on (parked: the call itself is wrong),
+/// anything else 500 (tried again).
 pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) -> Response<Body> {
     use base64::Engine as _;
+    let pushed = req.headers().clone();
     let body = match http_body_util::Limited::new(req.into_body(), 2 * MAX_CALL_BODY)
         .collect()
         .await
@@ -418,8 +510,37 @@ pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) 
         .with("pointer", format!("/{field}"))
         .into_response()
     };
-    let Ok(data) = serde_json::from_slice::<serde_json::Value>(&body) else {
+    let Ok(claimed) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return bad("data", "not JSON");
+    };
+    let claimed_text = |k: &str| claimed.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(caller), Some(service)) = (claimed_text("caller"), claimed_text("dependency")) else {
+        return bad("data", "needs caller, dependency, method and path");
+    };
+    let topic = match gw
+        .inner
+        .dependencies
+        .load()
+        .get(&caller)
+        .and_then(|d| d.get(&service))
+        .map(|d| d.on_failure.clone())
+    {
+        Some(OnFailure::Queue { topic }) => topic,
+        _ => {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "undeclared-dependency",
+                format!(
+                    "service `{caller}` does not declare a dependency on `{service}` with the \
+                     queue policy"
+                ),
+            )
+            .into_response();
+        }
+    };
+    let data = match queued_record(gw, &topic, &pushed).await {
+        Ok(d) => d,
+        Err(p) => return p.into_response(),
     };
     let text = |k: &str| data.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let (Some(caller), Some(service), Some(method), Some(path)) = (
@@ -517,6 +638,75 @@ pub(crate) async fn deliver_queued(gw: &Gateway, req: Request<Body>, ids: &Ids) 
     }
 }
 
+/// The `data` of the queued call the push points at, read from `topic` (see
+/// [`deliver_queued`]).
+async fn queued_record(
+    gw: &Gateway,
+    topic: &switchyard_journal::TopicName,
+    pushed: &http::HeaderMap,
+) -> Result<serde_json::Value, Problem> {
+    let forged = |why: &str| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "forged-queued-call",
+            format!("not a queued call of the gateway's: {why}"),
+        )
+    };
+    let header = |n: &str| pushed.get(n).and_then(|v| v.to_str().ok());
+    let (Some(partition), Some(offset), Some(id)) = (
+        header("ce-partition").and_then(|p| p.parse::<u32>().ok()),
+        header("ce-sequence").and_then(|o| o.parse::<u64>().ok()),
+        header("ce-id"),
+    ) else {
+        return Err(forged(
+            "the push names no record (ce-partition, ce-sequence, ce-id)",
+        ));
+    };
+    let limits = switchyard_journal::ReadLimits {
+        max_records: 1,
+        ..Default::default()
+    };
+    let batch = gw
+        .inner
+        .journal
+        .read(topic, partition, offset, limits)
+        .await
+        .map_err(|e| match e {
+            switchyard_journal::Error::TopicNotFound(_) => {
+                forged(&format!("{topic} {partition}@{offset}: {e}"))
+            }
+            // The journal cannot say now: the bus asks again.
+            other => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal-unavailable",
+                format!("reading the queued call from {topic}: {other}"),
+            )
+            .header("retry-after", "1"),
+        })?;
+    let record = batch
+        .records
+        .into_iter()
+        .find(|r| r.offset == offset)
+        .ok_or_else(|| forged(&format!("{topic} has no record {partition}@{offset}")))?;
+    let marked = record
+        .headers
+        .iter()
+        .any(|(n, v)| n == QUEUED_BY_GATEWAY.0 && v.as_ref() == QUEUED_BY_GATEWAY.1);
+    if !marked {
+        return Err(forged(&format!(
+            "{topic} {partition}@{offset} was not appended by the gateway"
+        )));
+    }
+    let event: serde_json::Value = serde_json::from_slice(&record.payload)
+        .map_err(|_| forged(&format!("{topic} {partition}@{offset} is not a CloudEvent")))?;
+    if event.get("id").and_then(|v| v.as_str()) != Some(id) {
+        return Err(forged(&format!(
+            "{topic} {partition}@{offset} is another event than ce-id {id:?}"
+        )));
+    }
+    Ok(event.get("data").cloned().unwrap_or_default())
+}
+
 fn unavailable(what: &str, caller: &str, service: &str, tried: u32) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -545,7 +735,12 @@ async fn queue(
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .filter(|(n, _)| *n != header::HOST && !n.as_str().starts_with("connection"))
+        .filter(|(n, _)| {
+            *n != header::HOST
+                && *n != CALL_TOKEN_HEADER
+                && *n != CALLER_HEADER
+                && !n.as_str().starts_with("connection")
+        })
         .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let event = json!({
@@ -572,7 +767,8 @@ async fn queue(
             .await?;
         let record = Record::new(event.to_string())
             .with_id(id.clone())
-            .with_key(key.clone().into_bytes());
+            .with_key(key.clone().into_bytes())
+            .with_header(QUEUED_BY_GATEWAY.0, QUEUED_BY_GATEWAY.1);
         let out = journal.append(topic, partition, vec![record], None).await?;
         Ok::<_, switchyard_journal::Error>((partition, out.first().map_or(0, |a| a.offset)))
     }

@@ -9,10 +9,14 @@
 //! (smooth weighted round robin, active health checks: [`upstream`]) with a request id and
 //! W3C trace context ([`trace`]), and its answer streamed back ([`proxy`]).
 
+pub mod access;
 mod admin;
 pub mod auth;
 pub mod calls;
+pub mod compose;
+pub mod faults;
 pub mod history;
+pub mod limits;
 pub mod problem;
 pub mod proxy;
 mod service;
@@ -20,7 +24,11 @@ pub mod table;
 pub mod trace;
 pub mod upstream;
 
-pub use calls::{CALLER_HEADER, Dependencies, dependencies_of, services_on_loopback};
+pub use calls::{
+    CALL_TOKEN_HEADER, CALLER_HEADER, CallTokens, Dependencies, dependencies_of, new_call_tokens,
+    services_on_loopback,
+};
+pub use faults::{FaultKind, FaultSpec, Faults, Injection};
 pub use history::{Change, Origin, ROUTES_TOPIC};
 pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
 pub use table::Services;

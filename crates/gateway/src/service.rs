@@ -6,8 +6,8 @@
 use crate::history::{self, Change, Origin, State};
 use crate::problem::Problem;
 use crate::proxy::{self, Ids, UpstreamClient};
-use crate::table::{Services, Table};
-use crate::upstream::{HealthBoard, Probe, prober};
+use crate::table::{Boards, Services, Table};
+use crate::upstream::{Probe, prober};
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State as AxState};
@@ -32,6 +32,16 @@ pub struct GatewayOptions {
     pub admin_token: Option<String>,
     /// Each service's declared dependencies, which service-to-service calls must follow.
     pub dependencies: crate::calls::Dependencies,
+    /// Each service's secret for service-to-service calls (`Switchyard-Call-Token`): a call
+    /// without one of them is refused.
+    pub call_tokens: crate::calls::CallTokens,
+    /// Where quotas are counted; without a store a route with a quota is left out.
+    pub store: Option<Arc<dyn switchyard_store::Store>>,
+    /// Access records waiting for the journal, at most; more are dropped and counted.
+    /// 0: [`crate::access::DEFAULT_BUFFER`].
+    pub access_log_buffer: usize,
+    /// The fault table (`switchyard chaos`); the runner keeps one across restarts.
+    pub faults: crate::faults::Faults,
 }
 
 /// The one error of [`Gateway::start`].
@@ -61,7 +71,12 @@ pub(crate) struct Inner {
     /// The history applied so far (written by the tail only, after start).
     pub(crate) state: Mutex<State>,
     pub(crate) services: ArcSwap<Services>,
-    health: HealthBoard,
+    boards: Arc<Boards>,
+    pub(crate) quotas: Arc<crate::limits::Quotas>,
+    pub(crate) limit_stats: crate::limits::LimitStats,
+    pub(crate) access: crate::access::AccessLog,
+    /// The access log's writer, stopped last (it flushes).
+    access_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     probes: watch::Sender<Vec<Probe>>,
     /// The next offset of the routes topic the table reflects.
     pub(crate) applied: watch::Sender<u64>,
@@ -72,7 +87,9 @@ pub(crate) struct Inner {
     pub(crate) prober: prober::Client,
     pub(crate) admin_token: Option<String>,
     pub(crate) dependencies: ArcSwap<crate::calls::Dependencies>,
+    pub(crate) call_tokens: ArcSwap<crate::calls::CallTokens>,
     pub(crate) breakers: crate::calls::Breakers,
+    pub(crate) faults: crate::faults::Faults,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -111,12 +128,28 @@ impl Gateway {
         }
         let (probes, probes_rx) = watch::channel(Vec::new());
         let (stop, stop_rx) = watch::channel(false);
+        let (access, access_writer) = crate::access::AccessLog::start(
+            journal.clone(),
+            match options.access_log_buffer {
+                0 => crate::access::DEFAULT_BUFFER,
+                n => n,
+            },
+            stop_rx.clone(),
+        );
+        options.faults.set_services(&options.services);
         let inner = Arc::new(Inner {
             journal,
             table: ArcSwap::from_pointee(Table::default()),
             state: Mutex::new(state),
             services: ArcSwap::from_pointee(options.services),
-            health: HealthBoard::default(),
+            boards: Arc::new(Boards {
+                quotas: options.store.is_some(),
+                ..Boards::default()
+            }),
+            quotas: Arc::new(crate::limits::Quotas::new(options.store)),
+            limit_stats: Default::default(),
+            access,
+            access_writer: Mutex::new(Some(access_writer)),
             probes,
             applied: watch::channel(next).0,
             writer: tokio::sync::Mutex::new(()),
@@ -124,7 +157,9 @@ impl Gateway {
             prober: prober::Client::default(),
             admin_token: options.admin_token,
             dependencies: ArcSwap::from_pointee(options.dependencies),
+            call_tokens: ArcSwap::from_pointee(options.call_tokens),
             breakers: crate::calls::Breakers::default(),
+            faults: options.faults,
             stop,
             tasks: Mutex::new(Vec::new()),
         });
@@ -135,8 +170,13 @@ impl Gateway {
             prober::Client::default(),
             stop_rx.clone(),
         ));
+        let upkeep = tokio::spawn(crate::limits::upkeep(
+            gw.inner.boards.clone(),
+            gw.inner.quotas.clone(),
+            stop_rx.clone(),
+        ));
         let tail = tokio::spawn(tail(gw.inner.clone(), next, stop_rx));
-        lock(&gw.inner.tasks).extend([checker, tail]);
+        lock(&gw.inner.tasks).extend([checker, tail, upkeep]);
         Ok(gw)
     }
 
@@ -146,7 +186,7 @@ impl Gateway {
             .values()
             .map(|(_, s)| s.clone())
             .collect();
-        let table = Table::build(specs, &self.inner.services.load(), &self.inner.health);
+        let table = Table::build(specs, &self.inner.services.load(), &self.inner.boards);
         for (name, why) in &table.broken {
             tracing::warn!("gateway route {name} is left out: {why}");
         }
@@ -156,13 +196,14 @@ impl Gateway {
             .map(|p| (p.url.clone(), p.spec.path.clone()))
             .collect();
         self.inner.table.store(Arc::new(table));
-        self.inner.health.retain(&keep);
+        self.inner.boards.health.retain(&keep);
         self.inner.probes.send_replace(probes);
     }
 
     /// Where the services listen now (the dev runner after it picked the ports); routes to
     /// services are rebuilt.
     pub fn set_services(&self, services: Services) {
+        self.inner.faults.set_services(&services);
         self.inner.services.store(Arc::new(services));
         self.rebuild();
     }
@@ -217,6 +258,67 @@ impl Gateway {
         }
     }
 
+    /// The quota counters of `route` in the store (`Problem` when there is no store or it
+    /// fails).
+    pub async fn quota_usage(
+        &self,
+        route: &str,
+    ) -> Result<Vec<switchyard_store::QuotaUsage>, Problem> {
+        self.inner
+            .quotas
+            .usage(route)
+            .await
+            .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "quota-unavailable", e))
+    }
+
+    /// The gateway's counters in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let l = &self.inner.limit_stats;
+        let a = &self.inner.access.stats;
+        let rows = [
+            (
+                "switchyard_gateway_access_records_written_total",
+                "Access records appended to their topics.",
+                a.written.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_access_records_dropped_total",
+                "Access records dropped because the buffer to the journal was full.",
+                a.dropped.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_access_records_failed_total",
+                "Access records lost because their append failed.",
+                a.failed.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_rate_limited_total",
+                "Requests refused by a route's rate limit (429 rate-limited).",
+                l.rate_limited.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_quota_exceeded_total",
+                "Requests refused by a route's quota (429 quota-exceeded).",
+                l.quota_exceeded.load(Relaxed),
+            ),
+            (
+                "switchyard_gateway_quota_unavailable_total",
+                "Requests refused because the store could not count a quota (503).",
+                l.quota_unavailable.load(Relaxed),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, v) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        out
+    }
+
     /// The gateway listener's app: service-to-service calls under `/v1/call/`, and every
     /// other request matched against the route table.
     pub fn router(&self) -> axum::Router {
@@ -235,7 +337,8 @@ impl Gateway {
         serve_app(listener, self.router(), shutdown).await
     }
 
-    /// Stops the tail and the health checks.
+    /// Stops the tail, the health checks and the upkeep, gives the unspent quota units back
+    /// to the store, and writes the access records still queued (for up to 10 s).
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
         let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
@@ -243,6 +346,20 @@ impl Gateway {
             t.abort();
             let _ = t.await;
         }
+        self.inner.quotas.release_idle(Duration::ZERO).await;
+        let writer = lock(&self.inner.access_writer).take();
+        if let Some(mut w) = writer
+            && tokio::time::timeout(Duration::from_secs(10), &mut w)
+                .await
+                .is_err()
+        {
+            w.abort();
+        }
+    }
+
+    /// The access log's counters: records written, dropped (buffer full), failed.
+    pub fn access_stats(&self) -> &crate::access::AccessStats {
+        &self.inner.access.stats
     }
 }
 
@@ -327,57 +444,159 @@ async fn route_request(
     peer: Option<SocketAddr>,
     ids: &Ids,
 ) -> Response {
-    let picked = {
+    let started = std::time::Instant::now();
+    let at = std::time::SystemTime::now();
+    let found = {
         let table = gw.inner.table.load();
         let host = proxy::host_of(&req);
         let path = req.uri().path();
-        match table.find(&host, req.method(), path) {
-            None => Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "no-route",
-                format!("no gateway route takes {} {path}", req.method()),
-            )),
-            Some((route, caps)) => match route.pool.pick() {
-                None => Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no-healthy-upstream",
-                    format!(
-                        "route {} has no healthy upstream ({} checked)",
-                        route.spec.name,
-                        route.pool.targets.len()
-                    ),
-                )
-                .header("retry-after", "1")),
-                Some(target) => {
-                    let mut forwarded =
-                        format!("{}{}", target.base, route.forward_path(path, &caps));
-                    if let Some(q) = req.uri().query() {
-                        forwarded.push('?');
-                        forwarded.push_str(q);
-                    }
-                    Ok((
-                        route.clone(),
-                        target.authority.clone(),
-                        target.url.clone(),
-                        forwarded,
-                    ))
+        table.find(&host, req.method(), path).map(|(route, caps)| {
+            let target = route.pool.pick().map(|target| {
+                let mut forwarded = format!("{}{}", target.base, route.forward_path(path, &caps));
+                if let Some(q) = req.uri().query() {
+                    forwarded.push('?');
+                    forwarded.push_str(q);
                 }
-            },
-        }
+                (target.authority.clone(), target.url.clone(), forwarded)
+            });
+            let params: Vec<(String, String)> = match &route.compose {
+                Some(_) => caps
+                    .params
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            (route.clone(), target, params)
+        })
     };
-    let (route, authority, url, forwarded) = match picked {
-        Ok(p) => p,
-        Err(p) => return p.into_response(),
+    let Some((route, target, params)) = found else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            format!(
+                "no gateway route takes {} {}",
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response();
     };
-    let mut req = req;
-    if let Some(auth) = &route.auth {
+    let logged = route.spec.access_log.as_ref().map(|log| {
+        (
+            log.topic.clone(),
+            req.method().clone(),
+            req.uri().path().to_string(),
+        )
+    });
+    let mut consumer = None;
+    let upstream = target.as_ref().map(|(_, url, _)| url.clone());
+    let resp = answer(gw, &route, target, params, req, peer, ids, &mut consumer).await;
+    if let Some((topic, method, path)) = logged {
+        gw.inner.access.record(crate::access::Entry {
+            topic,
+            route: route.spec.name.clone(),
+            method,
+            path,
+            status: resp.status().as_u16(),
+            latency: started.elapsed(),
+            request_id: ids.request_id.clone(),
+            traceparent: ids.traceparent.clone(),
+            consumer,
+            upstream,
+            at,
+        });
+    }
+    resp
+}
+
+fn no_healthy_upstream(route: &crate::table::Route) -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-healthy-upstream",
+        format!(
+            "route {} has no healthy upstream ({} checked)",
+            route.spec.name,
+            route.pool.targets.len()
+        ),
+    )
+    .header("retry-after", "1")
+    .into_response()
+}
+
+/// A matched route's answer: auth, limits, then the upstream's (or, for a composed route,
+/// its parts' merged). `consumer` is set once the credentials are accepted.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    gw: &Gateway,
+    route: &crate::table::Route,
+    target: Option<(http::uri::Authority, String, String)>,
+    params: Vec<(String, String)>,
+    mut req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+    consumer: &mut Option<String>,
+) -> Response {
+    if target.is_none() && route.compose.is_none() {
+        return no_healthy_upstream(route);
+    }
+    let who = if let Some(auth) = &route.auth {
         let granted = match auth.check(req.headers(), &gw.inner.prober).await {
-            Ok(h) => h,
+            Ok(g) => g,
             Err(p) => return p.into_response(),
         };
         auth.strip(req.headers_mut());
-        for (n, v) in granted {
+        for (n, v) in granted.headers {
             req.headers_mut().insert(n, v);
+        }
+        granted.consumer
+    } else {
+        match peer {
+            Some(p) => format!("ip:{}", p.ip()),
+            None => "ip:unknown".to_string(),
+        }
+    };
+    let who: &str = consumer.insert(who);
+    let budget = if route.rate.is_some() || route.spec.quota.is_some() {
+        match crate::limits::admit(route, &gw.inner.quotas, &gw.inner.limit_stats, who).await {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        }
+    } else {
+        None
+    };
+    let mut resp = match (&route.compose, target) {
+        (Some(c), _) => {
+            crate::compose::answer(gw, &route.spec.name, c, req, params, peer, ids).await
+        }
+        (None, Some(t)) => forward(gw, route, t, req, peer, ids).await,
+        (None, None) => no_healthy_upstream(route),
+    };
+    if let Some(b) = budget {
+        b.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// Forwards to the route's upstream `target`, after any fault injected on it.
+async fn forward(
+    gw: &Gateway,
+    route: &crate::table::Route,
+    (authority, url, forwarded): (http::uri::Authority, String, String),
+    req: Request<Body>,
+    peer: Option<SocketAddr>,
+    ids: &Ids,
+) -> Response {
+    let what = || format!("upstream {url} of route {}", route.spec.name);
+    let mut timeout = route.timeout;
+    let injected = match &route.spec.service {
+        Some(s) => gw.inner.faults.for_service(s),
+        None => gw.inner.faults.for_url(&url).map(|(_, i)| i),
+    };
+    if let Some(i) = injected {
+        match crate::faults::answer(&i, timeout, &what()).await {
+            Ok(rest) => timeout = rest,
+            Err(resp) => return resp,
         }
     }
     match proxy::forward(
@@ -387,13 +606,11 @@ async fn route_request(
         &forwarded,
         peer,
         ids,
-        route.timeout,
+        timeout,
     )
     .await
     {
         Ok(r) => r,
-        Err(f) => f
-            .problem(&format!("upstream {url} of route {}", route.spec.name))
-            .into_response(),
+        Err(f) => f.problem(&what()).into_response(),
     }
 }

@@ -7,7 +7,7 @@
 //! then by name. The first that matches wins.
 
 use crate::upstream::{HealthBoard, Pool, Probe, Target};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_manifest::{PathPattern, RouteSpec, Segment};
@@ -15,6 +15,16 @@ use switchyard_manifest::{PathPattern, RouteSpec, Segment};
 /// Where each service of the system listens: name -> base URLs (the dev runner's ports, or
 /// `serve --service name=url`).
 pub type Services = BTreeMap<String, Vec<String>>;
+
+/// What route tables share and keep across swaps: upstream health, rate limiters, JWKS
+/// caches; and whether quotas can be counted (a store is configured).
+#[derive(Debug, Default)]
+pub struct Boards {
+    pub health: HealthBoard,
+    pub rates: crate::limits::RateBoard,
+    pub jwks: crate::auth::JwksBoard,
+    pub quotas: bool,
+}
 
 /// One compiled route.
 #[derive(Debug)]
@@ -27,6 +37,9 @@ pub struct Route {
     pub pool: Pool,
     pub timeout: Duration,
     pub auth: Option<crate::auth::Auth>,
+    pub rate: Option<Arc<crate::limits::RouteRate>>,
+    /// A composed route's parts and merge.
+    pub compose: Option<crate::compose::Compose>,
 }
 
 /// What a match captured.
@@ -38,14 +51,12 @@ pub struct Captures<'a> {
 impl Route {
     /// Compiles a spec already validated; a service the directory does not know is an
     /// error naming it.
-    pub fn compile(
-        spec: RouteSpec,
-        services: &Services,
-        health: &HealthBoard,
-    ) -> Result<Self, String> {
+    pub fn compile(spec: RouteSpec, services: &Services, boards: &Boards) -> Result<Self, String> {
+        let health = &boards.health;
         let pattern = PathPattern::parse(&spec.path).map_err(|e| format!("path {e}"))?;
         let health_of = |url: &str| spec.health.as_ref().map(|h| health.get(url, &h.path));
         let targets: Vec<Target> = match &spec.service {
+            _ if spec.compose.is_some() => Vec::new(),
             Some(s) => {
                 let urls = services.get(s).ok_or_else(|| {
                     format!(
@@ -72,20 +83,38 @@ impl Route {
             .iter()
             .map(|h| h.to_ascii_lowercase().trim_start_matches('*').to_string())
             .collect();
-        let methods = spec
+        let mut methods: Vec<http::Method> = spec
             .methods
             .iter()
             .map(|m| {
                 http::Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}"))
             })
             .collect::<Result<_, _>>()?;
+        let compose = spec
+            .compose
+            .as_ref()
+            .map(|c| crate::compose::Compose::compile(c, spec.request_timeout(), services))
+            .transpose()?;
+        if compose.is_some() && methods.is_empty() {
+            methods = vec![http::Method::GET, http::Method::HEAD];
+        }
         let auth = spec
             .auth
             .as_ref()
-            .map(crate::auth::Auth::compile)
+            .map(|a| crate::auth::Auth::compile(a, &boards.jwks))
             .transpose()?;
+        let rate = spec
+            .rate_limit
+            .as_ref()
+            .map(|r| boards.rates.get(&spec.name, r))
+            .transpose()?;
+        if spec.quota.is_some() && !boards.quotas {
+            return Err("quota: this gateway has no store to count quotas in".into());
+        }
         Ok(Self {
+            compose,
             auth,
+            rate,
             timeout: spec.request_timeout(),
             pattern,
             hosts,
@@ -140,19 +169,12 @@ impl Route {
     /// The path to forward (no query), from the request's path and the captures.
     pub fn forward_path(&self, path: &str, caps: &Captures<'_>) -> String {
         if let Some(template) = &self.spec.rewrite {
-            let mut out = String::with_capacity(template.len() + 16);
-            let mut rest = template.as_str();
-            while let Some(open) = rest.find('{') {
-                out.push_str(&rest[..open]);
-                let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-                let name = &rest[open + 1..close];
-                if let Some((_, v)) = caps.params.iter().find(|(n, _)| *n == name) {
-                    out.push_str(v);
-                }
-                rest = rest.get(close + 1..).unwrap_or("");
-            }
-            out.push_str(rest);
-            return out;
+            return fill_template(template, |name| {
+                caps.params
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+            });
         }
         if self.spec.strip_prefix {
             let kept = caps.params.last().map(|(_, v)| *v).unwrap_or_default();
@@ -193,6 +215,22 @@ impl Route {
     }
 }
 
+/// `template` with each `{name}` replaced by `value(name)` (nothing when it has none).
+pub(crate) fn fill_template<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+        if let Some(v) = value(&rest[open + 1..close]) {
+            out.push_str(v);
+        }
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `a/b/c` -> (`a`, `b/c`); `a` -> (`a`, ``); `` -> None.
 fn split_segment(path: &str) -> Option<(&str, &str)> {
     if path.is_empty() {
@@ -218,13 +256,13 @@ impl Table {
     pub fn build(
         specs: impl IntoIterator<Item = RouteSpec>,
         services: &Services,
-        health: &HealthBoard,
+        boards: &Boards,
     ) -> Self {
         let mut routes = Vec::new();
         let mut broken = BTreeMap::new();
         for spec in specs {
             let name = spec.name.clone();
-            match Route::compile(spec, services, health) {
+            match Route::compile(spec, services, boards) {
                 Ok(r) => routes.push(Arc::new(r)),
                 Err(e) => {
                     broken.insert(name, e);
@@ -236,6 +274,13 @@ impl Table {
                 .cmp(&b.rank())
                 .then_with(|| a.spec.name.cmp(&b.spec.name))
         });
+        let limited: HashSet<&str> = routes
+            .iter()
+            .filter(|r| r.rate.is_some())
+            .map(|r| r.spec.name.as_str())
+            .collect();
+        boards.rates.retain(&limited);
+        boards.jwks.retain_used();
         Self { routes, broken }
     }
 
@@ -291,7 +336,7 @@ mod tests {
     }
 
     fn table(specs: Vec<RouteSpec>) -> Table {
-        Table::build(specs, &Services::new(), &HealthBoard::default())
+        Table::build(specs, &Services::new(), &Boards::default())
     }
 
     fn hit(t: &Table, host: &str, method: &str, path: &str) -> Option<String> {

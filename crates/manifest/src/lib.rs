@@ -42,6 +42,8 @@
 //!
 //! [topics."notify-calls.v1"]         # where a `queue` policy appends calls (see below)
 //!
+//! [topics."gateway.access.v1"]       # where routes with `access-log` append their requests
+//!
 //! [subscriptions.audit]              # a push subscription to an endpoint outside the system
 //! topics = ["orders.v1"]
 //! types = []                         # empty: every type
@@ -65,7 +67,8 @@
 //! timeout = "10s"                    # the default: how long it may take to become healthy
 //!
 //! [env]                              # may not set PORT, SWITCHYARD_URL, SWITCHYARD_GATEWAY_URL,
-//! LOG_LEVEL = "info"                 # SERVICE_NAME, DATABASE_URL or TRACEPARENT (the runner sets them)
+//! LOG_LEVEL = "info"                 # SWITCHYARD_CALL_TOKEN, SERVICE_NAME, DATABASE_URL or
+//!                                    # TRACEPARENT (the runner sets them)
 //!
 //! [database]
 //! kind = "sqlite"                    # sqlite | postgres
@@ -141,15 +144,17 @@ mod route;
 mod rules;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
-pub use load::{Error, Loaded, Result, SERVICE_MANIFEST, SYSTEM_MANIFEST};
+pub use load::{Error, Loaded, Result, SERVICE_MANIFEST, SYSTEM_MANIFEST, read_routes};
 pub use model::{
     Database, DatabaseKind, DeliveryRetry, Dependency, Edge, Endpoint, EventType, Health, Host,
     INJECTED_ENV, Publish, Service, Subscription, System, Topic,
 };
 pub use policy::{DEFAULT_DEGRADE_HEADER, DependencyKind, OnFailure, POLICIES};
 pub use route::{
-    AuthSpec, DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, Millis, PathPattern,
-    RouteError, RouteSpec, Segment, UpstreamSpec, check_route_name, check_upstream_url,
+    ACCESS_RECORD_TYPE, AccessLogSpec, AuthSpec, COMPOSE_GLOBALS, ComposeSpec,
+    DEFAULT_ROUTE_TIMEOUT, HealthCheckSpec, JWT_ALGORITHMS, JwtSpec, LimitBy, MAX_PARTS, MAX_QUOTA,
+    Millis, PartSpec, PathPattern, QuotaSpec, RateLimitSpec, RouteError, RouteSpec, Segment,
+    UpstreamSpec, check_route_name, check_upstream_url,
 };
 
 use std::path::Path;

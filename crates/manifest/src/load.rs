@@ -8,6 +8,7 @@ use crate::model::{
     Service, Subscription, System, Topic,
 };
 use crate::raw::{self, RetrySection, ServiceFile, SystemFile, TopicExtras};
+use crate::route::RouteSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -394,29 +395,9 @@ impl Loader {
                 },
             );
         }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, route) in file.routes.into_iter().enumerate() {
-            let path = root.key("routes").index(i);
-            let errors = route.validate();
-            for e in &errors {
-                r.error(
-                    Code::InvalidValue,
-                    &field_path(&path, &e.field),
-                    e.message.clone(),
-                );
-            }
-            if !names.insert(route.name.clone()) {
-                r.error(
-                    Code::DuplicateRoute,
-                    &path.key("name"),
-                    format!("a route named {:?} is declared before this one", route.name),
-                );
-                continue;
-            }
-            if errors.is_empty() {
-                system.routes.push(route);
-                self.route_index.push(i);
-            }
+        for (i, route) in check_routes(file.routes, &mut r) {
+            system.routes.push(route);
+            self.route_index.push(i);
         }
         Some(explicit)
     }
@@ -504,6 +485,68 @@ impl Loader {
 
 /// A topic's `event-types`, with their schemas read and checked.
 /// `upstreams[1].url` under `base`.
+/// Checks `[[routes]]`: each route's own checks and unique names, every problem located.
+/// The routes without an error, with their index in the file.
+fn check_routes(routes: Vec<RouteSpec>, r: &mut Report<'_>) -> Vec<(usize, RouteSpec)> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, route) in routes.into_iter().enumerate() {
+        let path = KeyPath::root().key("routes").index(i);
+        let errors = route.validate();
+        for e in &errors {
+            r.error(
+                Code::InvalidValue,
+                &field_path(&path, &e.field),
+                e.message.clone(),
+            );
+        }
+        if !names.insert(route.name.clone()) {
+            r.error(
+                Code::DuplicateRoute,
+                &path.key("name"),
+                format!("a route named {:?} is declared before this one", route.name),
+            );
+            continue;
+        }
+        if errors.is_empty() {
+            out.push((i, route));
+        }
+    }
+    out
+}
+
+/// The `[[routes]]` of a switchyard.toml read on its own (`switchyard serve`'s config, which
+/// is not a whole system): every route checked as [`crate::load`] checks them, except that
+/// a route's `service` is not checked against services (there are none here). `file` names
+/// the file in the diagnostics; other tables are not looked at. Any error: every
+/// diagnostic, and no routes.
+pub fn read_routes(file: &str, text: &str) -> Result<Vec<RouteSpec>, Vec<Diagnostic>> {
+    #[derive(serde::Deserialize)]
+    struct RoutesOnly {
+        #[serde(default)]
+        routes: Vec<RouteSpec>,
+    }
+    let (src, doc) = Source::parse(file.to_string(), text.to_string()).map_err(|d| vec![d])?;
+    let mut table = toml_edit::Table::new();
+    if let Some(item) = doc.get("routes") {
+        table.insert("routes", item.clone());
+    }
+    let routes = toml_edit::de::from_document::<RoutesOnly>(toml_edit::DocumentMut::from(table))
+        .map_err(|e| vec![src.de_error(&e)])?
+        .routes;
+    let mut diags = Vec::new();
+    let mut r = Report {
+        src: &src,
+        out: &mut diags,
+    };
+    let good = check_routes(routes, &mut r);
+    if diags.is_empty() {
+        Ok(good.into_iter().map(|(_, route)| route).collect())
+    } else {
+        Err(diags)
+    }
+}
+
 fn field_path(base: &KeyPath, field: &str) -> KeyPath {
     let mut p = base.clone();
     for part in field.split('.') {
@@ -1372,6 +1415,201 @@ on-failure = "fail"
                 "topics.\"a.v1\""
             )]
         );
+    }
+
+    #[test]
+    fn rate_limits_and_quotas_are_checked_with_their_line_and_key() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n\n\
+                 [[routes]]\nname = \"good\"\npath = \"/g\"\nservice = \"a\"\n\
+                 rate-limit = { requests = 10, per = \"1s\", burst = 5, by = \"route\" }\n\
+                 quota = { daily = 100, monthly = 1000 }\n\n\
+                 [[routes]]\nname = \"bad\"\npath = \"/b\"\nservice = \"a\"\n\
+                 [routes.rate-limit]\nrequests = 0\nper = \"2d\"\nburst = 2000000\n\
+                 [routes.quota]\ndaily = 500\nmonthly = 100\n\n\
+                 [[routes]]\nname = \"empty\"\npath = \"/e\"\nservice = \"a\"\nquota = {}\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        let c = codes(&l);
+        let at = |key: &str| {
+            c.iter()
+                .find(|x| x.3 == key)
+                .map(|x| (x.0, x.1, x.2))
+                .unwrap_or_else(|| panic!("no diagnostic at {key}: {c:?}"))
+        };
+        let bad = |line| ("switchyard.toml", Code::InvalidValue, Some(line));
+        assert_eq!(at("routes[1].rate-limit.requests"), bad(16));
+        assert_eq!(at("routes[1].rate-limit.per"), bad(17));
+        assert_eq!(at("routes[1].rate-limit.burst"), bad(18));
+        assert_eq!(at("routes[1].quota.daily"), bad(20));
+        assert_eq!(at("routes[2].quota"), bad(27));
+        assert_eq!(c.len(), 5, "{c:?}");
+        let good = &l.system.routes[0];
+        assert_eq!(good.name, "good");
+        let r = good.rate_limit.as_ref().expect("a rate limit");
+        assert_eq!(
+            (r.requests, r.burst(), r.by),
+            (10, 5, crate::LimitBy::Route)
+        );
+        assert_eq!(good.quota.as_ref().map(|q| q.daily), Some(Some(100)));
+        // A value serde refuses (an unknown `by`, an unknown key) is located too.
+        for (extra, line) in [
+            (
+                "rate-limit = { requests = 1, per = \"1s\", by = \"planet\" }",
+                7,
+            ),
+            ("[routes.quota]\ndaily = 1\nweekly = 2", 9),
+        ] {
+            let d = Dir::new(&[(
+                "switchyard.toml",
+                &format!(
+                    "[system]\nname = \"s\"\n[[routes]]\nname = \"a\"\npath = \"/\"\nservice = \"a\"\n{extra}\n"
+                ),
+            )]);
+            let l = d.load();
+            let c = codes(&l);
+            assert_eq!(c.len(), 1, "{extra}: {c:?}");
+            assert_eq!(c[0].2, Some(line), "{extra}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn composed_routes_are_checked_with_their_line_and_key() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n\n\
+                 [[routes]]\nname = \"good\"\npath = \"/o/{id}\"\n\
+                 [routes.compose]\nmerge = '{o: .order, p: $params.id}'\n\
+                 [[routes.compose.parts]]\nname = \"order\"\nservice = \"a\"\npath = \"/orders/{id}?full={id}\"\nrequired = true\n\
+                 [[routes.compose.parts]]\nname = \"other\"\nurl = \"http://127.0.0.1:9\"\npath = \"/x\"\ntimeout = \"200ms\"\n\n\
+                 [[routes]]\nname = \"bad\"\npath = \"/b/{id}\"\nmethods = [\"POST\"]\n\
+                 [routes.compose]\nmerge = '{o: .order'\n\
+                 [[routes.compose.parts]]\nname = \"Order\"\nservice = \"nowhere\"\npath = \"/orders/{nope}\"\n\
+                 [[routes.compose.parts]]\nname = \"p\"\npath = \"/p\"\n\n\
+                 [[routes]]\nname = \"ghost\"\npath = \"/g\"\n\
+                 compose = { parts = [{ name = \"g\", service = \"nowhere\", path = \"/\" }] }\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        let c = codes(&l);
+        let at = |key: &str| {
+            c.iter()
+                .find(|x| x.3 == key)
+                .map(|x| (x.1, x.2))
+                .unwrap_or_else(|| panic!("no diagnostic at {key}: {c:?}"))
+        };
+        assert_eq!(at("routes[1].methods[0]"), (Code::InvalidValue, Some(23)));
+        assert_eq!(
+            at("routes[1].compose.merge"),
+            (Code::InvalidValue, Some(25))
+        );
+        assert_eq!(
+            at("routes[1].compose.parts[0].name"),
+            (Code::InvalidValue, Some(27))
+        );
+        assert_eq!(
+            at("routes[1].compose.parts[0].path"),
+            (Code::InvalidValue, Some(29))
+        );
+        // A key that is missing is located at its table.
+        assert_eq!(
+            at("routes[1].compose.parts[1].service"),
+            (Code::InvalidValue, Some(30))
+        );
+        // Only a route without errors of its own meets the rules between files.
+        assert_eq!(
+            at("routes[2].compose.parts[0].service"),
+            (Code::UnknownService, Some(37))
+        );
+        assert_eq!(c.len(), 6, "{c:?}");
+        let good = &l.system.routes[0];
+        let compose = good.compose.as_ref().expect("composed");
+        assert_eq!(compose.parts.len(), 2);
+        assert!(compose.parts[0].required && !compose.parts[1].required);
+        let merge_error = l
+            .diagnostics
+            .iter()
+            .find(|d| d.key == "routes[1].compose.merge")
+            .expect("merge");
+        assert!(
+            merge_error.message.contains("syntax error"),
+            "{merge_error}"
+        );
+    }
+
+    #[test]
+    fn access_log_topics_must_be_declared() {
+        let d = Dir::new(&[
+            (
+                "switchyard.toml",
+                "[system]\nname = \"s\"\n[topics.\"access.v1\"]\n\n\
+                 [[routes]]\nname = \"a\"\npath = \"/a\"\nservice = \"a\"\n\
+                 access-log = { topic = \"access.v1\" }\n\n\
+                 [[routes]]\nname = \"b\"\npath = \"/b\"\nservice = \"a\"\n\
+                 access-log = { topic = \"nowhere.v1\" }\n",
+            ),
+            ("services/a/service.toml", "name = \"a\"\nrun = \"sh\"\n"),
+        ]);
+        let l = d.load();
+        // The declared one is written by the gateway: neither unused nor without a producer.
+        assert_eq!(
+            codes(&l),
+            [(
+                "switchyard.toml",
+                Code::UnknownTopic,
+                Some(15),
+                "routes[1].access-log.topic"
+            )]
+        );
+        let d = Dir::new(&[(
+            "switchyard.toml",
+            "[system]\nname = \"s\"\n[[routes]]\nname = \"a\"\npath = \"/a\"\n\
+             upstreams = [{ url = \"http://127.0.0.1:1\" }]\naccess-log = { topic = \".bad\" }\n",
+        )]);
+        let l = d.load();
+        let c = codes(&l);
+        assert_eq!((c[0].1, c[0].2), (Code::InvalidValue, Some(7)), "{c:?}");
+    }
+
+    #[test]
+    fn routes_read_on_their_own_are_located_too() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n[anything-else]\nx = 1\n\
+                    [[routes]]\nname = \"a\"\npath = \"/a\"\nservice = \"nowhere\"\n\
+                    rate-limit = { requests = 5, per = \"1s\" }\n";
+        let routes = read_routes("cfg.toml", text).expect("good routes");
+        assert_eq!(routes[0].rate_limit.as_ref().map(|r| r.requests), Some(5));
+        assert!(
+            read_routes("cfg.toml", "[server]\n")
+                .expect("none")
+                .is_empty()
+        );
+        let bad = format!(
+            "{text}\n[[routes]]\nname = \"b\"\npath = \"/b\"\nservice = \"b\"\nquota = {{ daily = 0 }}\n"
+        );
+        let d = read_routes("cfg.toml", &bad).expect_err("a bad quota");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].file.as_str(), d[0].line, d[0].key.as_str()),
+            ("cfg.toml", Some(15), "routes[1].quota.daily")
+        );
+        assert!(
+            d[0].to_string()
+                .starts_with("error[invalid-value]: cfg.toml:15:"),
+            "{}",
+            d[0]
+        );
+        let d = read_routes(
+            "cfg.toml",
+            "[[routes]]\nname = \"a\"\npath = \"/\"\nsrvice = \"a\"\n",
+        )
+        .expect_err("an unknown key");
+        assert_eq!((d[0].code, d[0].line), (Code::UnknownKey, Some(4)), "{d:?}");
     }
 
     #[test]

@@ -95,10 +95,11 @@ pub struct Service {
 }
 
 /// The variables the dev runner sets for every service; `[env]` may not override them.
-pub const INJECTED_ENV: [&str; 6] = [
+pub const INJECTED_ENV: [&str; 7] = [
     "PORT",
     "SWITCHYARD_URL",
     "SWITCHYARD_GATEWAY_URL",
+    "SWITCHYARD_CALL_TOKEN",
     "SERVICE_NAME",
     "DATABASE_URL",
     "TRACEPARENT",
@@ -291,6 +292,17 @@ impl System {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The topics the gateway itself appends to: queued calls and the routes' access logs.
+    pub fn gateway_topics(&self) -> BTreeSet<&TopicName> {
+        let mut out = self.queue_topics();
+        out.extend(
+            self.routes
+                .iter()
+                .filter_map(|r| r.access_log.as_ref().map(|a| &a.topic)),
+        );
+        out
     }
 }
 

@@ -17,6 +17,29 @@
 //! jwt = { algorithm = "RS256", jwks-url = "http://id.internal/jwks.json", issuer = "https://id", audience = ["shop"], leeway = "30s", claims = { "x-user-email" = "email" } }
 //! api-keys-env = "SHOP_API_KEYS"       # `name=key,name2=key2`
 //! user-header = "x-user-id"
+//! [routes.rate-limit]                  # optional: GCRA, see [`RateLimitSpec`]
+//! requests = 100                       # this many requests ...
+//! per = "1m"                           # ... per this period, spread evenly
+//! burst = 20                           # at most this many at once (default: requests)
+//! by = "consumer"                      # each consumer its own budget (default), or "route": one for all
+//! [routes.quota]                       # optional: persistent counters, see [`QuotaSpec`]
+//! daily = 10000                        # per UTC day
+//! monthly = 200000                     # per UTC calendar month
+//! by = "consumer"
+//! [routes.access-log]                  # optional: see [`AccessLogSpec`]
+//! topic = "gateway.access.v1"          # each request appended as an event (declared in [topics])
+//!
+//! [[routes]]                           # a composed route: see [`ComposeSpec`]
+//! name = "order-overview"
+//! path = "/api/orders/{id}/overview"
+//! timeout = "2s"                       # each part's default
+//! [routes.compose]
+//! merge = '{order: .order, payment: .payment}'   # jq over {"<part>": its JSON or null}
+//! [[routes.compose.parts]]
+//! name = "order"
+//! service = "orders"                   # or url = "http://127.0.0.1:9001"
+//! path = "/orders/{id}"                # the route's parameters filled in
+//! required = true                      # without it, the route answers with what it has
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +47,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A duration written as a humantime string (`"200ms"`, `"30s"`), read and written so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Millis(pub Duration);
 
 impl Serialize for Millis {
@@ -73,6 +96,259 @@ pub struct RouteSpec {
     /// Who may use the route: a JWT, an API key, or either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// A rate limit (GCRA) per consumer or for the whole route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Daily and monthly quotas per consumer or for the whole route, kept in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
+    /// Each request appended to a journal topic as an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// A composed route: several upstreams called in parallel, their JSON merged (instead
+    /// of `service` or `upstreams`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeSpec>,
+}
+
+/// `compose`: a `GET` of the route calls every part in parallel (`GET`, with the client's
+/// headers after auth, the request id and trace context) and answers
+/// `{"data": <merge's output>, "parts": {"<part>": {"status": 200, "ms": 12}, ...},
+/// "partial": false}`. `merge` is a jq program whose input is `{"<part>": <its JSON body, or
+/// null when it failed>}` and which may read `$params` (the path's parameters) and `$parts`
+/// (each part's status, as in the answer). A part *fails* when it does not answer 2xx with
+/// JSON within its timeout; its status is then its HTTP status or `"timeout"`,
+/// `"unavailable"` (no connection or answer), `"invalid-json"` or `"too-large"`. When some
+/// parts fail the answer is still 200, with `"partial": true` and the failed parts named in
+/// `Switchyard-Partial`; when a `required` part fails it is problem+json `part-failed` (the
+/// part's 4xx, 504 for a timeout, else 502), when every part does `composition-failed`, each
+/// with the statuses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ComposeSpec {
+    /// 1 to [`MAX_PARTS`].
+    pub parts: Vec<PartSpec>,
+    /// Default `.`: the parts' bodies by name.
+    #[serde(default = "default_merge")]
+    pub merge: String,
+}
+
+fn default_merge() -> String {
+    ".".to_string()
+}
+
+/// One part of a composed route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PartSpec {
+    /// `[a-z][a-z0-9_]*`, at most 64 characters: the key in the merge's input (`.order`).
+    pub name: String,
+    /// A service of the system ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// ... or a base URL (`http://host:port[/base]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The path (and query) asked, with `{name}` replaced by the route's parameters.
+    pub path: String,
+    /// The limit of this part (default: the route's `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Millis>,
+    /// Without this part there is no answer: its failure fails the route.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+/// The most parts of a composed route.
+pub const MAX_PARTS: usize = 16;
+
+/// The variables a composed route's `merge` may read, in this order.
+pub const COMPOSE_GLOBALS: [&str; 2] = ["$params", "$parts"];
+
+impl ComposeSpec {
+    fn validate(
+        &self,
+        route: &RouteSpec,
+        pattern: Option<&PathPattern>,
+        err: &mut dyn FnMut(String, String),
+    ) {
+        if route.service.is_some() || !route.upstreams.is_empty() {
+            err(
+                if route.service.is_some() {
+                    "service"
+                } else {
+                    "upstreams"
+                }
+                .into(),
+                "a composed route calls its parts: give no service or upstreams".into(),
+            );
+        }
+        for (set, key) in [
+            (route.strip_prefix, "strip-prefix"),
+            (route.rewrite.is_some(), "rewrite"),
+            (route.health.is_some(), "health"),
+        ] {
+            if set {
+                err(
+                    key.into(),
+                    format!("{key} does not apply to a composed route (each part has its path)"),
+                );
+            }
+        }
+        for (i, m) in route.methods.iter().enumerate() {
+            if m != "GET" && m != "HEAD" {
+                err(
+                    format!("methods[{i}]"),
+                    format!("a composed route answers GET and HEAD only, not {m}"),
+                );
+            }
+        }
+        if self.parts.is_empty() || self.parts.len() > MAX_PARTS {
+            err(
+                "compose.parts".into(),
+                format!(
+                    "a composed route needs 1 to {MAX_PARTS} parts (has {})",
+                    self.parts.len()
+                ),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            let at = |k: &str| format!("compose.parts[{i}].{k}");
+            let good_name = p.name.len() <= 64
+                && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !good_name {
+                err(
+                    at("name"),
+                    format!(
+                        "part name {:?} must be a-z, 0-9 and `_`, starting with a letter (it is a key in jq: `.{}`)",
+                        p.name, p.name
+                    ),
+                );
+            } else if !names.insert(p.name.as_str()) {
+                err(at("name"), format!("part {:?} appears twice", p.name));
+            }
+            match (&p.service, &p.url) {
+                (Some(_), Some(_)) => err(at("url"), "give service or url, not both".into()),
+                (None, None) => err(
+                    at("service"),
+                    "a part needs `service = \"<name>\"` or `url = \"http://...\"`".into(),
+                ),
+                (Some(s), None) if s.is_empty() => {
+                    err(at("service"), "service name is empty".into())
+                }
+                (None, Some(u)) => {
+                    if let Err(e) = check_upstream_url(u) {
+                        err(at("url"), e);
+                    }
+                }
+                _ => {}
+            }
+            let (path, query) = p.path.split_once('?').unwrap_or((&p.path, ""));
+            if let Some(pattern) = pattern
+                && let Err(e) = check_template(path, pattern).and_then(|()| {
+                    if query.contains(['#', ' ']) {
+                        Err(format!("path {:?} holds a space or `#`", p.path))
+                    } else {
+                        check_template(&format!("/{query}"), pattern)
+                    }
+                })
+            {
+                err(at("path"), e.replace("template", "path"));
+            }
+            if let Some(t) = p.timeout
+                && (t.0 < Duration::from_millis(1) || t.0 > Duration::from_secs(3600))
+            {
+                err(at("timeout"), "timeout must be 1ms to 1h".into());
+            }
+        }
+        if let Err(e) = switchyard_jq::Program::compile(&self.merge, &COMPOSE_GLOBALS) {
+            err(
+                "compose.merge".into(),
+                format!(
+                    "merge is not a jq program this gateway runs: {e} (it may read {})",
+                    COMPOSE_GLOBALS.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// `access-log`: every request the route answers (forwarded, or refused by its auth or
+/// limits) is appended to `topic` as a `switchyard.gateway.request` CloudEvent (method, path
+/// without the query, status, latency, request id, traceparent, consumer), keyed by the
+/// route's name, so requests sit in the journal's timeline beside the events they caused.
+/// Written in the background in batches: a full buffer drops records (counted), it never
+/// holds a request up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    pub topic: switchyard_types::TopicName,
+}
+
+/// The CloudEvents type of an access record.
+pub const ACCESS_RECORD_TYPE: &str = "switchyard.gateway.request";
+
+/// Whose budget a rate limit or quota counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitBy {
+    /// Each consumer its own: the user id of a JWT (`sub`), the name of an API key, or,
+    /// without credentials, the client's IP address (the connection's peer).
+    #[default]
+    Consumer,
+    /// One budget that every consumer of the route shares.
+    Route,
+}
+
+/// `rate-limit`: GCRA (the generic cell rate algorithm: a leaky bucket without a timer).
+/// `requests` per `per`, spread evenly (one every `per / requests`), with up to `burst`
+/// at once after a quiet spell. Over it: 429 `rate-limited` with `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// 1 to 1,000,000.
+    pub requests: u32,
+    /// 1ms to 1 day.
+    pub per: Millis,
+    /// 1 to 1,000,000; default `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub by: LimitBy,
+}
+
+impl RateLimitSpec {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests)
+    }
+}
+
+/// `quota`: at most `daily` requests per UTC day and `monthly` per UTC calendar month,
+/// counted in the store so they survive restarts and are shared by instances on one store.
+/// Over it: 429 `quota-exceeded` with `Retry-After` (until the window ends).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// 1 to 10^12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u64>,
+    /// 1 to 10^12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub by: LimitBy,
+}
+
+/// The largest quota.
+pub const MAX_QUOTA: u64 = 1_000_000_000_000;
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// `auth`: a request needs a valid JWT (`Authorization: Bearer`) or API key (`X-Api-Key`)
@@ -109,9 +385,19 @@ pub struct JwtSpec {
     /// RS256, ES256: the variable holding the public key (PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_env: Option<String>,
-    /// RS256, ES256: a JWKS URL (http), cached 5 minutes and fetched again for an unknown `kid`.
+    /// RS256, ES256: a JWKS URL (http), cached `jwks-ttl` and fetched again (at most every
+    /// 5 s) for an unknown `kid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
+    /// How long fetched keys are fresh: older, they are fetched again in the background
+    /// while requests go on with them (default 5m; 1s to 1d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ttl: Option<Millis>,
+    /// How long keys are still used while every fetch fails (the JWKS URL is down); older,
+    /// requests are answered 503 `auth-unavailable` (default 1h; at least `jwks-ttl`, at
+    /// most 7d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_max_stale: Option<Millis>,
     /// Required `iss`, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -124,6 +410,20 @@ pub struct JwtSpec {
     /// Header -> claim: `{ "x-user-email" = "email" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+}
+
+impl JwtSpec {
+    /// `jwks-ttl`, defaulted.
+    pub fn jwks_ttl(&self) -> Millis {
+        self.jwks_ttl.unwrap_or(Millis(Duration::from_secs(300)))
+    }
+
+    /// `jwks-max-stale`, defaulted (never below the ttl).
+    pub fn jwks_max_stale(&self) -> Millis {
+        self.jwks_max_stale
+            .unwrap_or(Millis(Duration::from_secs(3600)))
+            .max(self.jwks_ttl())
+    }
 }
 
 /// The algorithms a route may name.
@@ -216,6 +516,37 @@ impl AuthSpec {
                 "auth.jwt.jwks-url".into(),
                 e.replace("upstream", "jwks-url"),
             );
+        }
+        if j.jwks_url.is_none() {
+            for (k, v) in [
+                ("jwks-ttl", j.jwks_ttl),
+                ("jwks-max-stale", j.jwks_max_stale),
+            ] {
+                if v.is_some() {
+                    err(format!("auth.jwt.{k}"), format!("{k} needs jwks-url"));
+                }
+            }
+        }
+        if let Some(t) = j.jwks_ttl
+            && (t.0 < Duration::from_secs(1) || t.0 > Duration::from_secs(86_400))
+        {
+            err(
+                "auth.jwt.jwks-ttl".into(),
+                "jwks-ttl must be 1s to 1d".into(),
+            );
+        }
+        if let Some(m) = j.jwks_max_stale {
+            if m.0 > Duration::from_secs(7 * 86_400) {
+                err(
+                    "auth.jwt.jwks-max-stale".into(),
+                    "jwks-max-stale must be at most 7d".into(),
+                );
+            } else if m.0 < j.jwks_ttl().0 {
+                err(
+                    "auth.jwt.jwks-max-stale".into(),
+                    "jwks-max-stale must be at least jwks-ttl".into(),
+                );
+            }
         }
         if let Some(l) = j.leeway
             && l.0 > Duration::from_secs(300)
@@ -475,18 +806,22 @@ impl RouteSpec {
                     "give strip-prefix or rewrite, not both".into(),
                 );
             }
-            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_rewrite(r, p)) {
-                err("rewrite".into(), e);
+            if let Some(Err(e)) = self.rewrite.as_ref().map(|r| check_template(r, p)) {
+                err("rewrite".into(), e.replace("template", "rewrite"));
             }
         }
+        if let Some(c) = &self.compose {
+            c.validate(self, pattern.as_ref(), &mut err);
+        }
         match (&self.service, self.upstreams.is_empty()) {
+            _ if self.compose.is_some() => {}
             (Some(_), false) => err(
                 "upstreams".into(),
                 "give service or upstreams, not both".into(),
             ),
             (None, true) => err(
                 "service".into(),
-                "a route needs an upstream: `service = \"<name>\"` or `upstreams = [{ url = \"http://...\" }]`"
+                "a route needs an upstream: `service = \"<name>\"`, `upstreams = [{ url = \"http://...\" }]` or `[routes.compose]`"
                     .into(),
             ),
             (Some(s), true) if s.is_empty() => {
@@ -518,6 +853,51 @@ impl RouteSpec {
         }
         if let Some(a) = &self.auth {
             a.validate(&mut err);
+        }
+        if let Some(r) = &self.rate_limit {
+            if !(1..=1_000_000).contains(&r.requests) {
+                err(
+                    "rate-limit.requests".into(),
+                    format!("requests must be 1 to 1000000 (got {})", r.requests),
+                );
+            }
+            if r.per.0 < Duration::from_millis(1) || r.per.0 > Duration::from_secs(86_400) {
+                err("rate-limit.per".into(), "per must be 1ms to 1d".into());
+            }
+            if let Some(b) = r.burst
+                && !(1..=1_000_000).contains(&b)
+            {
+                err(
+                    "rate-limit.burst".into(),
+                    format!("burst must be 1 to 1000000 (got {b})"),
+                );
+            }
+        }
+        if let Some(q) = &self.quota {
+            if q.daily.is_none() && q.monthly.is_none() {
+                err(
+                    "quota".into(),
+                    "quota needs `daily`, `monthly` or both".into(),
+                );
+            }
+            for (k, v) in [("daily", q.daily), ("monthly", q.monthly)] {
+                if let Some(v) = v
+                    && !(1..=MAX_QUOTA).contains(&v)
+                {
+                    err(
+                        format!("quota.{k}"),
+                        format!("{k} must be 1 to {MAX_QUOTA} (got {v})"),
+                    );
+                }
+            }
+            if let (Some(d), Some(m)) = (q.daily, q.monthly)
+                && d > m
+            {
+                err(
+                    "quota.daily".into(),
+                    format!("daily ({d}) is above monthly ({m}): the day could never use it"),
+                );
+            }
         }
         if let Some(h) = &self.health {
             if !h.path.starts_with('/') {
@@ -558,20 +938,22 @@ impl RouteSpec {
     }
 }
 
-fn check_rewrite(rewrite: &str, pattern: &PathPattern) -> Result<(), String> {
-    if !rewrite.starts_with('/') {
-        return Err(format!("rewrite {rewrite:?} must start with `/`"));
+/// A path with `{name}`s that must be the pattern's parameters (a rewrite, a part's path).
+/// Errors say "template"; the caller names the field.
+fn check_template(template: &str, pattern: &PathPattern) -> Result<(), String> {
+    if !template.starts_with('/') {
+        return Err(format!("template {template:?} must start with `/`"));
     }
     let params: Vec<&str> = pattern.params().collect();
-    let mut rest = rewrite;
+    let mut rest = template;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
-            return Err(format!("rewrite {rewrite:?} has an unclosed `{{`"));
+            return Err(format!("template {template:?} has an unclosed `{{`"));
         };
         let name = &rest[open + 1..open + close];
         if !params.contains(&name) {
             return Err(format!(
-                "rewrite names {{{name}}}, which the path does not have (it has: {})",
+                "template names {{{name}}}, which the route's path does not have (it has: {})",
                 if params.is_empty() {
                     "none".to_string()
                 } else {
@@ -582,7 +964,7 @@ fn check_rewrite(rewrite: &str, pattern: &PathPattern) -> Result<(), String> {
         rest = &rest[open + close + 1..];
     }
     if rest.contains('}') {
-        return Err(format!("rewrite {rewrite:?} has a `}}` without `{{`"));
+        return Err(format!("template {template:?} has a `}}` without `{{`"));
     }
     Ok(())
 }
@@ -676,6 +1058,41 @@ mod tests {
             spec("name = \"a\"\npath = \"/a/{id}\"\nrewrite = \"/b/{nope}\"\nservice = \"x\"");
         assert!(rewrite.validate()[0].message.contains("{nope}"));
         assert!(toml::from_str::<RouteSpec>("name = \"a\"\npath = \"/\"\nprefix = \"/\"").is_err());
+    }
+
+    #[test]
+    fn jwks_cache_settings_are_checked() {
+        let base =
+            "name = \"a\"\npath = \"/\"\nservice = \"x\"\n[auth.jwt]\nalgorithm = \"RS256\"\n";
+        let fields = |extra: &str| -> Vec<String> {
+            spec(&format!("{base}{extra}"))
+                .validate()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let url = "jwks-url = \"http://id:1/jwks.json\"\n";
+        assert!(fields(&format!("{url}jwks-ttl = \"10s\"\njwks-max-stale = \"1h\"")).is_empty());
+        assert_eq!(
+            fields("public-key-env = \"K\"\njwks-ttl = \"10s\""),
+            ["auth.jwt.jwks-ttl"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-ttl = \"500ms\"")),
+            ["auth.jwt.jwks-ttl"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-ttl = \"10m\"\njwks-max-stale = \"5m\"")),
+            ["auth.jwt.jwks-max-stale"]
+        );
+        assert_eq!(
+            fields(&format!("{url}jwks-max-stale = \"8d\"")),
+            ["auth.jwt.jwks-max-stale"]
+        );
+        let j = spec(&format!("{base}{url}jwks-ttl = \"2h\""));
+        let jwt = j.auth.unwrap().jwt.unwrap();
+        // The default max-stale (1h) never falls below the ttl.
+        assert_eq!(jwt.jwks_max_stale().0, Duration::from_secs(7200));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub(crate) fn check(sys: &System, cx: &Context<'_>) -> Vec<Diagnostic> {
     if cx.system_parsed && cx.all_parsed {
         route_services(sys, cx, &mut out);
     }
+    if cx.system_parsed {
+        access_log_topics(sys, cx, &mut out);
+    }
     sync_cycles(sys, cx, &mut out);
     ports(sys, cx, &mut out);
     subscription_names(&sites, &mut out);
@@ -133,7 +136,7 @@ fn subscribed_topics_and_types(
         .values()
         .flat_map(|s| s.publishes.iter().map(|p| &p.topic))
         .collect();
-    let queues = sys.queue_topics();
+    let queues = sys.gateway_topics();
     for site in sites {
         let mut declared = Vec::new();
         for (topic, key) in site.sub.topics.iter().zip(&site.topic_keys) {
@@ -268,7 +271,8 @@ fn unused_topics(sys: &System, cx: &Context<'_>, sites: &[Site<'_>], out: &mut V
     let Some(src) = cx.sources.get(SYSTEM_MANIFEST) else {
         return;
     };
-    let queues = sys.queue_topics();
+    // The platform reads queued calls; an access log is for people (tail, replay).
+    let queues = sys.gateway_topics();
     for name in sys.topics.keys() {
         if queues.contains(name) || sites.iter().any(|s| s.sub.topics.contains(name)) {
             continue;
@@ -309,26 +313,71 @@ fn unknown_dependencies(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic
     }
 }
 
-/// A route's `service` must be a service of the system.
+/// A route's `service`, and each composed part's, must be a service of the system.
 fn route_services(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic>) {
     let Some(src) = cx.sources.get(SYSTEM_MANIFEST) else {
         return;
     };
     for (route, &i) in sys.routes.iter().zip(cx.route_index) {
-        let Some(service) = &route.service else {
-            continue;
-        };
-        if !cx.folders.contains(service) {
+        let at = KeyPath::root().key("routes").index(i);
+        let mut named: Vec<(KeyPath, &String)> = Vec::new();
+        if let Some(service) = &route.service {
+            named.push((at.key("service"), service));
+        }
+        for (j, part) in route
+            .compose
+            .iter()
+            .flat_map(|c| c.parts.iter().enumerate())
+        {
+            if let Some(service) = &part.service {
+                let key = at.key("compose").key("parts").index(j).key("service");
+                named.push((key, service));
+            }
+        }
+        for (key, service) in named {
+            if cx.folders.contains(service) {
+                continue;
+            }
             let known: Vec<&str> = cx.folders.iter().map(String::as_str).collect();
             out.push(src.error(
                 Code::UnknownService,
-                &KeyPath::root().key("routes").index(i).key("service"),
+                &key,
                 format!(
-                    "route {:?} goes to service {service:?}, which the system does not have                      (services: {})",
+                    "route {:?} goes to service {service:?}, which the system does not have \
+                     (services: {})",
                     route.name,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
+        }
+    }
+}
+
+/// A route's `access-log.topic` must be declared.
+fn access_log_topics(sys: &System, cx: &Context<'_>, out: &mut Vec<Diagnostic>) {
+    let Some(src) = cx.sources.get(SYSTEM_MANIFEST) else {
+        return;
+    };
+    for (route, &i) in sys.routes.iter().zip(cx.route_index) {
+        let Some(log) = &route.access_log else {
+            continue;
+        };
+        if !sys.topics.contains_key(&log.topic) && !cx.broken_topics.contains(&log.topic) {
+            out.push(
+                src.error(
+                    Code::UnknownTopic,
+                    &KeyPath::root()
+                        .key("routes")
+                        .index(i)
+                        .key("access-log")
+                        .key("topic"),
+                    undeclared_topic(&log.topic),
+                ),
+            );
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod connect;
 pub mod leases;
+pub mod quotas;
 
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, MAX_ERROR_LEN, MAX_OFFSET, Parked, Result, Store,
@@ -79,6 +80,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     leases::release_frees_only_for_the_owner(&*store, &unique_prefix("release")).await;
     leases::bad_lease_input_changes_nothing(&*store, &unique_prefix("leasebad")).await;
     leases::racing_owners_never_both_hold_a_lease(store.clone(), &unique_prefix("leaserace")).await;
+    quotas::reservations_stop_at_the_limit(&*store, &unique_prefix("quota")).await;
+    quotas::ended_windows_are_pruned(&*store, &unique_prefix("quotaprune")).await;
+    quotas::bad_quota_input_changes_nothing(&*store, &unique_prefix("quotabad")).await;
+    quotas::racing_reservations_never_pass_the_limit(store.clone(), &unique_prefix("quotarace"))
+        .await;
 }
 
 /// Schemas per topic: put replaces them all, an empty map removes them, topics are

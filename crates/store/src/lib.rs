@@ -15,6 +15,7 @@
 //! | `deliveries` | subscription, topic, partition, offset | a record owed to the subscription and not yet acknowledged ([`Delivery`]): how many attempts failed, when the first one did, when the next is due, the last error |
 //! | `parked` | subscription, topic, partition, offset | a delivery that was given up on ([`Parked`]): the delivery as it was, the reason, when |
 //! | `leases` | lease name | who holds a subscription partition or an adapter lane when several instances share the store ([`Lease`]): owner, epoch, until when (see [`lease`]) |
+//! | `quotas` | counter key, window start | units of a quota used in one window of time (the API gateway's daily and monthly quotas; [`QuotaUsage`], see [`quota`]) |
 //!
 //! A [`DeliveryKey`] is in at most one of `deliveries` and `parked`. Every record a
 //! subscription has read is therefore exactly one of: acknowledged (gone from both
@@ -66,6 +67,7 @@ mod error;
 pub mod lease;
 mod model;
 pub mod postgres;
+pub mod quota;
 pub mod sqlite;
 
 #[cfg(feature = "test-util")]
@@ -78,6 +80,7 @@ pub use model::{
     MAX_NAME_LEN, MAX_OFFSET, MAX_TYPE_LEN, Parked, RetryPolicy, Subscription, SubscriptionSpec,
     SubscriptionStats, validate_name,
 };
+pub use quota::{QuotaGrant, QuotaUsage};
 
 use async_trait::async_trait;
 use connect::{
@@ -375,6 +378,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every lease whose name starts with `prefix` (`""` for all), held or not, by name.
     async fn leases(&self, prefix: &str) -> Result<Vec<Lease>>;
+
+    // ---- quota counters (the API gateway's quotas; see [`quota`]) ----
+
+    /// Reserves up to `want` units of the counter (`key`, `window_start_ms`) under `limit`,
+    /// creating it at 0 (ending at `window_end_ms`) when missing: grants
+    /// `min(want, limit - used)` and adds it to `used`, in one transaction, so callers racing
+    /// on one counter (tasks, instances) are never granted more than `limit` in all. A
+    /// counter already above a lowered limit grants 0 and stays as it is. Commits durably:
+    /// a grant forgotten by a crash would hand its units out twice.
+    async fn reserve_quota(
+        &self,
+        key: &str,
+        window_start_ms: i64,
+        window_end_ms: i64,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaGrant>;
+
+    /// Gives back `n` reserved units that were not spent (`used` never goes below 0; a
+    /// counter that does not exist is left alone). Returns `used` after it, 0 without a
+    /// counter.
+    async fn release_quota(&self, key: &str, window_start_ms: i64, n: u64) -> Result<u64>;
+
+    /// Every counter whose key starts with `prefix` (`""` for all), by key, then window.
+    async fn quotas(&self, prefix: &str) -> Result<Vec<QuotaUsage>>;
+
+    /// Deletes every counter whose window ended at or before `ended_by_ms`. Returns how
+    /// many.
+    async fn prune_quotas(&self, ended_by_ms: i64) -> Result<u64>;
 }
 
 /// Event type -> JSON Schema, for one topic.

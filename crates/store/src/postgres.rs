@@ -35,6 +35,7 @@
 
 mod leases;
 mod messages;
+mod quotas;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -44,6 +45,7 @@ use crate::connect::{
 };
 use crate::lease::Lease;
 use crate::model::clip_error;
+use crate::quota::{QuotaGrant, QuotaUsage};
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
     SubscriptionStats, validate_name,
@@ -263,6 +265,7 @@ impl PostgresStore {
                 "leases",
                 "name, owner, epoch, acquired_at_ms, expires_at_ms",
             ),
+            ("quotas", "key, window_start_ms, window_end_ms, used"),
         ] {
             sqlx::query(&format!("SELECT {cols} FROM {table} LIMIT 0"))
                 .fetch_all(&self.pool)
@@ -1499,6 +1502,29 @@ impl Store for PostgresStore {
 
     async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
         leases::leases(self, prefix).await
+    }
+
+    async fn reserve_quota(
+        &self,
+        key: &str,
+        window_start_ms: i64,
+        window_end_ms: i64,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaGrant> {
+        quotas::reserve_quota(self, key, window_start_ms, window_end_ms, limit, want).await
+    }
+
+    async fn release_quota(&self, key: &str, window_start_ms: i64, n: u64) -> Result<u64> {
+        quotas::release_quota(self, key, window_start_ms, n).await
+    }
+
+    async fn quotas(&self, prefix: &str) -> Result<Vec<QuotaUsage>> {
+        quotas::quotas(self, prefix).await
+    }
+
+    async fn prune_quotas(&self, ended_by_ms: i64) -> Result<u64> {
+        quotas::prune_quotas(self, ended_by_ms).await
     }
 }
 

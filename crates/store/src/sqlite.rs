@@ -18,6 +18,7 @@
 
 mod leases;
 mod messages;
+mod quotas;
 
 use crate::connect::{
     Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
@@ -25,6 +26,7 @@ use crate::connect::{
 };
 use crate::lease::Lease;
 use crate::model::clip_error;
+use crate::quota::{QuotaGrant, QuotaUsage};
 use crate::{
     Cursor, Delivery, DeliveryKey, Error, Parked, Result, Store, Subscription, SubscriptionSpec,
     SubscriptionStats, validate_name,
@@ -178,6 +180,7 @@ impl SqliteStore {
             "replies",
             "cases",
             "leases",
+            "quotas",
         ] {
             sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.reader)
@@ -1298,5 +1301,28 @@ impl Store for SqliteStore {
 
     async fn leases(&self, prefix: &str) -> Result<Vec<Lease>> {
         leases::leases(self, prefix).await
+    }
+
+    async fn reserve_quota(
+        &self,
+        key: &str,
+        window_start_ms: i64,
+        window_end_ms: i64,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaGrant> {
+        quotas::reserve_quota(self, key, window_start_ms, window_end_ms, limit, want).await
+    }
+
+    async fn release_quota(&self, key: &str, window_start_ms: i64, n: u64) -> Result<u64> {
+        quotas::release_quota(self, key, window_start_ms, n).await
+    }
+
+    async fn quotas(&self, prefix: &str) -> Result<Vec<QuotaUsage>> {
+        quotas::quotas(self, prefix).await
+    }
+
+    async fn prune_quotas(&self, ended_by_ms: i64) -> Result<u64> {
+        quotas::prune_quotas(self, ended_by_ms).await
     }
 }

@@ -105,7 +105,8 @@ fn attempt() -> Attempt {
 /// invariants hold: a batch enqueued by both is inserted once; a key parked by one while
 /// the other enqueues it again is in exactly one table; one attempt of a message is
 /// recorded, the other instance's is refused; one reply settles a message, the other is
-/// late; one of them holds a lease both want.
+/// late; one of them holds a lease both want; a quota counter both reserve from grants its
+/// limit in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_racing_on_one_database_keep_every_invariant() {
     let Some(db) = TestDatabase::create("two_instances_racing").await else {
@@ -260,6 +261,23 @@ async fn two_instances_racing_on_one_database_keep_every_invariant() {
             assert!(held.epoch == 1 || held.epoch == 2, "{held:?}");
         }
     }
+
+    // One quota counter both reserve from, a unit at a time: the limit in all, no more.
+    let key = "gateway/racing/day/ann";
+    let reserve = |s: Arc<dyn Store>| async move {
+        let mut got = 0;
+        for _ in 0..30 {
+            got += s
+                .reserve_quota(key, 0, 86_400_000, 40, 1)
+                .await
+                .expect("reserve")
+                .granted;
+        }
+        got
+    };
+    let (ga, gb) = tokio::join!(reserve(a.clone()), reserve(b.clone()));
+    assert_eq!(ga + gb, 40, "{ga} + {gb}");
+    assert_eq!(a.quotas(key).await.expect("quotas")[0].used, 40);
     db.drop_it().await;
 }
 

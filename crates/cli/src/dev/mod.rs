@@ -101,6 +101,11 @@ struct Control {
     /// The running platform's journal (None while it restarts): the status page measures
     /// in-process consumers' lag against it.
     journal: Arc<std::sync::Mutex<Option<Arc<dyn switchyard_journal::Journal>>>>,
+    /// Each service's secret for service-to-service calls (`SWITCHYARD_CALL_TOKEN`), made
+    /// once per run like the ports.
+    call_tokens: Arc<switchyard_gateway::CallTokens>,
+    /// Faults injected on purpose (`switchyard chaos`), kept across restarts.
+    faults: switchyard_gateway::Faults,
 }
 
 pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
@@ -201,8 +206,10 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
             .context("reading the gateway's bound address")?
     );
 
-    // Ports are chosen once, so they stay the same across resets and restores.
+    // Ports and call tokens are chosen once, so they stay the same across resets and
+    // restores.
     let ports = assign_ports(&system)?;
+    let call_tokens = Arc::new(switchyard_gateway::new_call_tokens(system.services.keys()));
     let board: Board = Arc::new(std::sync::Mutex::new(
         system
             .services
@@ -238,6 +245,8 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         dir: dir.clone(),
         hosted,
         journal: Arc::default(),
+        call_tokens,
+        faults: switchyard_gateway::Faults::default(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -414,6 +423,10 @@ impl Up {
                 services: switchyard_gateway::services_on_loopback(ports),
                 admin_token: gateway_admin_token()?,
                 dependencies: switchyard_gateway::dependencies_of(system),
+                call_tokens: (*control.call_tokens).clone(),
+                store: Some(platform.store()),
+                faults: control.faults.clone(),
+                ..Default::default()
             },
         )
         .await
@@ -424,6 +437,9 @@ impl Up {
                 return Err(anyhow!("starting the gateway: {e}"));
             }
         };
+        platform
+            .bus
+            .set_push_faults(Arc::new(crate::serve::PushFaultsOf(control.faults.clone())));
         let (stop_streams, stop_rx) = watch::channel(false);
         let options = switchyard_server::Options {
             bus: Some(platform.bus.clone()),
@@ -451,6 +467,7 @@ impl Up {
             &control.url,
             &control.gateway_url,
             &databases,
+            &control.call_tokens,
         );
         if let Some(host) = &control.hosted {
             for l in launches.iter_mut().filter(|l| l.service.in_process) {

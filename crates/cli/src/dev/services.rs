@@ -498,6 +498,7 @@ pub fn launches(
     platform_url: &str,
     gateway_url: &str,
     databases: &BTreeMap<String, String>,
+    call_tokens: &BTreeMap<String, String>,
 ) -> Vec<Launch> {
     let chosen = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     system
@@ -515,8 +516,12 @@ pub fn launches(
             env.insert("PORT".into(), port.to_string());
             env.insert("SWITCHYARD_URL".into(), platform_url.to_string());
             // Service-to-service calls: `$SWITCHYARD_GATEWAY_URL/v1/call/<service>/<path>`
-            // with `Switchyard-Caller: $SERVICE_NAME`.
+            // with `Switchyard-Call-Token: $SWITCHYARD_CALL_TOKEN` (the service's own secret,
+            // which the gateway knows it by).
             env.insert("SWITCHYARD_GATEWAY_URL".into(), gateway_url.to_string());
+            if let Some(t) = call_tokens.get(&s.name) {
+                env.insert("SWITCHYARD_CALL_TOKEN".into(), t.clone());
+            }
             env.insert("SERVICE_NAME".into(), s.name.clone());
             // The running switchyard itself, for services that are its tools (the demo's
             // fake vendors run `$SWITCHYARD_BIN fake-vendor`).

@@ -89,8 +89,17 @@ pub struct Running {
 
 impl Running {
     pub async fn start(dir: &std::path::Path, options: GatewayOptions) -> Self {
+        Self::start_with(dir, options, |j| Arc::new(j)).await
+    }
+
+    /// As [`Running::start`], the gateway on what `wrap` makes of the file journal.
+    pub async fn start_with(
+        dir: &std::path::Path,
+        options: GatewayOptions,
+        wrap: impl FnOnce(FileJournal) -> Arc<dyn switchyard_journal::Journal>,
+    ) -> Self {
         let journal = FileJournal::open(dir).expect("test step");
-        let gateway = Gateway::start(Arc::new(journal.clone()), options)
+        let gateway = Gateway::start(wrap(journal.clone()), options)
             .await
             .expect("test step");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
