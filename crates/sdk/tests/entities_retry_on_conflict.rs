@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use switchyard_sdk::sqlx::Sqlite;
 use switchyard_sdk::{
-    Client, ConflictPolicy, Entities, Entity, Error, Event, Events, Host, HandlerError, Lineage,
+    Client, ConflictPolicy, Entities, Entity, Error, Event, Events, HandlerError, Host, Lineage,
     Outgoing, Platform, Service, TraceParent, new_id,
 };
 
@@ -189,7 +189,7 @@ async fn a_handler_updates_an_entity_with_its_events_lineage() {
     });
     let trace = TraceParent::root();
     let mut lineage = Lineage::root();
-    lineage.traceparent = trace.clone();
+    lineage.traceparent = trace;
     lineage.correlation_id = Some("checkout-9".into());
     let cause = Outgoing::of(&PayoutRequested {
         account: "acc-9".into(),

@@ -153,7 +153,11 @@ async fn an_order_goes_through_the_rust_services() {
         .output()
         .expect("run seed");
     let report = String::from_utf8_lossy(&seeded.stdout);
-    assert!(seeded.status.success(), "seed: {report} {}", String::from_utf8_lossy(&seeded.stderr));
+    assert!(
+        seeded.status.success(),
+        "seed: {report} {}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(&report).expect("seed --json");
     let waited: Vec<&str> = report["subscriptions"]
         .as_array()
@@ -220,7 +224,12 @@ async fn an_order_goes_through_the_rust_services() {
             .map(|r| r["available"].clone())
     };
     // The order placed above took 2 widgets before the seed's ada took 2 more.
-    for (sku, n) in [("widget", 21), ("gadget", 2), ("gizmo", 2), ("doohickey", 8)] {
+    for (sku, n) in [
+        ("widget", 21),
+        ("gadget", 2),
+        ("gizmo", 2),
+        ("doohickey", 8),
+    ] {
         assert_eq!(available(sku), Some(n.into()), "{sku}: {stock}");
     }
     let status = get(format!("{api}/v1/system/status")).await;
