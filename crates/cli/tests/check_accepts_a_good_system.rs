@@ -113,3 +113,12 @@ fn help_documents_the_argument_and_every_flag() {
         assert!(help.contains(needle), "{needle:?} in\n{help}");
     }
 }
+
+/// The demo system the README runs passes `check` as it is.
+#[test]
+fn the_shop_demo_passes() {
+    let shop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
+    let c = check_dir(&shop);
+    assert_eq!(c.code, 0, "{}", c.lines.join("\n"));
+    assert_eq!(c.json["errors"], 0, "{}", c.lines.join("\n"));
+}

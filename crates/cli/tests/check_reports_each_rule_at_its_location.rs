@@ -338,3 +338,80 @@ fn max_batch_is_1_to_1000() {
         assert_eq!(m, format!("max-batch must be 1 to 1000 (got {bad})"));
     }
 }
+
+#[test]
+fn a_service_name_is_checked() {
+    let s = System::good();
+    s.edit(ORDERS, "name = \"orders\"", "name = \"Orders!\"");
+    let line = s.line_of(ORDERS, "Orders!");
+    let m = s
+        .check()
+        .only_error("invalid-name", ORDERS, Some(line), "name");
+    assert!(m.starts_with("service name \"Orders!\""), "{m}");
+}
+
+#[test]
+fn a_subscription_endpoint_must_be_an_http_url() {
+    let s = System::good();
+    s.edit(
+        SYSTEM,
+        "endpoint = \"https://audit.example.com/events\"",
+        "endpoint = \"ftp://audit.example.com/events\"",
+    );
+    let line = s.line_of(SYSTEM, "ftp://");
+    let m = s.check().only_error(
+        "invalid-endpoint",
+        SYSTEM,
+        Some(line),
+        "subscriptions.audit.endpoint",
+    );
+    assert!(m.contains("ftp://audit.example.com/events"), "{m}");
+}
+
+#[test]
+fn a_workdir_must_be_a_folder() {
+    let s = System::good();
+    s.edit(ORDERS, "workdir = \".\"", "workdir = \"nowhere\"");
+    let line = s.line_of(ORDERS, "workdir = ");
+    let m = s
+        .check()
+        .only_error("workdir-not-found", ORDERS, Some(line), "workdir");
+    assert!(m.contains("\"nowhere\""), "{m}");
+}
+
+#[test]
+fn an_explicit_services_dir_must_exist() {
+    let s = System::good();
+    s.edit(SYSTEM, "services-dir = \"services\"", "services-dir = \"svc\"");
+    let line = s.line_of(SYSTEM, "services-dir");
+    let c = s.check();
+    assert_eq!(c.code, 1, "{}", c.lines.join("\n"));
+    // Without services the subscriptions' topics have no producer either: those follow.
+    let e = c
+        .diagnostics()
+        .iter()
+        .find(|d| d["code"] == "services-dir-not-found")
+        .cloned()
+        .unwrap_or_else(|| panic!("services-dir-not-found in\n{}", c.lines.join("\n")));
+    assert_eq!(
+        (&e["file"], e["line"].as_u64(), &e["key"]),
+        (
+            &serde_json::json!(SYSTEM),
+            Some(u64::from(line)),
+            &serde_json::json!("system.services-dir")
+        ),
+        "{e}"
+    );
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("svc")), "{e}");
+}
+
+#[test]
+fn a_health_path_starts_with_a_slash() {
+    let s = System::good();
+    s.edit(ORDERS, "path = \"/healthz\"", "path = \"healthz\"");
+    let line = s.line_of(ORDERS, "path = \"healthz\"");
+    let m = s
+        .check()
+        .only_error("invalid-path", ORDERS, Some(line), "health.path");
+    assert!(m.contains("must start with `/`"), "{m}");
+}

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 /// One service for every test, its behaviour chosen by `MODE`: `ok` serves, records pushed
 /// events in its database and answers `GET /count`; `POST /exit` makes it exit 3;
-/// `unhealthy` answers health checks with 500; `needs-a` first checks that `A_URL` answers.
+/// `unhealthy` answers health checks with 500; `needs-a` first checks that `A_URL` answers;
+/// `stubborn` ignores SIGTERM.
 const SERVICE: &str = r#"
-import http.server, json, os, sqlite3, sys, threading, urllib.request
+import http.server, json, os, signal, sqlite3, sys, threading, urllib.request
 mode = os.environ.get("MODE", "ok")
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(f"booting {os.environ['SERVICE_NAME']} mode={mode}", flush=True)
 if mode == "needs-a":
     urllib.request.urlopen(os.environ["A_URL"] + "/healthz", timeout=2).read()
@@ -146,7 +149,19 @@ impl Dev {
     }
 
     /// SIGTERM, then the exit code; the services must be gone too.
-    fn stop(mut self) -> i32 {
+    fn stop(self) -> i32 {
+        self.stop_with_output().0
+    }
+
+    /// [`Self::stop`], with what the runner printed after its ready line (stdout, then
+    /// stderr).
+    fn stop_with_output(mut self) -> (i32, String) {
+        let mut stderr = self.child.stderr.take().expect("test step");
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
         let pids: Vec<i64> = self.status()["services"]
             .as_array()
             .expect("test step")
@@ -170,7 +185,8 @@ impl Dev {
                 "service pid {pid} still runs after the runner stopped"
             );
         }
-        code
+        rest.push_str(&errors.join().expect("test step"));
+        (code, rest)
     }
 }
 
@@ -249,6 +265,23 @@ fn services_start_in_dependency_order_with_their_environment_and_crashes_restart
             .contains("status 3")
     );
     assert_eq!(dev.stop(), 0);
+}
+
+#[test]
+fn a_service_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let tmp = tempfile::tempdir().expect("test step");
+    let root = tmp.path();
+    system(root);
+    service(root, "stubborn", "stubborn", "", "");
+    let dev = Dev::start(root, &[]).unwrap_or_else(|e| panic!("dev did not start: {e:?}"));
+    assert_eq!(dev.service("stubborn")["state"], "healthy");
+    // `stop` checks that its pid is gone once the runner has exited.
+    let (code, out) = dev.stop_with_output();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("still running 2s after SIGTERM: SIGKILL"),
+        "the runner says it killed it: {out}"
+    );
 }
 
 #[test]
