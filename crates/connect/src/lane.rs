@@ -10,10 +10,11 @@
 //!   two intakes reads the same events again, and the store inserts nothing twice.
 //!   A mapping that fails puts the message straight into a case (stage `map`).
 //! - **sender**: takes due messages from the store (oldest first, one at a time per key),
-//!   waits for the rate limit (GCRA) and for any hold on the whole lane (a 429 or 503 for
-//!   its Retry-After; a vendor that refuses connections or times out for a backoff that
-//!   grows with the failures in a row, so a vendor that is down is probed, not flooded),
-//!   and runs at most `concurrency` attempts at once. Each attempt's outcome is one
+//!   waits until its vendor ([`Vendor`], shared by the lanes of adapters naming the same
+//!   `vendor`) lets it: the rate limit (GCRA), any hold (a 429 or 503 for its
+//!   Retry-After; a vendor that refuses connections or times out for a backoff that grows
+//!   with the failures in a row, so a vendor that is down is probed, not flooded) and the
+//!   send rate a 429 or 503 lowered; and runs at most `concurrency` attempts at once. Each attempt's outcome is one
 //!   transaction ([`Store::finish_attempt`]); replies and business errors are appended as
 //!   events *before* it, with ids derived from the message, so a crash in between appends
 //!   nothing twice (the journal's dedup) and repeats the attempt at worst.
@@ -25,11 +26,10 @@
 //! store, so it survives a restart.
 
 use crate::adapter::{Adapter, Answer, Verdict, stage};
+use crate::vendor::Vendor;
 use crate::writer::{Sent, Writer};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -73,13 +73,8 @@ pub(crate) struct LaneShared {
     journal: Arc<dyn Journal>,
     pub state: watch::Sender<LaneState>,
     wake: Notify,
-    limiter: Option<DefaultDirectRateLimiter>,
-    /// A 429 or 503 holds the whole lane until then (the vendor asked for a pause).
-    hold_until: std::sync::Mutex<Option<Instant>>,
-    /// Attempts in a row that found the vendor unreachable (connect, timeout) or asking
-    /// for a pause (429, 503): the lane-wide hold grows with it, like a circuit breaker,
-    /// so a vendor that is down gets probed, not flooded.
-    vendor_failures: std::sync::atomic::AtomicU32,
+    /// The rate limit, holds and lowered rate, shared with the lanes of the same vendor.
+    pub vendor: Arc<Vendor>,
     in_flight: std::sync::Mutex<HashSet<u64>>,
     pub counters: LaneCounters,
 }
@@ -108,15 +103,9 @@ impl Lane {
         writer: Arc<dyn Writer>,
         store: Arc<dyn Store>,
         journal: Arc<dyn Journal>,
+        vendor: Arc<Vendor>,
         state: LaneState,
     ) -> Self {
-        let limiter = adapter.config.rate_limit.as_ref().and_then(|r| {
-            let per_second = NonZeroU32::new(r.per_second)?;
-            let burst = r.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-            Some(RateLimiter::direct(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
-        });
         let shared = Arc::new(LaneShared {
             adapter,
             writer,
@@ -124,9 +113,7 @@ impl Lane {
             journal,
             state: watch::channel(state).0,
             wake: Notify::new(),
-            limiter,
-            hold_until: std::sync::Mutex::new(None),
-            vendor_failures: std::sync::atomic::AtomicU32::new(0),
+            vendor,
             in_flight: std::sync::Mutex::new(HashSet::new()),
             counters: LaneCounters::default(),
         });
@@ -475,19 +462,10 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         for message in due {
-            // A vendor's pause (429, 503) holds the whole lane; then the rate limit.
-            let hold = s.hold_until.lock().ok().and_then(|h| *h);
-            if let Some(until) = hold {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until.into()) => {}
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-            if let Some(limiter) = &s.limiter {
-                tokio::select! {
-                    _ = limiter.until_ready() => {}
-                    _ = stopped(&mut stop) => break,
-                }
+            // The vendor's pause (429, 503, unreachable), rate limit and lowered rate.
+            tokio::select! {
+                _ = s.vendor.ready() => {}
+                _ = stopped(&mut stop) => break,
             }
             if *state.borrow() == LaneState::Paused {
                 break;
@@ -552,7 +530,7 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                 crate::writer::class::CONNECT | crate::writer::class::TIMEOUT
             );
             if unreachable {
-                hold_lane(s, None);
+                s.vendor.unreachable(|n| a.backoff(n));
             }
             if exhausted {
                 failure(a, class, None, &e, failed_attempts)
@@ -562,9 +540,10 @@ async fn run_attempt(s: &LaneShared, message: Message) {
         }
         Sent::Answer(answer) => {
             if matches!(answer.status, Some(429 | 503)) {
-                hold_lane(s, crate::adapter::retry_after(&answer));
+                s.vendor
+                    .slow_down(crate::adapter::retry_after(&answer), |n| a.backoff(n));
             } else {
-                s.vendor_failures.store(0, Ordering::Relaxed);
+                s.vendor.answered();
             }
             record.status = answer.status;
             record.response_body = Some(answer.body.clone());
@@ -647,19 +626,6 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                 );
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
-        }
-    }
-}
-
-/// The vendor as a whole is unreachable or asked for a pause: the whole lane waits for
-/// the vendor's delay, or a backoff that grows with the failures in a row.
-fn hold_lane(s: &LaneShared, vendor_delay: Option<Duration>) {
-    let n = s.vendor_failures.fetch_add(1, Ordering::Relaxed) + 1;
-    let wait = vendor_delay.unwrap_or_else(|| s.adapter.backoff(n));
-    if let Ok(mut hold) = s.hold_until.lock() {
-        let until = Instant::now() + wait;
-        if hold.is_none_or(|h| h < until) {
-            *hold = Some(until);
         }
     }
 }
@@ -871,7 +837,8 @@ impl LaneShared {
             adapter: a.name.clone(),
             correlation_id: correlation,
             received_at_ms: now,
-            headers: answer.headers.clone(),
+            // Readable over the API: no credential is stored.
+            headers: answer.recordable_headers(),
             body: answer.body.clone(),
         };
         Ok(self.store.record_reply(reply, settle, now).await?)
