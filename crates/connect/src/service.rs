@@ -429,7 +429,7 @@ impl Connect {
             for (name, limit) in limits {
                 known
                     .entry(name.to_owned())
-                    .or_insert_with(|| Arc::new(Vendor::new(name)))
+                    .or_insert_with(|| Arc::new(Vendor::new()))
                     .set_rate_limit(limit);
             }
             known.clone()
@@ -490,7 +490,7 @@ impl Connect {
             let vendor = vendors
                 .get(&adapter.vendor)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(Vendor::new(&adapter.vendor)));
+                .unwrap_or_else(|| Arc::new(Vendor::new()));
             let mut lane = Lane::start(
                 adapter.clone(),
                 writer,

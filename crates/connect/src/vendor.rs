@@ -25,7 +25,6 @@ const RECOVERY: f64 = 1.05;
 /// One vendor's shared sending state.
 #[derive(Debug)]
 pub(crate) struct Vendor {
-    name: String,
     gcra: Mutex<Option<(RateLimit, Arc<DefaultDirectRateLimiter>)>>,
     state: Mutex<State>,
 }
@@ -54,9 +53,8 @@ struct Pace {
 }
 
 impl Vendor {
-    pub fn new(name: &str) -> Self {
+    pub fn new() -> Self {
         Self {
-            name: name.to_owned(),
             gcra: Mutex::new(None),
             state: Mutex::new(State {
                 hold_until: None,
@@ -65,10 +63,6 @@ impl Vendor {
                 window: (Instant::now(), 0, 0),
             }),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -229,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_429_halves_the_configured_rate_and_good_answers_restore_it() {
-        let v = Vendor::new("v");
+        let v = Vendor::new();
         v.set_rate_limit(Some(&RateLimit {
             per_second: 40,
             burst: None,
@@ -252,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_configured_rate_the_rate_sent_is_halved() {
-        let v = Vendor::new("v");
+        let v = Vendor::new();
         for _ in 0..30 {
             v.ready().await;
         }
@@ -270,14 +264,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_rate_is_never_below_one_a_second() {
-        let v = Vendor::new("v");
+        let v = Vendor::new();
         v.slow_down(Some(Duration::ZERO), backoff);
         assert_eq!(v.lowered_rate(), Some(MIN_RATE));
     }
 
     #[tokio::test]
     async fn a_lowered_rate_spaces_the_sends() {
-        let v = Vendor::new("v");
+        let v = Vendor::new();
         v.set_rate_limit(Some(&RateLimit {
             per_second: 40,
             burst: None,
@@ -297,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_vendor_is_held_longer_with_each_failure() {
-        let v = Vendor::new("v");
+        let v = Vendor::new();
         v.unreachable(backoff);
         v.unreachable(backoff);
         v.unreachable(backoff);
