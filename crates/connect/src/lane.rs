@@ -50,6 +50,60 @@ const ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// Events read per intake.
 const INTAKE_BATCH: usize = 256;
 
+/// How long the cursor over events that produced no message may go unwritten.
+const LAZY_CURSOR: Duration = Duration::from_secs(1);
+
+/// The cursor of an intake whose events produced no message: written at most once every
+/// [`LAZY_CURSOR`] (and when it is due while the partition is idle), not after each
+/// batch, so lanes that take little do not take the store's write connection from those
+/// that take their events (one write per event per lane otherwise). After a crash those
+/// events are read again and produce nothing again.
+pub(crate) struct LazyCursor {
+    pending: Option<Cursor>,
+    written_at: Instant,
+}
+
+impl LazyCursor {
+    pub fn new() -> Self {
+        Self {
+            pending: None,
+            written_at: Instant::now(),
+        }
+    }
+
+    /// Whether a batch that produced nothing may leave `cursor` unwritten for now (it is
+    /// kept for later).
+    pub fn defer(&mut self, cursor: &Cursor) -> bool {
+        if self.written_at.elapsed() < LAZY_CURSOR {
+            self.pending = Some(cursor.clone());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The cursor was written (with or without messages).
+    pub fn written(&mut self) {
+        self.pending = None;
+        self.written_at = Instant::now();
+    }
+
+    /// A deferred cursor and when it is due.
+    pub fn due(&self) -> Option<(Cursor, Instant)> {
+        self.pending
+            .clone()
+            .map(|c| (c, self.written_at + LAZY_CURSOR))
+    }
+}
+
+/// Sleeps until a deferred cursor is due (forever without one).
+pub(crate) async fn lazy_due(due: Option<&(Cursor, Instant)>) {
+    match due {
+        Some((_, at)) => tokio::time::sleep_until((*at).into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     switchyard_types::Timestamp::now().millis()
 }
@@ -326,6 +380,7 @@ async fn intake(
     let topic = s.adapter.topic.clone();
     let lane = s.adapter.name.clone();
     let mut state = s.state.subscribe();
+    let mut lazy = LazyCursor::new();
     let mut next = loop {
         tokio::select! {
             r = start_offset(&s, &topic, partition, from_start) => match r {
@@ -367,9 +422,18 @@ async fn intake(
             }
         };
         if batch.records.is_empty() {
+            let due = lazy.due();
             tokio::select! {
                 _ = s.journal.wait_for(&topic, partition, batch.next_offset) => {}
                 _ = state.changed() => {}
+                _ = lazy_due(due.as_ref()) => {
+                    if let Some((cursor, _)) = due {
+                        match s.store.lane_intake(&lane, Vec::new(), Some(cursor), now_ms()).await {
+                            Ok(_) => lazy.written(),
+                            Err(e) => tracing::warn!(lane, partition, "writing the lane's cursor: {e}"),
+                        }
+                    }
+                }
                 _ = stopped(&mut stop) => return,
             }
             continue;
@@ -381,12 +445,17 @@ async fn intake(
             .collect();
         let taken = messages.len() as u64;
         let cursor = Cursor::new(topic.as_str(), partition, batch.next_offset);
+        if messages.is_empty() && lazy.defer(&cursor) {
+            next = batch.next_offset;
+            continue;
+        }
         match s
             .store
             .lane_intake(&lane, messages, Some(cursor), now_ms())
             .await
         {
             Ok(_) => {
+                lazy.written();
                 next = batch.next_offset;
                 s.counters.taken.fetch_add(taken, Ordering::Relaxed);
                 if taken > 0 {

@@ -5,7 +5,7 @@
 
 use crate::adapter::{Adapter, case_key, stage};
 use crate::config::CasePart;
-use crate::lane::now_ms;
+use crate::lane::{LazyCursor, lazy_due, now_ms};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -163,6 +163,7 @@ async fn partition_task(
             _ = stop.changed() => return,
         }
     };
+    let mut lazy = LazyCursor::new();
     loop {
         if *stop.borrow() {
             return;
@@ -182,8 +183,17 @@ async fn partition_task(
             }
         };
         if batch.records.is_empty() {
+            let due = lazy.due();
             tokio::select! {
                 _ = journal.wait_for(&topic, partition, batch.next_offset) => {}
+                _ = lazy_due(due.as_ref()) => {
+                    if let Some((cursor, _)) = due {
+                        match store.lane_intake(UNROUTED_LANE, Vec::new(), Some(cursor), now_ms()).await {
+                            Ok(_) => lazy.written(),
+                            Err(e) => tracing::warn!("unrouted lane: {e}"),
+                        }
+                    }
+                }
                 _ = stop.changed() => return,
             }
             continue;
@@ -194,11 +204,19 @@ async fn partition_task(
             .filter_map(|r| unmatched(&adapters, topic.as_str(), partition, r))
             .collect();
         let cursor = Cursor::new(topic.as_str(), partition, batch.next_offset);
+        // Most events are routed: their cursor is written lazily.
+        if messages.is_empty() && lazy.defer(&cursor) {
+            next = batch.next_offset;
+            continue;
+        }
         match store
             .lane_intake(UNROUTED_LANE, messages, Some(cursor), now_ms())
             .await
         {
-            Ok(_) => next = batch.next_offset,
+            Ok(_) => {
+                lazy.written();
+                next = batch.next_offset;
+            }
             Err(e) => {
                 tracing::warn!("unrouted lane: {e}");
                 tokio::select! {

@@ -417,7 +417,8 @@ pub(super) async fn due_messages(
     validate_name("adapter", adapter)?;
     check_limit(limit)?;
     let fetch = i64::from(limit) + i64::try_from(skip.len()).unwrap_or(i64::MAX / 2);
-    let mut tx = s.read(OP).await?;
+    // One statement sees one snapshot: no transaction around it (its BEGIN and COMMIT
+    // were two more round trips to the connection's thread on the lane's send path).
     let rows = sqlx::query(&format!(
         "SELECT {MESSAGE_COLS} FROM messages m WHERE m.adapter = ? AND m.state = 'pending' \
          AND m.next_attempt_at_ms <= ? AND (m.partition_key IS NULL OR NOT EXISTS ( \
@@ -428,10 +429,9 @@ pub(super) async fn due_messages(
     .bind(adapter)
     .bind(now_ms)
     .bind(fetch)
-    .fetch_all(&mut *tx)
+    .fetch_all(&s.reader)
     .await
     .map_err(be(OP))?;
-    tx.commit().await.map_err(be(OP))?;
     let mut out = Vec::new();
     for row in &rows {
         let m = message_from_row(row)?;
@@ -448,15 +448,13 @@ pub(super) async fn due_messages(
 pub(super) async fn next_due_at(s: &SqliteStore, adapter: &str) -> Result<Option<i64>> {
     const OP: &str = "next_due_at";
     validate_name("adapter", adapter)?;
-    let mut tx = s.read(OP).await?;
     let next: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at_ms) FROM messages WHERE adapter = ? AND state = 'pending'",
     )
     .bind(adapter)
-    .fetch_one(&mut *tx)
+    .fetch_one(&s.reader)
     .await
     .map_err(be(OP))?;
-    tx.commit().await.map_err(be(OP))?;
     Ok(next)
 }
 
