@@ -9,7 +9,7 @@
 //!   ([`Store::lane_intake`]): the message store *is* the lane's buffer. A crash between
 //!   two intakes reads the same events again, and the store inserts nothing twice.
 //!   A mapping that fails puts the message straight into a case (stage `map`). A batch
-//!   that produced no message writes its cursor lazily ([`LazyCursor`]).
+//!   that produced no message writes its cursor lazily (`LazyCursor`).
 //! - **sender**: takes due messages from the store (oldest first, one at a time per key),
 //!   waits until its vendor ([`Vendor`], shared by the lanes of adapters naming the same
 //!   `vendor`) lets it: the rate limit (GCRA), any hold (a 429 or 503 for its
