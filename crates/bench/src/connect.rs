@@ -335,9 +335,7 @@ pub async fn run(args: Args) -> Result<()> {
     if args.run.json {
         println!(
             "{}",
-            json!({"suite": "connect", "case": "added-latency", "p50_us": p50, "p99_us": p99,
-                "pairing": "per-message", "direct_p50_us": l.direct.0, "direct_p99_us": l.direct.1,
-                "gateway_p50_us": l.gateway.0, "gateway_p99_us": l.gateway.1})
+            json!({"suite": "connect", "case": "added-latency", "p50_us": p50, "p99_us": p99})
         );
     }
     let variants = [AState::Down, AState::Hangs, AState::Slow];
