@@ -89,6 +89,18 @@ impl LazyCursor {
         self.written_at = Instant::now();
     }
 
+    /// Writes a deferred cursor now (the intake stops: a new version of the adapter goes
+    /// on from where this one read).
+    pub async fn flush(&mut self, store: &dyn Store, lane: &str) {
+        if let Some(cursor) = self.pending.take()
+            && let Err(e) = store
+                .lane_intake(lane, Vec::new(), Some(cursor), now_ms())
+                .await
+        {
+            tracing::warn!(lane, "writing the lane's cursor: {e}");
+        }
+    }
+
     /// A deferred cursor and when it is due.
     pub fn due(&self) -> Option<(Cursor, Instant)> {
         self.pending
@@ -372,19 +384,25 @@ async fn intakes(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
     while set.join_next().await.is_some() {}
 }
 
-async fn intake(
-    s: Arc<LaneShared>,
+async fn intake(s: Arc<LaneShared>, partition: u32, from_start: bool, stop: watch::Receiver<bool>) {
+    let mut lazy = LazyCursor::new();
+    read_partition(&s, partition, from_start, stop, &mut lazy).await;
+    lazy.flush(&*s.store, &s.adapter.name).await;
+}
+
+async fn read_partition(
+    s: &LaneShared,
     partition: u32,
     from_start: bool,
     mut stop: watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
 ) {
     let topic = s.adapter.topic.clone();
     let lane = s.adapter.name.clone();
     let mut state = s.state.subscribe();
-    let mut lazy = LazyCursor::new();
     let mut next = loop {
         tokio::select! {
-            r = start_offset(&s, &topic, partition, from_start) => match r {
+            r = start_offset(s, &topic, partition, from_start) => match r {
                 Ok(o) => break o,
                 Err(e) => {
                     tracing::warn!(lane, "reading the lane's cursor: {e}");

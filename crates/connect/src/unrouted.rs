@@ -137,7 +137,21 @@ async fn partition_task(
     adapters: Arc<Vec<Arc<Adapter>>>,
     journal: Arc<dyn Journal>,
     store: Arc<dyn Store>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut lazy = LazyCursor::new();
+    let t = (topic, partition, end);
+    read_partition(t, adapters, journal, &store, stop, &mut lazy).await;
+    lazy.flush(&*store, UNROUTED_LANE).await;
+}
+
+async fn read_partition(
+    (topic, partition, end): (TopicName, u32, u64),
+    adapters: Arc<Vec<Arc<Adapter>>>,
+    journal: Arc<dyn Journal>,
+    store: &Arc<dyn Store>,
     mut stop: watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
 ) {
     let mut next = loop {
         match store.lane_cursors(UNROUTED_LANE).await {
@@ -163,7 +177,6 @@ async fn partition_task(
             _ = stop.changed() => return,
         }
     };
-    let mut lazy = LazyCursor::new();
     loop {
         if *stop.borrow() {
             return;
