@@ -1,5 +1,6 @@
 //! `switchyard-bench connect --json` prints the two rows the suite documents, exactly
-//! those fields. (A tiny run; speed is never asserted.)
+//! those fields, then the isolation rows of a hanging and a slow vendor A in the shape of
+//! the isolation row. (A tiny run; speed is never asserted.)
 
 use std::process::Command;
 
@@ -25,7 +26,7 @@ fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
         .lines()
         .map(|l| serde_json::from_str(l).expect(l))
         .collect();
-    assert_eq!(rows.len(), 2, "{stdout}");
+    assert_eq!(rows.len(), 4, "{stdout}");
     let keys = |v: &serde_json::Value| {
         let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
         k.sort();
@@ -42,5 +43,14 @@ fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
         "{}",
         rows[1]
     );
+    for (row, case) in rows[2..]
+        .iter()
+        .zip(["isolation-a-hangs", "isolation-a-slow"])
+    {
+        assert_eq!(row["case"], case);
+        assert_eq!(keys(row), ["case", "ratio", "suite"]);
+        assert!(row["ratio"].as_f64().is_some_and(|r| r > 0.0), "{row}");
+    }
     assert!(stderr.contains("vendor B drains"), "{stderr}");
+    assert!(stderr.contains("paired with a direct call"), "{stderr}");
 }

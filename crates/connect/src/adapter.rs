@@ -113,12 +113,51 @@ impl Answer {
         json!({"status": self.status, "headers": headers, "body": body})
     }
 
+    /// The headers as they may be stored (the replies table is readable over the API):
+    /// the value of every credential header is replaced by `[redacted]`.
+    pub fn recordable_headers(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                if is_credential_header(k) {
+                    (k.clone(), REDACTED.to_owned())
+                } else {
+                    (k.clone(), v.clone())
+                }
+            })
+            .collect()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// What a credential header's value is stored as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a header carries a credential: `Authorization`, `Proxy-Authorization`,
+/// `Cookie`, `Set-Cookie`, and any name holding `api-key`, `apikey`, `token`, `secret`,
+/// `password`, `signature` or `session` (`X-API-Key`, `X-Auth-Token`, `X-Hub-Signature`).
+pub fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "api-key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "signature",
+        "session",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// What an answer means.
@@ -178,10 +217,29 @@ pub struct Prepared {
 pub fn compile_all(decls: &Declarations) -> Result<Vec<Adapter>, ConfigErrors> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    // Adapters naming the same vendor share one rate limit: those that declare one
+    // declare the same.
+    let mut limits: Vec<(String, &str, &crate::config::RateLimit)> = Vec::new();
     for d in &decls.adapters {
         match compile(d, &decls.base) {
             Ok(a) => out.push(a),
             Err(mut es) => errors.append(&mut es),
+        }
+        let Some(limit) = &d.config.rate_limit else {
+            continue;
+        };
+        let vendor = d.config.vendor.clone().unwrap_or_else(|| d.name.clone());
+        match limits.iter().find(|(v, _, _)| *v == vendor) {
+            Some((_, other, l)) if *l != limit => errors.push(d.source.error(
+                &format!("adapters.{}.rate-limit", d.name),
+                format!(
+                    "adapter `{other}` declares another rate limit for vendor `{vendor}`: \
+                     the adapters of one vendor share one bucket, declare the same limit \
+                     (or declare it on one of them)"
+                ),
+            )),
+            Some(_) => {}
+            None => limits.push((vendor, &d.name, limit)),
         }
     }
     if errors.is_empty() {
@@ -792,9 +850,18 @@ impl Adapter {
         let c = &self.classifier;
         let view = answer.as_json();
         let g = self.globals(None);
+        let protocol = match self.writer {
+            WriterSpec::Amqp { .. } => "AMQP reply code",
+            _ => "HTTP",
+        };
         let status_text = answer
             .status
-            .map_or_else(|| "no status".to_owned(), |s| format!("HTTP {s}"));
+            .map_or_else(|| "no status".to_owned(), |s| format!("{protocol} {s}"));
+        // A rule that fails to run takes nothing. On a body that is not JSON (an HTML
+        // error page, an empty 202) that is all; on a JSON body the rule is wrong, and an
+        // answer it might have taken is never called a success for it.
+        let json_body = serde_json::from_str::<Value>(&answer.body).is_ok();
+        let mut rule_error = None;
         for rule in &c.business {
             let status_ok =
                 rule.status.is_empty() || answer.status.is_some_and(|s| rule.status.contains(&s));
@@ -806,10 +873,12 @@ impl Adapter {
                 Some(p) => match p.test(&view, g) {
                     Ok(b) => b,
                     Err(e) => {
-                        return Verdict::Unknown {
-                            class: "classify-error".into(),
-                            message: format!("business rule `{}`: {e}", p.code()),
-                        };
+                        if json_body {
+                            rule_error.get_or_insert_with(|| {
+                                format!("business rule `{}`: {e}", p.code())
+                            });
+                        }
+                        false
                     }
                 },
             };
@@ -844,6 +913,12 @@ impl Adapter {
             Some(s) if c.success.is_empty() => (200..300).contains(&s),
             Some(s) => c.success.contains(&s),
         };
+        if let Some(message) = rule_error {
+            return Verdict::Unknown {
+                class: "classify-error".into(),
+                message,
+            };
+        }
         if success {
             return Verdict::Success;
         }
@@ -973,22 +1048,348 @@ fn snippet(body: &str) -> String {
     one_line.trim().to_owned()
 }
 
-/// `Retry-After`: seconds, or an HTTP date.
+/// `Retry-After`: seconds, or an HTTP date (RFC 9110: IMF-fixdate, and the obsolete
+/// RFC 850 and asctime forms); at most a day. A date in the past is no delay; anything
+/// else is no Retry-After.
 pub fn retry_after(answer: &Answer) -> Option<Duration> {
-    let v = answer.header("retry-after")?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(86_400)));
+    parse_retry_after(answer.header("retry-after")?, std::time::SystemTime::now())
+}
+
+/// [`retry_after`]'s parser, `now` given.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: seconds (more digits than a u64 holds is a long time).
+        return Some(
+            v.parse::<u64>()
+                .map_or(DAY, |s| Duration::from_secs(s).min(DAY)),
+        );
     }
-    let when =
-        time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let now = time::OffsetDateTime::now_utc();
-    let secs = (when - now).whole_milliseconds().max(0);
-    Some(Duration::from_millis(
-        u64::try_from(secs).unwrap_or(0).min(86_400_000),
-    ))
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO).min(DAY))
 }
 
 fn new_correlation_id() -> String {
     let n: u128 = rand::random();
     format!("{n:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn adapter(extra: &str) -> Adapter {
+        let text = format!(
+            r#"
+[adapters.bakery]
+vendor = "bakery-inc"
+topic = "inventory.v1"
+mapping = "."
+writer = {{ kind = "http", url = "http://127.0.0.1:9/orders" }}
+{extra}
+"#
+        );
+        let decls = crate::config::parse(
+            &text,
+            std::path::Path::new("switchyard.toml"),
+            std::path::Path::new("."),
+        )
+        .expect("parses");
+        compile_all(&decls).expect("compiles").remove(0)
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        Answer {
+            status: Some(status),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn default_classification() {
+        let a = adapter("");
+        assert_eq!(a.classify(&answer(200, &[], "{}")), Verdict::Success);
+        assert_eq!(a.classify(&answer(204, &[], "")), Verdict::Success);
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(
+                    a.classify(&answer(s, &[], "")),
+                    Verdict::Retry { delay: None, .. }
+                ),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            a.classify(&answer(400, &[], "bad sku 12\n")),
+            Verdict::Unknown {
+                class: "http-status".into(),
+                message: "HTTP 400: bad sku 12".into()
+            }
+        );
+        // A writer without a status (a file written, a broker's confirm): success.
+        let none = Answer {
+            status: None,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+        assert_eq!(a.classify(&none), Verdict::Success);
+    }
+
+    #[test]
+    fn business_rules_come_first_then_retry_then_success() {
+        let a = adapter(
+            r#"
+[adapters.bakery.classify]
+success = [200, 202]
+retry = [503]
+retry-when = '.body.code == "BUSY"'
+retry-delay = ".body.retry_in"
+business = [{ status = [409], when = '.body.error == "OUT_OF_STOCK"', event-type = "restock.rejected" },
+            { when = '.body.code == "CLOSED"', event-type = "vendor.closed" }]
+"#,
+        );
+        assert_eq!(
+            a.classify(&answer(409, &[], r#"{"error":"OUT_OF_STOCK"}"#)),
+            Verdict::Business {
+                event_type: "restock.rejected".into(),
+                reason: r#"HTTP 409: {"error":"OUT_OF_STOCK"}"#.into()
+            }
+        );
+        // A 409 the rule's `when` does not take: unknown.
+        assert!(matches!(
+            a.classify(&answer(409, &[], r#"{"error":"OTHER"}"#)),
+            Verdict::Unknown { .. }
+        ));
+        // A rule without status takes any status; it comes before success.
+        assert!(matches!(
+            a.classify(&answer(200, &[], r#"{"code":"CLOSED"}"#)),
+            Verdict::Business { event_type, .. } if event_type == "vendor.closed"
+        ));
+        // retry-when on a 200, with the delay from the body.
+        assert_eq!(
+            a.classify(&answer(200, &[], r#"{"code":"BUSY","retry_in":2.5}"#)),
+            Verdict::Retry {
+                delay: Some(Duration::from_millis(2500)),
+                reason: r#"HTTP 200: {"code":"BUSY","retry_in":2.5}"#.into()
+            }
+        );
+        // Retry-After wins over the body.
+        assert!(matches!(
+            a.classify(&answer(503, &[("Retry-After", "7")], r#"{"retry_in":1}"#)),
+            Verdict::Retry { delay: Some(d), .. } if d == Duration::from_secs(7)
+        ));
+        // A body delay that is no number of seconds (negative, text): no delay.
+        for body in [r#"{"retry_in":-1}"#, r#"{"retry_in":"soon"}"#, "not json"] {
+            assert!(
+                matches!(
+                    a.classify(&answer(503, &[], body)),
+                    Verdict::Retry { delay: None, .. }
+                ),
+                "{body}"
+            );
+        }
+        // Only the listed statuses are success: a 201 is unknown.
+        assert!(matches!(
+            a.classify(&answer(201, &[], "")),
+            Verdict::Unknown { .. }
+        ));
+        assert_eq!(a.classify(&answer(202, &[], "")), Verdict::Success);
+        // 429 is not in this adapter's retry list.
+        assert!(matches!(
+            a.classify(&answer(429, &[], "")),
+            Verdict::Unknown { .. }
+        ));
+    }
+
+    #[test]
+    fn a_business_rule_that_fails_to_run_is_unknown() {
+        let a = adapter(
+            r#"
+[adapters.bakery.classify]
+business = [{ when = '.body.n | test("x")', event-type = "x" }]
+"#,
+        );
+        assert!(matches!(
+            a.classify(&answer(200, &[], r#"{"n":"xyz"}"#)),
+            Verdict::Business { .. }
+        ));
+        assert_eq!(
+            a.classify(&answer(200, &[], r#"{"n":"abc"}"#)),
+            Verdict::Success
+        );
+        // `test` on a number: a jq error. The rule takes nothing, and what would have
+        // been a success is unknown (a case), never a silent success.
+        assert!(matches!(
+            a.classify(&answer(200, &[], r#"{"n":5}"#)),
+            Verdict::Unknown { class, .. } if class == "classify-error"
+        ));
+        // A body that is no JSON (an HTML error page, an empty 202): the rule does not
+        // apply; a retry status is a retry, a 2xx a success.
+        assert!(matches!(
+            a.classify(&answer(503, &[], "<html>busy</html>")),
+            Verdict::Retry { .. }
+        ));
+        assert_eq!(a.classify(&answer(202, &[], "")), Verdict::Success);
+    }
+
+    #[test]
+    fn normalise_takes_out_what_varies() {
+        assert_eq!(
+            normalise("Order 12 for SKU 77 not found"),
+            normalise("order 13 for sku 8 not found")
+        );
+        assert_eq!(
+            normalise("Order 12 for SKU 77 not found"),
+            "order # for sku # not found"
+        );
+        // Ids holding digits become `#` (keeping their punctuation), whitespace runs one.
+        assert_eq!(
+            normalise("timeout  for req-8f3a2 (id=42)"),
+            "timeout for # #(=)"
+        );
+        assert_ne!(normalise("out of stock"), normalise("unknown sku"));
+        assert_eq!(normalise(&"x".repeat(500)).chars().count(), 200);
+        assert_eq!(normalise("ÄRGER 1"), "ärger #");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("120"), Some(Duration::from_secs(120)));
+        assert_eq!(p(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(p("0"), Some(Duration::ZERO));
+        assert_eq!(
+            p("999999"),
+            Some(Duration::from_secs(86_400)),
+            "at most a day"
+        );
+        assert_eq!(
+            p("99999999999999999999999"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            p("Sunday, 06-Nov-94 08:50:37 GMT"),
+            Some(Duration::from_secs(60)),
+            "RFC 850"
+        );
+        assert_eq!(
+            p("Sun Nov  6 08:49:38 1994"),
+            Some(Duration::from_secs(1)),
+            "asctime"
+        );
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:00:00 GMT"),
+            Some(Duration::ZERO),
+            "a date past is no delay"
+        );
+        for bad in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 +0200",
+            "12s",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        let a = answer(503, &[("RETRY-AFTER", "4")], "");
+        assert_eq!(retry_after(&a), Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn credential_headers_are_redacted_for_the_record() {
+        let a = answer(
+            200,
+            &[
+                ("Authorization", "Bearer s3cret"),
+                ("proxy-authorization", "Basic eA=="),
+                ("Cookie", "sid=1"),
+                ("X-API-Key", "k1"),
+                ("x-auth-token", "t"),
+                ("X-Hub-Signature-256", "sha256=ab"),
+                ("api_key", "k2"),
+                ("x-correlation-id", "c-1"),
+                ("content-type", "application/json"),
+            ],
+            "",
+        );
+        let kept = a.recordable_headers();
+        for (k, v) in &kept {
+            let secret = !matches!(k.as_str(), "x-correlation-id" | "content-type");
+            assert_eq!(v == REDACTED, secret, "{k}: {v}");
+        }
+        assert_eq!(kept.len(), 9, "names are kept");
+        // The answer itself (for the correlation and the reply mapping) is unchanged.
+        assert_eq!(a.header("authorization"), Some("Bearer s3cret"));
+    }
+
+    #[test]
+    fn cases_group_by_what_the_adapter_keeps() {
+        let all = adapter("");
+        let k1 = all.case_key(stage::DELIVER, "http-status", Some(500), "sku 1 broke");
+        let k2 = all.case_key(stage::DELIVER, "http-status", Some(500), "sku 2 broke");
+        let k3 = all.case_key(stage::DELIVER, "http-status", Some(502), "sku 2 broke");
+        assert_eq!(k1.id, k2.id, "normalised messages group");
+        assert_ne!(k1.id, k3.id, "statuses split by default");
+        assert_eq!(k1.vendor, "bakery-inc");
+        let coarse = adapter(
+            r#"
+[adapters.bakery.cases]
+group-by = ["stage", "error-class"]
+"#,
+        );
+        let c1 = coarse.case_key(stage::DELIVER, "http-status", Some(500), "a");
+        let c3 = coarse.case_key(stage::DELIVER, "http-status", Some(502), "b");
+        let c4 = coarse.case_key(stage::MAP, "http-status", Some(500), "a");
+        assert_eq!(c1.id, c3.id, "status and message not kept: one case");
+        assert_ne!(c1.id, c4.id);
+        assert_ne!(c1.id, k1.id);
+    }
+
+    #[test]
+    fn adapters_of_one_vendor_declare_one_rate_limit() {
+        let text = r#"
+[adapters.a]
+vendor = "acme"
+topic = "t.v1"
+mapping = "."
+rate-limit = { per-second = 5 }
+writer = { kind = "http", url = "http://127.0.0.1:9/a" }
+
+[adapters.b]
+vendor = "acme"
+topic = "t.v1"
+mapping = "."
+rate-limit = { per-second = 6 }
+writer = { kind = "http", url = "http://127.0.0.1:9/b" }
+
+[adapters.c]
+vendor = "acme"
+topic = "t.v1"
+mapping = "."
+writer = { kind = "http", url = "http://127.0.0.1:9/c" }
+"#;
+        let decls = crate::config::parse(
+            text,
+            std::path::Path::new("switchyard.toml"),
+            std::path::Path::new("."),
+        )
+        .expect("parses");
+        let errors = compile_all(&decls).expect_err("two limits for one vendor");
+        let text = errors.to_string();
+        assert!(text.contains("adapters.b.rate-limit"), "{text}");
+        assert!(text.contains("vendor `acme`"), "{text}");
+        assert_eq!(errors.0.len(), 1, "{text}");
+    }
 }

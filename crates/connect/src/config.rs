@@ -7,7 +7,8 @@
 //! adapters-dir = "adapters"      # optional: every *.toml in it holds more [adapters.*]
 //!
 //! [adapters.bakery]
-//! vendor = "bakery-inc"          # names the vendor in cases (default: the adapter's name)
+//! vendor = "bakery-inc"          # names the vendor in cases; adapters of one vendor share
+//!                                # its rate limit and pauses (default: the adapter's name)
 //! topic = "inventory.v1"         # the source
 //! types = ["stock.low"]          # event types it takes (default: every type)
 //! route = ".data.sku >= 200 and .data.sku < 300"   # jq predicate (default: every event)
@@ -19,7 +20,9 @@
 //! start = "latest"               # where a new lane starts reading: latest | earliest
 //! concurrency = 4                # attempts at once, 1 to 256
 //! timeout = "10s"                # per attempt
-//! rate-limit = { per-second = 50, burst = 10 }     # GCRA; also backs off on 429 and 503
+//! rate-limit = { per-second = 50, burst = 10 }     # GCRA, one bucket per vendor (its adapters
+//!                                # declare the same or none); a 429 or 503 holds the vendor
+//!                                # for its Retry-After and halves its send rate (AIMD)
 //! retry = { initial-backoff = "500ms", max-backoff = "1m", multiplier = 2.0, max-attempts = 10 }
 //! writer = { kind = "http", method = "POST", url = "http://127.0.0.1:9001/orders/{{ .data.sku }}",
 //!            headers = { "x-api-key" = "k" }, auth = { bearer-env = "BAKERY_TOKEN" } }
@@ -28,7 +31,8 @@
 //!
 //! [adapters.bakery.classify]     # the defaults shown
 //! success = []                   # statuses that are success (empty: any 2xx)
-//! retry = [408, 425, 429, 500, 502, 503, 504]
+//! retry = [408, 425, 429, 500, 502, 503, 504]   # an AMQP writer's returned message has its
+//!                                # reply code as status (312: no queue bound): add 312 to wait
 //! retry-when = '.body.code == "BUSY"'        # jq over {status, headers, body}: retry too
 //! retry-delay = ".body.retry_in"             # jq: seconds to wait (else Retry-After, else backoff)
 //! business = [{ status = [409], when = '.body.error == "OUT_OF_STOCK"', event-type = "restock.rejected" }]

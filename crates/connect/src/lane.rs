@@ -8,12 +8,14 @@
 //!   its request, and writes them with the cursor advance in one transaction
 //!   ([`Store::lane_intake`]): the message store *is* the lane's buffer. A crash between
 //!   two intakes reads the same events again, and the store inserts nothing twice.
-//!   A mapping that fails puts the message straight into a case (stage `map`).
+//!   A mapping that fails puts the message straight into a case (stage `map`). A batch
+//!   that produced no message writes its cursor lazily (`LazyCursor`).
 //! - **sender**: takes due messages from the store (oldest first, one at a time per key),
-//!   waits for the rate limit (GCRA) and for any hold on the whole lane (a 429 or 503 for
-//!   its Retry-After; a vendor that refuses connections or times out for a backoff that
-//!   grows with the failures in a row, so a vendor that is down is probed, not flooded),
-//!   and runs at most `concurrency` attempts at once. Each attempt's outcome is one
+//!   waits until its vendor ([`Vendor`], shared by the lanes of adapters naming the same
+//!   `vendor`) lets it: the rate limit (GCRA), any hold (a 429 or 503 for its
+//!   Retry-After; a vendor that refuses connections or times out for a backoff that grows
+//!   with the failures in a row, so a vendor that is down is probed, not flooded) and the
+//!   send rate a 429 or 503 lowered; and runs at most `concurrency` attempts at once. Each attempt's outcome is one
 //!   transaction ([`Store::finish_attempt`]); replies and business errors are appended as
 //!   events *before* it, with ids derived from the message, so a crash in between appends
 //!   nothing twice (the journal's dedup) and repeats the attempt at worst.
@@ -25,11 +27,10 @@
 //! store, so it survives a restart.
 
 use crate::adapter::{Adapter, Answer, Verdict, stage};
+use crate::vendor::Vendor;
 use crate::writer::{Sent, Writer};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +50,72 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// Events read per intake.
 const INTAKE_BATCH: usize = 256;
+
+/// How long the cursor over events that produced no message may go unwritten.
+const LAZY_CURSOR: Duration = Duration::from_secs(1);
+
+/// The cursor of an intake whose events produced no message: written at most once every
+/// [`LAZY_CURSOR`] (and when it is due while the partition is idle), not after each
+/// batch, so lanes that take little do not take the store's write connection from those
+/// that take their events (one write per event per lane otherwise). After a crash those
+/// events are read again and produce nothing again.
+pub(crate) struct LazyCursor {
+    pending: Option<Cursor>,
+    written_at: Instant,
+}
+
+impl LazyCursor {
+    pub fn new() -> Self {
+        Self {
+            pending: None,
+            written_at: Instant::now(),
+        }
+    }
+
+    /// Whether a batch that produced nothing may leave `cursor` unwritten for now (it is
+    /// kept for later).
+    pub fn defer(&mut self, cursor: &Cursor) -> bool {
+        if self.written_at.elapsed() < LAZY_CURSOR {
+            self.pending = Some(cursor.clone());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The cursor was written (with or without messages).
+    pub fn written(&mut self) {
+        self.pending = None;
+        self.written_at = Instant::now();
+    }
+
+    /// Writes a deferred cursor now (the intake stops: a new version of the adapter goes
+    /// on from where this one read).
+    pub async fn flush(&mut self, store: &dyn Store, lane: &str) {
+        if let Some(cursor) = self.pending.take()
+            && let Err(e) = store
+                .lane_intake(lane, Vec::new(), Some(cursor), now_ms())
+                .await
+        {
+            tracing::warn!(lane, "writing the lane's cursor: {e}");
+        }
+    }
+
+    /// A deferred cursor and when it is due.
+    pub fn due(&self) -> Option<(Cursor, Instant)> {
+        self.pending
+            .clone()
+            .map(|c| (c, self.written_at + LAZY_CURSOR))
+    }
+}
+
+/// Sleeps until a deferred cursor is due (forever without one).
+pub(crate) async fn lazy_due(due: Option<&(Cursor, Instant)>) {
+    match due {
+        Some((_, at)) => tokio::time::sleep_until((*at).into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 pub(crate) fn now_ms() -> i64 {
     switchyard_types::Timestamp::now().millis()
@@ -73,13 +140,8 @@ pub(crate) struct LaneShared {
     journal: Arc<dyn Journal>,
     pub state: watch::Sender<LaneState>,
     wake: Notify,
-    limiter: Option<DefaultDirectRateLimiter>,
-    /// A 429 or 503 holds the whole lane until then (the vendor asked for a pause).
-    hold_until: std::sync::Mutex<Option<Instant>>,
-    /// Attempts in a row that found the vendor unreachable (connect, timeout) or asking
-    /// for a pause (429, 503): the lane-wide hold grows with it, like a circuit breaker,
-    /// so a vendor that is down gets probed, not flooded.
-    vendor_failures: std::sync::atomic::AtomicU32,
+    /// The rate limit, holds and lowered rate, shared with the lanes of the same vendor.
+    pub vendor: Arc<Vendor>,
     in_flight: std::sync::Mutex<HashSet<u64>>,
     pub counters: LaneCounters,
 }
@@ -108,15 +170,9 @@ impl Lane {
         writer: Arc<dyn Writer>,
         store: Arc<dyn Store>,
         journal: Arc<dyn Journal>,
+        vendor: Arc<Vendor>,
         state: LaneState,
     ) -> Self {
-        let limiter = adapter.config.rate_limit.as_ref().and_then(|r| {
-            let per_second = NonZeroU32::new(r.per_second)?;
-            let burst = r.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
-            Some(RateLimiter::direct(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
-        });
         let shared = Arc::new(LaneShared {
             adapter,
             writer,
@@ -124,9 +180,7 @@ impl Lane {
             journal,
             state: watch::channel(state).0,
             wake: Notify::new(),
-            limiter,
-            hold_until: std::sync::Mutex::new(None),
-            vendor_failures: std::sync::atomic::AtomicU32::new(0),
+            vendor,
             in_flight: std::sync::Mutex::new(HashSet::new()),
             counters: LaneCounters::default(),
         });
@@ -330,18 +384,25 @@ async fn intakes(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
     while set.join_next().await.is_some() {}
 }
 
-async fn intake(
-    s: Arc<LaneShared>,
+async fn intake(s: Arc<LaneShared>, partition: u32, from_start: bool, stop: watch::Receiver<bool>) {
+    let mut lazy = LazyCursor::new();
+    read_partition(&s, partition, from_start, stop, &mut lazy).await;
+    lazy.flush(&*s.store, &s.adapter.name).await;
+}
+
+async fn read_partition(
+    s: &LaneShared,
     partition: u32,
     from_start: bool,
     mut stop: watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
 ) {
     let topic = s.adapter.topic.clone();
     let lane = s.adapter.name.clone();
     let mut state = s.state.subscribe();
     let mut next = loop {
         tokio::select! {
-            r = start_offset(&s, &topic, partition, from_start) => match r {
+            r = start_offset(s, &topic, partition, from_start) => match r {
                 Ok(o) => break o,
                 Err(e) => {
                     tracing::warn!(lane, "reading the lane's cursor: {e}");
@@ -380,9 +441,18 @@ async fn intake(
             }
         };
         if batch.records.is_empty() {
+            let due = lazy.due();
             tokio::select! {
                 _ = s.journal.wait_for(&topic, partition, batch.next_offset) => {}
                 _ = state.changed() => {}
+                _ = lazy_due(due.as_ref()) => {
+                    if let Some((cursor, _)) = due {
+                        match s.store.lane_intake(&lane, Vec::new(), Some(cursor), now_ms()).await {
+                            Ok(_) => lazy.written(),
+                            Err(e) => tracing::warn!(lane, partition, "writing the lane's cursor: {e}"),
+                        }
+                    }
+                }
                 _ = stopped(&mut stop) => return,
             }
             continue;
@@ -394,12 +464,17 @@ async fn intake(
             .collect();
         let taken = messages.len() as u64;
         let cursor = Cursor::new(topic.as_str(), partition, batch.next_offset);
+        if messages.is_empty() && lazy.defer(&cursor) {
+            next = batch.next_offset;
+            continue;
+        }
         match s
             .store
             .lane_intake(&lane, messages, Some(cursor), now_ms())
             .await
         {
             Ok(_) => {
+                lazy.written();
                 next = batch.next_offset;
                 s.counters.taken.fetch_add(taken, Ordering::Relaxed);
                 if taken > 0 {
@@ -475,19 +550,10 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         for message in due {
-            // A vendor's pause (429, 503) holds the whole lane; then the rate limit.
-            let hold = s.hold_until.lock().ok().and_then(|h| *h);
-            if let Some(until) = hold {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until.into()) => {}
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-            if let Some(limiter) = &s.limiter {
-                tokio::select! {
-                    _ = limiter.until_ready() => {}
-                    _ = stopped(&mut stop) => break,
-                }
+            // The vendor's pause (429, 503, unreachable), rate limit and lowered rate.
+            tokio::select! {
+                _ = s.vendor.ready() => {}
+                _ = stopped(&mut stop) => break,
             }
             if *state.borrow() == LaneState::Paused {
                 break;
@@ -552,7 +618,7 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                 crate::writer::class::CONNECT | crate::writer::class::TIMEOUT
             );
             if unreachable {
-                hold_lane(s, None);
+                s.vendor.unreachable(|n| a.backoff(n));
             }
             if exhausted {
                 failure(a, class, None, &e, failed_attempts)
@@ -562,9 +628,10 @@ async fn run_attempt(s: &LaneShared, message: Message) {
         }
         Sent::Answer(answer) => {
             if matches!(answer.status, Some(429 | 503)) {
-                hold_lane(s, crate::adapter::retry_after(&answer));
+                s.vendor
+                    .slow_down(crate::adapter::retry_after(&answer), |n| a.backoff(n));
             } else {
-                s.vendor_failures.store(0, Ordering::Relaxed);
+                s.vendor.answered();
             }
             record.status = answer.status;
             record.response_body = Some(answer.body.clone());
@@ -647,19 +714,6 @@ async fn run_attempt(s: &LaneShared, message: Message) {
                 );
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
-        }
-    }
-}
-
-/// The vendor as a whole is unreachable or asked for a pause: the whole lane waits for
-/// the vendor's delay, or a backoff that grows with the failures in a row.
-fn hold_lane(s: &LaneShared, vendor_delay: Option<Duration>) {
-    let n = s.vendor_failures.fetch_add(1, Ordering::Relaxed) + 1;
-    let wait = vendor_delay.unwrap_or_else(|| s.adapter.backoff(n));
-    if let Ok(mut hold) = s.hold_until.lock() {
-        let until = Instant::now() + wait;
-        if hold.is_none_or(|h| h < until) {
-            *hold = Some(until);
         }
     }
 }
@@ -871,7 +925,8 @@ impl LaneShared {
             adapter: a.name.clone(),
             correlation_id: correlation,
             received_at_ms: now,
-            headers: answer.headers.clone(),
+            // Readable over the API: no credential is stored.
+            headers: answer.recordable_headers(),
             body: answer.body.clone(),
         };
         Ok(self.store.record_reply(reply, settle, now).await?)

@@ -27,6 +27,7 @@ pub mod reader;
 mod service;
 pub mod template;
 mod unrouted;
+mod vendor;
 pub mod writer;
 
 #[cfg(feature = "test-util")]

@@ -4,6 +4,7 @@ use crate::adapter::{Adapter, Answer};
 use crate::config::Declarations;
 use crate::error::{Error, Result};
 use crate::lane::{Lane, LaneCounters, now_ms};
+use crate::vendor::Vendor;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct LaneView {
     pub in_flight: usize,
     /// Messages per state, in the message store.
     pub messages: BTreeMap<MessageState, u64>,
+    /// The send rate (messages per second) a 429 or 503 lowered the lane's vendor to;
+    /// `None`: not lowered.
+    pub send_rate: Option<f64>,
     /// The instance holding the lane's lease, and its epoch.
     pub lease_owner: Option<String>,
     pub lease_epoch: Option<u64>,
@@ -120,6 +124,9 @@ struct Inner {
     applied: std::sync::Mutex<Vec<Arc<Adapter>>>,
     instance: String,
     ttl_ms: i64,
+    /// Each vendor's shared rate limit, holds and lowered rate (lanes of adapters naming
+    /// the same `vendor` share one).
+    vendors: std::sync::Mutex<BTreeMap<String, Arc<Vendor>>>,
     /// The epoch of each lane lease held.
     epochs: std::sync::Mutex<BTreeMap<String, u64>>,
     /// The lease keeper's stop switch and task.
@@ -193,6 +200,7 @@ impl Connect {
                 instance,
                 ttl_ms,
                 epochs: std::sync::Mutex::default(),
+                vendors: std::sync::Mutex::default(),
                 keeper: std::sync::Mutex::default(),
                 running: Mutex::new(Running {
                     lanes: BTreeMap::new(),
@@ -406,6 +414,26 @@ impl Connect {
         }
         let states: BTreeMap<String, LaneState> =
             self.inner.store.lane_states().await?.into_iter().collect();
+        // One bucket per vendor, with the rate limit its adapters declare (checked to be
+        // the same by every adapter that declares one).
+        let vendors: BTreeMap<String, Arc<Vendor>> = {
+            let mut known = self.inner.vendors.lock().unwrap_or_else(|e| e.into_inner());
+            let mut limits: BTreeMap<&str, Option<&crate::config::RateLimit>> = BTreeMap::new();
+            for a in &all {
+                let l = limits.entry(a.vendor.as_str()).or_default();
+                if l.is_none() {
+                    *l = a.config.rate_limit.as_ref();
+                }
+            }
+            known.retain(|name, _| limits.contains_key(name.as_str()));
+            for (name, limit) in limits {
+                known
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Arc::new(Vendor::new()))
+                    .set_rate_limit(limit);
+            }
+            known.clone()
+        };
         *self.inner.applied.lock().unwrap_or_else(|e| e.into_inner()) = all;
         let mut running = self.inner.running.lock().await;
         let mut report = ReloadReport::default();
@@ -459,11 +487,16 @@ impl Connect {
                 report.added.push(name.clone());
             }
             let state = states.get(&name).copied().unwrap_or(LaneState::Running);
+            let vendor = vendors
+                .get(&adapter.vendor)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Vendor::new()));
             let mut lane = Lane::start(
                 adapter.clone(),
                 writer,
                 self.inner.store.clone(),
                 self.inner.journal.clone(),
+                vendor,
                 state,
             );
             if let Some(q) = &adapter.config.reply_queue {
@@ -538,6 +571,7 @@ impl Connect {
                     && messages.get(&MessageState::Pending).copied().unwrap_or(0) == 0,
                 in_flight,
                 messages,
+                send_rate: lane.shared.vendor.lowered_rate(),
                 lease_owner: leases
                     .get(&lane_lease(name))
                     .filter(|l| l.is_held_at(now_ms()))

@@ -40,6 +40,8 @@ pub struct Behaviour {
     pub body: Option<String>,
     /// A `Retry-After` header, in seconds.
     pub retry_after: Option<u64>,
+    /// Writes `retry-after` as the HTTP date that many seconds from now instead.
+    pub retry_after_date: bool,
     /// Waits this long before answering.
     pub latency_ms: u64,
     /// Above this many requests per second, answers 429 with `Retry-After: 1`.
@@ -101,6 +103,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     sequence: Mutex<VecDeque<Behaviour>>,
     received: Mutex<Vec<Received>>,
+    /// How many requests were received (a clear keeps counting), for waiting on them.
+    count: watch::Sender<usize>,
     /// Requests in the current second, for `rate-limit`.
     window: Mutex<(Instant, u32)>,
     /// Turns true to close every connection and the listener (down).
@@ -139,6 +143,7 @@ impl FakeVendor {
             behaviour: Mutex::new(Behaviour::default()),
             sequence: Mutex::new(VecDeque::new()),
             received: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
             window: Mutex::new((Instant::now(), 0)),
             down: watch::channel(false).0,
             client: reqwest::Client::new(),
@@ -173,6 +178,30 @@ impl FakeVendor {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// How many requests were received since the vendor started (control requests
+    /// excluded; [`clear`](Self::clear) does not reset it).
+    pub fn received_count(&self) -> usize {
+        *self.shared.count.borrow()
+    }
+
+    /// Waits until [`received_count`](Self::received_count) reaches `n`, at most `limit`;
+    /// returns whether it did.
+    pub async fn wait_received(&self, n: usize, limit: Duration) -> bool {
+        let mut rx = self.shared.count.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The last request received.
+    pub fn last_received(&self) -> Option<Received> {
+        self.shared
+            .received
+            .lock()
+            .ok()
+            .and_then(|r| r.last().cloned())
     }
 
     pub fn clear(&self) {
@@ -270,6 +299,13 @@ async fn connection(
     }
 }
 
+fn record(s: &Shared, received: Received) {
+    if let Ok(mut r) = s.received.lock() {
+        r.push(received);
+    }
+    s.count.send_modify(|c| *c += 1);
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -353,9 +389,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             w.1 > limit
         });
         if over {
-            if let Ok(mut r) = s.received.lock() {
-                r.push(received);
-            }
+            record(&s, received);
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", "1")],
@@ -364,9 +398,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 .into_response();
         }
     }
-    if let Ok(mut r) = s.received.lock() {
-        r.push(received.clone());
-    }
+    record(&s, received.clone());
     if behaviour.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)).await;
     }
@@ -413,9 +445,16 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 .clone()
                 .unwrap_or_else(|| "{\"ok\":true}".to_owned());
             let mut resp = (status, [("content-type", "application/json")], body).into_response();
-            if let Some(secs) = behaviour.retry_after
-                && let Ok(v) = secs.to_string().parse()
-            {
+            let retry_after = behaviour.retry_after.map(|secs| {
+                if behaviour.retry_after_date {
+                    httpdate::fmt_http_date(
+                        std::time::SystemTime::now() + Duration::from_secs(secs),
+                    )
+                } else {
+                    secs.to_string()
+                }
+            });
+            if let Some(v) = retry_after.and_then(|v| v.parse().ok()) {
                 resp.headers_mut().insert("retry-after", v);
             }
             resp

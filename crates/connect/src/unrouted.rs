@@ -5,7 +5,7 @@
 
 use crate::adapter::{Adapter, case_key, stage};
 use crate::config::CasePart;
-use crate::lane::now_ms;
+use crate::lane::{LazyCursor, lazy_due, now_ms};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,7 +137,21 @@ async fn partition_task(
     adapters: Arc<Vec<Arc<Adapter>>>,
     journal: Arc<dyn Journal>,
     store: Arc<dyn Store>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut lazy = LazyCursor::new();
+    let t = (topic, partition, end);
+    read_partition(t, adapters, journal, &store, stop, &mut lazy).await;
+    lazy.flush(&*store, UNROUTED_LANE).await;
+}
+
+async fn read_partition(
+    (topic, partition, end): (TopicName, u32, u64),
+    adapters: Arc<Vec<Arc<Adapter>>>,
+    journal: Arc<dyn Journal>,
+    store: &Arc<dyn Store>,
     mut stop: watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
 ) {
     let mut next = loop {
         match store.lane_cursors(UNROUTED_LANE).await {
@@ -182,8 +196,17 @@ async fn partition_task(
             }
         };
         if batch.records.is_empty() {
+            let due = lazy.due();
             tokio::select! {
                 _ = journal.wait_for(&topic, partition, batch.next_offset) => {}
+                _ = lazy_due(due.as_ref()) => {
+                    if let Some((cursor, _)) = due {
+                        match store.lane_intake(UNROUTED_LANE, Vec::new(), Some(cursor), now_ms()).await {
+                            Ok(_) => lazy.written(),
+                            Err(e) => tracing::warn!("unrouted lane: {e}"),
+                        }
+                    }
+                }
                 _ = stop.changed() => return,
             }
             continue;
@@ -194,11 +217,19 @@ async fn partition_task(
             .filter_map(|r| unmatched(&adapters, topic.as_str(), partition, r))
             .collect();
         let cursor = Cursor::new(topic.as_str(), partition, batch.next_offset);
+        // Most events are routed: their cursor is written lazily.
+        if messages.is_empty() && lazy.defer(&cursor) {
+            next = batch.next_offset;
+            continue;
+        }
         match store
             .lane_intake(UNROUTED_LANE, messages, Some(cursor), now_ms())
             .await
         {
-            Ok(_) => next = batch.next_offset,
+            Ok(_) => {
+                lazy.written();
+                next = batch.next_offset;
+            }
             Err(e) => {
                 tracing::warn!("unrouted lane: {e}");
                 tokio::select! {

@@ -185,3 +185,136 @@ reply = {{ topic = "vendor.v1", type = "restock.confirmed", mapping = "{{order: 
             .await;
     }
 }
+
+/// An exchange no queue is bound to: the broker returns the (mandatory) message, and the
+/// adapter's classification decides what that is. By default a case, never a message
+/// confirmed and lost; with 312 (no route) in `classify.retry` it waits for a binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_queue_takes_is_a_failure_not_a_loss() {
+    use lapin::ExchangeKind;
+    use lapin::options::{
+        BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    };
+    let Some(conn) = broker().await else { return };
+    let ch = conn.create_channel().await.expect("channel");
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let exchange = format!("sy-test-unbound-{suffix}");
+    ch.exchange_declare(
+        ShortString::from(exchange.as_str()),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare exchange");
+    let p = Platform::new(&[("inventory.v1", 1)]).await;
+    let config = format!(
+        r#"
+[adapters.strict]
+topic = "inventory.v1"
+route = ".data.sku == 1"
+mapping = "{{item: .data.sku}}"
+start = "earliest"
+writer = {{ kind = "amqp", url = "{URL}", exchange = "{exchange}", routing-key = "strict" }}
+
+[adapters.patient]
+topic = "inventory.v1"
+route = ".data.sku == 2"
+mapping = "{{item: .data.sku}}"
+start = "earliest"
+retry = {{ initial-backoff = "50ms", max-backoff = "200ms", max-attempts = 1000 }}
+writer = {{ kind = "amqp", url = "{URL}", exchange = "{exchange}", routing-key = "patient" }}
+classify = {{ retry = [312] }}
+"#
+    );
+    let connect = p.connect(&config).await;
+    for sku in [1, 2] {
+        p.publish(
+            "inventory.v1",
+            &format!("e-{sku}"),
+            "stock.low",
+            &format!("sku-{sku}"),
+            json!({"sku": sku}),
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the unroutable message in a case",
+        || async { p.count("strict", MessageState::Failed).await == 1 },
+    )
+    .await;
+    let m = &p.messages("strict").await[0];
+    let (_, attempts) = connect.store().message(m.id).await.expect("message");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(312), "{attempts:?}");
+    let case = connect
+        .store()
+        .case(m.case_id.as_deref().expect("a case"))
+        .await
+        .expect("case");
+    assert_eq!(case.key.status, Some(312));
+    assert!(
+        case.key.message.contains("no_route"),
+        "the broker's reply text: {:?}",
+        case.key.message
+    );
+    assert_eq!(p.count("strict", MessageState::Delivered).await, 0);
+
+    // The patient adapter retries until a queue is bound, then it is delivered.
+    eventually(Duration::from_secs(20), "retried returns", || async {
+        let m = &p.messages("patient").await[0];
+        m.attempts >= 2 && m.state == MessageState::Pending
+    })
+    .await;
+    let queue = format!("sy-test-bound-{suffix}");
+    ch.queue_declare(
+        ShortString::from(queue.as_str()),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare queue");
+    ch.queue_bind(
+        ShortString::from(queue.as_str()),
+        ShortString::from(exchange.as_str()),
+        ShortString::from("patient"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    eventually(Duration::from_secs(20), "delivered once bound", || async {
+        p.count("patient", MessageState::Delivered).await == 1
+    })
+    .await;
+    let got = ch
+        .basic_get(
+            ShortString::from(queue.as_str()),
+            BasicGetOptions::default(),
+        )
+        .await
+        .expect("get")
+        .expect("the message is in the queue");
+    assert_eq!(String::from_utf8_lossy(&got.delivery.data), r#"{"item":2}"#);
+    connect.shutdown().await;
+    let _ = ch
+        .queue_delete(
+            ShortString::from(queue.as_str()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = ch
+        .exchange_delete(
+            ShortString::from(exchange.as_str()),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+}

@@ -161,10 +161,15 @@ classify = {{ business = [{{ status = [422], event-type = "restock.rejected" }}]
     let (_, events) = get("/v1/topics/vendor.v1/events").await;
     assert_eq!(events["events"][0]["data"], json!({"order": "B-1"}));
 
-    // A reply nobody asked for is recorded, not lost.
+    // A reply nobody asked for is recorded, not lost; the credentials the vendor sent
+    // with it are not (the replies are readable over this API).
     let r = http
         .post(format!("{base}/v1/adapters/bakery/replies"))
         .header("x-correlation-id", "no-such-request")
+        .header("authorization", "Bearer vendor-secret-1")
+        .header("cookie", "session=vendor-secret-2")
+        .header("x-api-key", "vendor-secret-3")
+        .header("x-vendor-note", "kept")
         .body("{}")
         .send()
         .await
@@ -172,6 +177,31 @@ classify = {{ business = [{{ status = [422], event-type = "restock.rejected" }}]
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["disposition"], "unmatched");
+    let text = http
+        .get(format!(
+            "{base}/v1/adapters/bakery/replies?disposition=unmatched"
+        ))
+        .send()
+        .await
+        .expect("replies")
+        .text()
+        .await
+        .expect("text");
+    assert!(!text.contains("vendor-secret"), "{text}");
+    let replies: Value = serde_json::from_str(&text).expect("json");
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(replies["replies"][0]["headers"].clone()).expect("headers");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    for name in ["authorization", "cookie", "x-api-key"] {
+        assert_eq!(header(name), Some("[redacted]"), "{name}: {headers:?}");
+    }
+    assert_eq!(header("x-vendor-note"), Some("kept"));
+    assert_eq!(header("x-correlation-id"), Some("no-such-request"));
 
     // Unknown failures become a case; retry puts them back; discard settles them.
     vendor.set(Behaviour {

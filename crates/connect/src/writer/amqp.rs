@@ -1,6 +1,11 @@
 //! The AMQP 0-9-1 writer (RabbitMQ, through lapin): each request is published to
 //! `exchange` with its routing key (the request's target is `exchange/routing-key`), with
 //! publisher confirms: an attempt succeeds only once the broker acknowledged the message.
+//! Every message is published `mandatory`: one that no queue is bound to take is returned
+//! by the broker (then acknowledged), and that return is an answer whose status is the
+//! AMQP reply code (312, no route) and whose body the broker's reply text, so the
+//! adapter's `classify` decides what it means (by default: unknown, a case; list 312 in
+//! `classify.retry` to wait for a binding). It is never confirmed as delivered.
 //! The connection is made at the first send and again after it breaks.
 
 use super::{Sent, Writer, class};
@@ -97,7 +102,10 @@ impl Writer for AmqpWriter {
             .basic_publish(
                 ShortString::from(exchange),
                 ShortString::from(routing_key),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
                 request.body.as_bytes(),
                 props,
             )
@@ -107,12 +115,27 @@ impl Writer for AmqpWriter {
             Err(e) => Err(e),
         };
         match confirm {
-            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Sent::Answer(Answer {
+            // Mandatory and routed nowhere: the broker returned it (the ack only says it
+            // handled the return).
+            Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
+                Sent::Answer(Answer {
+                    status: Some(returned.reply_code),
+                    headers: vec![(
+                        "amqp-reply-code".to_owned(),
+                        returned.reply_code.to_string(),
+                    )],
+                    body: format!(
+                        "{} (exchange {exchange:?}, routing key {routing_key:?})",
+                        returned.reply_text.as_str()
+                    ),
+                })
+            }
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Sent::Answer(Answer {
                 status: None,
                 headers: Vec::new(),
                 body: String::new(),
             }),
-            Ok(Confirmation::Nack(_)) => Sent::Failed {
+            Ok(Confirmation::Nack(None)) => Sent::Failed {
                 class: class::NACK,
                 message: format!("the broker refused the message for {exchange}/{routing_key}"),
             },

@@ -222,15 +222,18 @@ async fn load_message(conn: &mut SqliteConnection, op: &'static str, id: u64) ->
     message_from_row(&row)
 }
 
-/// Moves a message to the state an outcome names (the caller checked where it was).
+/// Moves a message to the state an outcome names, if it is in state `from` (counting an
+/// attempt when it was pending: the outcome of one); returns it as it is now, or `None`
+/// when it was not in `from` (or does not exist).
 async fn settle(
     conn: &mut SqliteConnection,
     op: &'static str,
     id: u64,
+    from: MessageState,
     outcome: &AttemptOutcome,
     error: Option<&str>,
     now_ms: i64,
-) -> Result<()> {
+) -> Result<Option<Message>> {
     let (state, next, deadline, case, last_error): (_, _, _, Option<&str>, Option<String>) =
         match outcome {
             AttemptOutcome::Delivered => ("delivered", None, None, None, error.map(clip)),
@@ -254,20 +257,25 @@ async fn settle(
                 )
             }
         };
-    let mut q = sqlx::query::<Sqlite>(
+    // One statement: the state check, the change and the row as it is now.
+    let row = sqlx::query::<Sqlite>(&format!(
         "UPDATE messages SET state = ?, next_attempt_at_ms = ?, reply_deadline_ms = ?, \
-         case_id = COALESCE(?, case_id), last_error = ?, updated_at_ms = ? WHERE id = ?",
-    );
-    q = q
-        .bind(state)
-        .bind(next)
-        .bind(deadline)
-        .bind(case)
-        .bind(last_error)
-        .bind(now_ms)
-        .bind(to_i64(id));
-    q.execute(conn).await.map_err(be(op))?;
-    Ok(())
+         case_id = COALESCE(?, case_id), last_error = ?, updated_at_ms = ?, \
+         attempts = attempts + ? WHERE id = ? AND state = ? RETURNING {MESSAGE_COLS}"
+    ))
+    .bind(state)
+    .bind(next)
+    .bind(deadline)
+    .bind(case)
+    .bind(last_error)
+    .bind(now_ms)
+    .bind(i64::from(from == MessageState::Pending))
+    .bind(to_i64(id))
+    .bind(from.as_str())
+    .fetch_optional(conn)
+    .await
+    .map_err(be(op))?;
+    row.as_ref().map(message_from_row).transpose()
 }
 
 pub(super) async fn lane_cursors(s: &SqliteStore, lane: &str) -> Result<Vec<Cursor>> {
@@ -417,7 +425,8 @@ pub(super) async fn due_messages(
     validate_name("adapter", adapter)?;
     check_limit(limit)?;
     let fetch = i64::from(limit) + i64::try_from(skip.len()).unwrap_or(i64::MAX / 2);
-    let mut tx = s.read(OP).await?;
+    // One statement sees one snapshot: no transaction around it (its BEGIN and COMMIT
+    // were two more round trips to the connection's thread on the lane's send path).
     let rows = sqlx::query(&format!(
         "SELECT {MESSAGE_COLS} FROM messages m WHERE m.adapter = ? AND m.state = 'pending' \
          AND m.next_attempt_at_ms <= ? AND (m.partition_key IS NULL OR NOT EXISTS ( \
@@ -428,10 +437,9 @@ pub(super) async fn due_messages(
     .bind(adapter)
     .bind(now_ms)
     .bind(fetch)
-    .fetch_all(&mut *tx)
+    .fetch_all(&s.reader)
     .await
     .map_err(be(OP))?;
-    tx.commit().await.map_err(be(OP))?;
     let mut out = Vec::new();
     for row in &rows {
         let m = message_from_row(row)?;
@@ -448,15 +456,13 @@ pub(super) async fn due_messages(
 pub(super) async fn next_due_at(s: &SqliteStore, adapter: &str) -> Result<Option<i64>> {
     const OP: &str = "next_due_at";
     validate_name("adapter", adapter)?;
-    let mut tx = s.read(OP).await?;
     let next: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(next_attempt_at_ms) FROM messages WHERE adapter = ? AND state = 'pending'",
     )
     .bind(adapter)
-    .fetch_one(&mut *tx)
+    .fetch_one(&s.reader)
     .await
     .map_err(be(OP))?;
-    tx.commit().await.map_err(be(OP))?;
     Ok(next)
 }
 
@@ -472,21 +478,32 @@ pub(super) async fn finish_attempt(
     let request = serde_json::to_string(&attempt.request)
         .map_err(|e| Error::invalid("attempt.request", e.to_string()))?;
     let mut tx = s.write_progress(OP).await?;
-    let message = load_message(&mut tx, OP, message_id).await?;
-    if message.state != MessageState::Pending {
+    // Settled first (one round trip: the check, the change, the row), then its attempt
+    // recorded with the number it got; a message not pending changes nothing.
+    let Some(updated) = settle(
+        &mut tx,
+        OP,
+        message_id,
+        MessageState::Pending,
+        &outcome,
+        attempt.error.as_deref(),
+        now_ms,
+    )
+    .await?
+    else {
+        let message = load_message(&mut tx, OP, message_id).await?;
         return Err(Error::Conflict {
             what: "message",
             name: message_id.to_string(),
             reason: format!("it is {}, not pending", message.state),
         });
-    }
-    let n = message.attempts + 1;
+    };
     sqlx::query(
         "INSERT INTO attempts (message_id, n, at_ms, request, status, response_body, \
          latency_us, delay_ms, error, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(to_i64(message_id))
-    .bind(i64::from(n))
+    .bind(i64::from(updated.attempts))
     .bind(attempt.at_ms)
     .bind(request)
     .bind(attempt.status.map(i64::from))
@@ -498,22 +515,6 @@ pub(super) async fn finish_attempt(
     .execute(&mut *tx)
     .await
     .map_err(be(OP))?;
-    sqlx::query("UPDATE messages SET attempts = ? WHERE id = ?")
-        .bind(i64::from(n))
-        .bind(to_i64(message_id))
-        .execute(&mut *tx)
-        .await
-        .map_err(be(OP))?;
-    settle(
-        &mut tx,
-        OP,
-        message_id,
-        &outcome,
-        attempt.error.as_deref(),
-        now_ms,
-    )
-    .await?;
-    let updated = load_message(&mut tx, OP, message_id).await?;
     tx.commit().await.map_err(be(OP))?;
     Ok(updated)
 }
@@ -670,7 +671,16 @@ pub(super) async fn record_reply(
     let disposition = match &found {
         None => ReplyDisposition::Unmatched,
         Some(m) if m.state == MessageState::AwaitingReply => {
-            settle(&mut tx, OP, m.id, &outcome, None, now_ms).await?;
+            settle(
+                &mut tx,
+                OP,
+                m.id,
+                MessageState::AwaitingReply,
+                &outcome,
+                None,
+                now_ms,
+            )
+            .await?;
             ReplyDisposition::Matched
         }
         Some(_) => ReplyDisposition::Late,
