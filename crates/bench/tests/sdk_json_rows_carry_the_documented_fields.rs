@@ -8,8 +8,17 @@ fn a_tiny_run_prints_the_memory_and_latency_rows() {
     let data = tempfile::tempdir().expect("temp dir");
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
         .args([
-            "sdk", "--json", "--services", "3", "--events", "20", "--rate", "200", "--seconds",
-            "0.5", "--data-dir",
+            "sdk",
+            "--json",
+            "--services",
+            "3",
+            "--events",
+            "20",
+            "--rate",
+            "200",
+            "--seconds",
+            "0.5",
+            "--data-dir",
         ])
         .arg(data.path())
         .output()

@@ -382,7 +382,11 @@ fn a_workdir_must_be_a_folder() {
 #[test]
 fn an_explicit_services_dir_must_exist() {
     let s = System::good();
-    s.edit(SYSTEM, "services-dir = \"services\"", "services-dir = \"svc\"");
+    s.edit(
+        SYSTEM,
+        "services-dir = \"services\"",
+        "services-dir = \"svc\"",
+    );
     let line = s.line_of(SYSTEM, "services-dir");
     let c = s.check();
     assert_eq!(c.code, 1, "{}", c.lines.join("\n"));
@@ -402,7 +406,10 @@ fn an_explicit_services_dir_must_exist() {
         ),
         "{e}"
     );
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("svc")), "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("svc")),
+        "{e}"
+    );
 }
 
 #[test]
