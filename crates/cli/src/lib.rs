@@ -153,6 +153,11 @@ enum Command {
             service does not start (its last lines are shown).")]
     Dev(dev::DevArgs),
 
+    /// Print a JWT for a route with HS256 auth, signed with the route's secret (its variable,
+    /// or the development secret `switchyard dev` made), to try JWT routes with curl.
+    #[command(after_help = dev::DEV_TOKEN_HELP)]
+    DevToken(dev::DevTokenArgs),
+
     #[command(after_help = "Examples:\n  \
             switchyard reset\n  \
             switchyard reset --seed examples/shop/seed.yaml\n\n\
@@ -262,6 +267,10 @@ fn run(hosted: Option<std::sync::Arc<switchyard_sdk::Host>>) -> ExitCode {
             Command::FakeVendor(args) => connect::fake_vendor(args).await,
             Command::Check(args) => check::run(args),
             Command::Dev(args) => dev::run(args, hosted).await,
+            Command::DevToken(args) => dev::dev_token(args).map_err(Exit::from).map(|token| {
+                println!("{token}");
+                0
+            }),
             Command::Reset(args) => dev::reset(args).await,
             Command::Snapshot(cmd) => dev::snapshot(cmd).await,
             Command::Seed(args) => seed::run(args).await,

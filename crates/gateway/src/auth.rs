@@ -36,6 +36,25 @@ pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(5);
 pub const JWKS_MAX_BACKOFF: Duration = Duration::from_secs(30);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The least length of an HS256 secret, in bytes (RFC 7518 3.2: at least the hash's size).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// Signs `claims` with HS256 and `secret`: the development tokens of `switchyard
+/// dev-token`, checked by routes whose `secret-env` holds the same secret.
+pub fn mint_hs256(secret: &str, claims: &serde_json::Value) -> Result<String, String> {
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        return Err(format!(
+            "the secret holds fewer than {MIN_HS256_SECRET_BYTES} bytes"
+        ));
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
+}
+
 enum Keys {
     Static(DecodingKey),
     Jwks(Arc<Jwks>),
@@ -256,13 +275,11 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn env(var: &str) -> Result<String, String> {
-    std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-}
-
 impl Auth {
     /// Reads the secrets the spec names; a missing or bad one is an error naming it.
-    pub fn compile(spec: &AuthSpec, jwks: &JwksBoard) -> Result<Self, String> {
+    pub fn compile(spec: &AuthSpec, boards: &crate::table::Boards) -> Result<Self, String> {
+        let env = |var: &str| boards.var(var);
+        let jwks = &boards.jwks;
         let user_header = HeaderName::from_bytes(spec.user_header.as_bytes())
             .map_err(|e| format!("auth.user-header: {e}"))?;
         let mut claim_headers = Vec::new();
@@ -276,9 +293,9 @@ impl Auth {
                 };
                 let keys = if let Some(var) = &j.secret_env {
                     let secret = env(var)?;
-                    if secret.len() < 32 {
+                    if secret.len() < MIN_HS256_SECRET_BYTES {
                         return Err(format!(
-                            "auth.jwt.secret-env: {var} holds fewer than 32 bytes"
+                            "auth.jwt.secret-env: {var} holds fewer than {MIN_HS256_SECRET_BYTES} bytes"
                         ));
                     }
                     Keys::Static(DecodingKey::from_secret(secret.as_bytes()))

@@ -42,6 +42,9 @@ pub struct GatewayOptions {
     pub access_log_buffer: usize,
     /// The fault table (`switchyard chaos`); the runner keeps one across restarts.
     pub faults: crate::faults::Faults,
+    /// Values of variables the routes' auth names (`secret-env`, `api-keys-env`, ...),
+    /// looked up before the process environment: the dev runner's development secrets.
+    pub secrets: std::collections::BTreeMap<String, String>,
 }
 
 /// The one error of [`Gateway::start`].
@@ -144,6 +147,7 @@ impl Gateway {
             services: ArcSwap::from_pointee(options.services),
             boards: Arc::new(Boards {
                 quotas: options.store.is_some(),
+                secrets: options.secrets,
                 ..Boards::default()
             }),
             quotas: Arc::new(crate::limits::Quotas::new(options.store)),

@@ -17,13 +17,37 @@ use switchyard_manifest::{PathPattern, RouteSpec, Segment};
 pub type Services = BTreeMap<String, Vec<String>>;
 
 /// What route tables share and keep across swaps: upstream health, rate limiters, JWKS
-/// caches; and whether quotas can be counted (a store is configured).
-#[derive(Debug, Default)]
+/// caches; whether quotas can be counted (a store is configured); and the secrets given
+/// in place of environment variables.
+#[derive(Default)]
 pub struct Boards {
     pub health: HealthBoard,
     pub rates: crate::limits::RateBoard,
     pub jwks: crate::auth::JwksBoard,
     pub quotas: bool,
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Boards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets' values.
+        f.debug_struct("Boards")
+            .field("quotas", &self.quotas)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Boards {
+    /// The value of `var`: a secret given to the gateway, else the process environment.
+    pub fn var(&self, var: &str) -> Result<String, String> {
+        match self.secrets.get(var) {
+            Some(v) => Ok(v.clone()),
+            None => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+        }
+    }
 }
 
 /// One compiled route.
@@ -101,7 +125,7 @@ impl Route {
         let auth = spec
             .auth
             .as_ref()
-            .map(|a| crate::auth::Auth::compile(a, &boards.jwks))
+            .map(|a| crate::auth::Auth::compile(a, boards))
             .transpose()?;
         let rate = spec
             .rate_limit

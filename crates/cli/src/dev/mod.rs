@@ -9,6 +9,7 @@
 
 mod client;
 mod handoff;
+mod secrets;
 mod services;
 mod state;
 
@@ -22,6 +23,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+pub use secrets::{DEV_TOKEN_HELP, DevTokenArgs, dev_token};
 use serde_json::json;
 use services::{Board, ServiceStatus, Services, lock};
 use state::{Postgres, StateDir};
@@ -106,6 +108,8 @@ struct Control {
     call_tokens: Arc<switchyard_gateway::CallTokens>,
     /// Faults injected on purpose (`switchyard chaos`), kept across restarts.
     faults: switchyard_gateway::Faults,
+    /// The development secrets of HS256 routes whose variable is not set (see `secrets`).
+    dev_secrets: Arc<BTreeMap<String, String>>,
 }
 
 pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Result<u8, Exit> {
@@ -210,6 +214,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
     // restores.
     let ports = assign_ports(&system)?;
     let call_tokens = Arc::new(switchyard_gateway::new_call_tokens(system.services.keys()));
+    let dev_secrets = Arc::new(secrets::ensure(&state, &system)?);
     let board: Board = Arc::new(std::sync::Mutex::new(
         system
             .services
@@ -247,6 +252,7 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         journal: Arc::default(),
         call_tokens,
         faults: switchyard_gateway::Faults::default(),
+        dev_secrets: dev_secrets.clone(),
     };
     let (stop_http, stop_http_rx) = watch::channel(false);
     let http = tokio::spawn(switchyard_server::serve_router(
@@ -293,6 +299,19 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
         };
         if first {
             print_ready(&system, &board, &url, &gateway_url, started.elapsed());
+            if !dev_secrets.is_empty() {
+                println!(
+                    "switchyard dev: JWT routes check tokens against a development secret \
+                     ({} not set; kept in {}); `switchyard dev-token {}{} --sub NAME` makes one",
+                    dev_secrets.keys().cloned().collect::<Vec<_>>().join(", "),
+                    state.root.join("secrets").display(),
+                    dir.display(),
+                    match &args.state {
+                        Some(s) => format!(" --state {}", s.display()),
+                        None => String::new(),
+                    }
+                );
+            }
             first = false;
         }
         if let Some((reply, mut body)) = pending.take() {
@@ -426,6 +445,7 @@ impl Up {
                 call_tokens: (*control.call_tokens).clone(),
                 store: Some(platform.store()),
                 faults: control.faults.clone(),
+                secrets: (*control.dev_secrets).clone(),
                 ..Default::default()
             },
         )

@@ -1,7 +1,8 @@
 //! payments: charges each order whose stock is reserved, once.
 //!
 //! ```text
-//! GET  /payments    every payment and its outcome
+//! GET  /payments          every payment and its outcome
+//! GET  /payments/{order}  the payment of one order (404 while there is none)
 //! ```
 //!
 //! A stand-in for a card processor with a fixed rule, so the demo repeats: customers whose
@@ -13,7 +14,7 @@
 use crate::cents;
 use crate::events::{PaymentCaptured, PaymentFailed, StockReserved};
 use serde_json::{Value, json};
-use switchyard_sdk::axum::extract::State;
+use switchyard_sdk::axum::extract::{Path, State};
 use switchyard_sdk::axum::routing::get;
 use switchyard_sdk::axum::{Json, Router};
 use switchyard_sdk::sqlx::{self, Row as _, Sqlite};
@@ -23,7 +24,12 @@ pub fn service() -> Service<Sqlite> {
     Service::new("payments")
         .source("/shop/payments")
         .on(on_stock_reserved)
-        .routes(|h| Router::new().route("/payments", get(list)).with_state(h))
+        .routes(|h| {
+            Router::new()
+                .route("/payments", get(list))
+                .route("/payments/{order}", get(one))
+                .with_state(h)
+        })
 }
 
 /// `None` when the payment goes through, else why not.
@@ -116,36 +122,58 @@ async fn on_stock_reserved(ctx: Context<Sqlite>, ev: StockReserved) -> Result<()
     Ok(())
 }
 
-async fn list(
-    State(h): State<Handle<Sqlite>>,
-) -> Result<Json<Value>, (switchyard_sdk::axum::http::StatusCode, String)> {
-    let rows = sqlx::query(
-        "SELECT order_id, payment_id, customer, amount_cents, state, reason, at \
-         FROM payments ORDER BY at DESC LIMIT 100",
+type ApiError = (switchyard_sdk::axum::http::StatusCode, Json<Value>);
+
+fn unavailable(e: sqlx::Error) -> ApiError {
+    (
+        switchyard_sdk::axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"title": "database unavailable", "detail": e.to_string()})),
     )
+}
+
+const COLUMNS: &str = "order_id, payment_id, customer, amount_cents, state, reason, at";
+
+fn payment_json(r: &sqlx::sqlite::SqliteRow) -> Value {
+    json!({
+        "order_id": r.get::<String, _>("order_id"),
+        "payment_id": r.get::<Option<String>, _>("payment_id"),
+        "customer": r.get::<String, _>("customer"),
+        "amount_cents": r.get::<i64, _>("amount_cents"),
+        "state": r.get::<String, _>("state"),
+        "reason": r.get::<Option<String>, _>("reason"),
+        "at": r.get::<String, _>("at"),
+    })
+}
+
+async fn list(State(h): State<Handle<Sqlite>>) -> Result<Json<Value>, ApiError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM payments ORDER BY at DESC LIMIT 100"
+    ))
     .fetch_all(h.db())
     .await
-    .map_err(|e| {
-        (
-            switchyard_sdk::axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )
-    })?;
-    let payments: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "order_id": r.get::<String, _>("order_id"),
-                "payment_id": r.get::<Option<String>, _>("payment_id"),
-                "customer": r.get::<String, _>("customer"),
-                "amount_cents": r.get::<i64, _>("amount_cents"),
-                "state": r.get::<String, _>("state"),
-                "reason": r.get::<Option<String>, _>("reason"),
-                "at": r.get::<String, _>("at"),
-            })
-        })
-        .collect();
+    .map_err(unavailable)?;
+    let payments: Vec<Value> = rows.iter().map(payment_json).collect();
     Ok(Json(json!({ "payments": payments })))
+}
+
+async fn one(
+    State(h): State<Handle<Sqlite>>,
+    Path(order): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM payments WHERE order_id = ?"
+    ))
+    .bind(&order)
+    .fetch_optional(h.db())
+    .await
+    .map_err(unavailable)?;
+    match row {
+        Some(r) => Ok(Json(payment_json(&r))),
+        None => Err((
+            switchyard_sdk::axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"title": "no payment", "detail": format!("no payment for order {order}")})),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,46 +6,17 @@
 //! there already, in the Rust services too: seed waits for in-process consumers as it does
 //! for subscriptions.
 
-use std::io::BufRead as _;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_goes_through_the_rust_services() {
     let state = tempfile::tempdir().expect("tempdir");
-    let system = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shop-host"))
-        .arg("dev")
-        .arg(&system)
-        .args(["--listen", "127.0.0.1:0", "--fresh", "--state"])
-        .arg(state.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shop-host dev");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let api = loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).expect("read") > 0,
-            "dev exited before ready"
-        );
-        if line.contains(" ready in ") {
-            break line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .expect("API address")
-                .trim_end_matches(',')
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
+    let system = common::system();
+    let shop = common::Shop::start(state.path());
+    let api = shop.api.clone();
     let http = reqwest::Client::new();
     let placed: serde_json::Value = http
         .post("http://127.0.0.1:8101/orders")
@@ -240,10 +211,5 @@ async fn an_order_goes_through_the_rust_services() {
         assert_eq!(c["in-flight"], 0, "{c}");
     }
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("SIGTERM");
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{status}");
+    shop.stop();
 }

@@ -1,6 +1,7 @@
 """orders: takes orders from users and follows each one to `confirmed` or `cancelled`.
 
     POST /orders {"customer": "ada", "items": [{"sku": "widget", "qty": 2}]}  -> 202 {"order": ...}
+                          (through the gateway, /api/orders, the customer is the token's user)
     GET  /orders/{id}     the order, its state and the events that moved it
     GET  /orders          the latest orders
     POST /events          pushed by Switchyard: order.placed (placed by others, e.g. seed.yaml),
@@ -371,6 +372,11 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError as e:
                 return self.problem(400, "malformed-json", f"body is not JSON: {e}")
+            # Through the gateway the customer is the signed-in user: the gateway checked the
+            # token and put its subject in x-user-id (dropping any copy the client sent).
+            user = self.headers.get("x-user-id")
+            if user and isinstance(body, dict):
+                body["customer"] = user
             bad = check_order(body)
             if bad:
                 return self.problem(422, "invalid-order", bad[1], bad[0])
