@@ -101,7 +101,10 @@ correlation = {{ header = "x-correlation-id", timeout = "1m" }}
         config_file: Some(file.clone()),
         standby,
         instance: instance.to_owned(),
-        lease_ttl: Duration::from_millis(600),
+        // Long enough that a lease never lapses between two steps of the test on a loaded
+        // machine (a 600 ms one did, once, at load average 28); blue still learns of the
+        // promotion at its next renewal, a third of it later.
+        lease_ttl: Duration::from_secs(3),
     };
     let blue = Connect::start(p.journal.clone(), p.store.clone(), options("blue", false))
         .await
@@ -123,7 +126,7 @@ correlation = {{ header = "x-correlation-id", timeout = "1m" }}
     let lane = green.lane("bakery").await.expect("lane");
     assert_eq!(lane.lease_owner.as_deref(), Some("green"));
     // Blue finds out at its next renewal (a third of the ttl) and stops.
-    eventually(Duration::from_secs(5), "blue steps down", || async {
+    eventually(Duration::from_secs(10), "blue steps down", || async {
         blue.is_standby().await
     })
     .await;

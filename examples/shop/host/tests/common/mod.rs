@@ -84,3 +84,24 @@ impl Shop {
         assert!(status.success(), "{status}");
     }
 }
+
+impl Drop for Shop {
+    /// A test that fails before `stop` must not leave the runner (and its services on the
+    /// shop's fixed ports) behind for the next test: SIGTERM lets it stop its children.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while let Ok(None) = self.child.try_wait() {
+                if std::time::Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
