@@ -26,7 +26,7 @@
 
 use crate::load::{self, Measured, OpSource};
 use crate::report::{median, thousands};
-use crate::run::RunArgs;
+use crate::run::{RunArgs, Timing};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full};
@@ -755,6 +755,201 @@ fn latency_case(rate: u32) -> String {
     }
 }
 
+/// Throughput and p99 of every system, closed loop, the systems in turn within each repeat;
+/// prints the rows and the ratios against the targets.
+async fn closed_loop(
+    timing: &Timing,
+    connections: usize,
+    endpoints: [&Endpoint; 4],
+    json_out: bool,
+) -> Result<()> {
+    let note = |s: &str| say(json_out, s);
+    // Closed loop: the systems in turn within each repeat.
+    let [direct, via_nginx, plain, jwt] = endpoints;
+    let order = [
+        ("plain", direct),
+        ("plain", via_nginx),
+        ("plain", plain),
+        ("jwt-ratelimit", jwt),
+    ];
+    let load = timing.load;
+    let mut runs: Vec<Vec<Measured>> = order.iter().map(|_| Vec::new()).collect();
+    for rep in 0..timing.repeats {
+        for i in 0..order.len() {
+            let k = (i + rep) % order.len();
+            let (case, e) = order[k];
+            let target = Target::open(e, connections).await?;
+            let m = load::run_sampling(load, target, || cpu_of(&e.pids))
+                .await
+                .with_context(|| format!("{} {case}", e.system))?;
+            if !json_out {
+                println!(
+                    "  repeat {}: {:<10} {:<13} {:>9} requests/s  p99 {:>7.0} us  cpu {:.2} \
+                     cores",
+                    rep + 1,
+                    e.system,
+                    case,
+                    thousands(m.events_per_s()),
+                    m.quantile_us(0.99),
+                    m.cpu_cores
+                );
+            }
+            runs[k].push(m);
+        }
+    }
+    let [d, n, p, j] = &runs[..] else {
+        unreachable!("one list of runs per system")
+    };
+    // nginx and direct do no JWT or rate limit: their jwt-ratelimit rows repeat plain's.
+    let rows = [
+        ("plain", "switchyard", p, false),
+        ("plain", "nginx", n, false),
+        ("plain", "direct", d, false),
+        ("jwt-ratelimit", "switchyard", j, false),
+        ("jwt-ratelimit", "nginx", n, true),
+        ("jwt-ratelimit", "direct", d, true),
+    ];
+    if !json_out {
+        println!(
+            "cpu us/req: CPU time per request of the system's own processes (the proxy's; \
+             direct: the upstream's), in the measured window"
+        );
+        println!(
+            "{:<14} {:<11} {:>12} {:>9} {:>9} {:>11}  each repeat, requests/s",
+            "case", "system", "requests/s", "p50 us", "p99 us", "cpu us/req"
+        );
+    }
+    for (case, system, runs, repeated) in rows {
+        let rps = median(runs.iter().map(Measured::events_per_s).collect());
+        let p99 = median(runs.iter().map(|m| m.quantile_us(0.99)).collect());
+        if json_out {
+            println!(
+                "{}",
+                json!({"suite": "gateway", "case": case, "system": system,
+                    "requests_per_s": rps, "p99_us": p99})
+            );
+        } else {
+            println!(
+                "{case:<14} {system:<11} {:>12} {:>9.0} {p99:>9.0} {:>11.1}  {}{}",
+                thousands(rps),
+                median(runs.iter().map(|m| m.quantile_us(0.5)).collect()),
+                median(
+                    runs.iter()
+                        .map(|m| m.cpu_cores / m.events_per_s() * 1e6)
+                        .collect()
+                ),
+                runs.iter()
+                    .map(|m| thousands(m.events_per_s()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if repeated {
+                    "  (its plain figures)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let rps = |runs: &Vec<Measured>| median(runs.iter().map(Measured::events_per_s).collect());
+    let nginx_rps = rps(n);
+    let plain_ratio = rps(p) / nginx_rps;
+    let jwt_ratio = rps(j) / nginx_rps;
+    note(&format!(
+        "switchyard / nginx plain: plain {plain_ratio:.2}x (target >= 1.0: {}), jwt-ratelimit \
+         {jwt_ratio:.2}x (target >= 0.8: {})",
+        verdict(plain_ratio >= 1.0),
+        verdict(jwt_ratio >= 0.8)
+    ));
+
+    Ok(())
+}
+
+/// The latency the gateway adds at a fixed rate: direct and through the gateway in turn,
+/// each repeat's quantiles subtracted; prints the row.
+async fn added_latency(
+    timing: &Timing,
+    connections: usize,
+    rate_per_s: u32,
+    direct: &Endpoint,
+    plain: &Endpoint,
+    json_out: bool,
+) -> Result<()> {
+    let note = |s: &str| say(json_out, s);
+    // Added latency at a fixed rate: direct and through the gateway in turn.
+    let rate = f64::from(rate_per_s);
+    let case = latency_case(rate_per_s);
+    let (mut added50, mut added99) = (Vec::new(), Vec::new());
+    let (mut sw_rates, mut direct_p99, mut sw_p99) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..timing.repeats {
+        let mut got = [None, None];
+        for i in 0..2 {
+            let k = (i + rep) % 2;
+            let e = if k == 0 { direct } else { plain };
+            let target = Target::open(e, connections).await?;
+            let r = fixed_rate(target, rate, timing.load.warmup, timing.load.measure)
+                .await
+                .with_context(|| format!("{} at {} requests/s", e.system, rate_per_s))?;
+            got[k] = Some(r);
+        }
+        let [Some(d), Some(s)] = got else {
+            unreachable!("both runs are made")
+        };
+        let achieved = s.sent as f64 / s.seconds;
+        note(&format!(
+            "  {case} repeat {}: direct p50 {:.0} us p99 {:.0} us ({} requests/s); switchyard \
+             p50 {:.0} us p99 {:.0} us ({} requests/s)",
+            rep + 1,
+            d.quantile_us(0.5),
+            d.quantile_us(0.99),
+            thousands(d.sent as f64 / d.seconds),
+            s.quantile_us(0.5),
+            s.quantile_us(0.99),
+            thousands(achieved)
+        ));
+        added50.push(s.quantile_us(0.5) - d.quantile_us(0.5));
+        added99.push(s.quantile_us(0.99) - d.quantile_us(0.99));
+        sw_rates.push(achieved);
+        direct_p99.push(d.quantile_us(0.99));
+        sw_p99.push(s.quantile_us(0.99));
+    }
+    let (a50, a99, achieved) = (median(added50), median(added99), median(sw_rates));
+    if json_out {
+        println!(
+            "{}",
+            json!({"suite": "gateway", "case": case, "system": "switchyard",
+                "requests_per_s": achieved, "p50_us": a50, "p99_us": a99})
+        );
+    }
+    let short = achieved < rate * 0.95;
+    note(&format!(
+        "{case}: the gateway adds p50 {a50:.0} us, p99 {a99:.0} us (target p99 <= 500 us: {}) \
+         at {} requests/s{} (p99 direct {:.0} us, through the gateway {:.0} us; medians)",
+        verdict(a99 <= 500.0 && !short),
+        thousands(achieved),
+        if short {
+            format!(
+                ", short of {} requests/s: the machine cannot hold the rate",
+                thousands(rate)
+            )
+        } else {
+            String::new()
+        },
+        median(direct_p99),
+        median(sw_p99)
+    ));
+
+    Ok(())
+}
+
+/// A line of context: stdout in human mode, stderr with --json.
+fn say(json: bool, text: &str) {
+    if json {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(
         (1..=4096).contains(&args.connections),
@@ -768,13 +963,7 @@ pub async fn run(args: Args) -> Result<()> {
         .run
         .timing(args.connections, 1, Duration::from_secs(45))?;
     let json_out = args.run.json;
-    let note = |s: &str| {
-        if json_out {
-            eprintln!("{s}");
-        } else {
-            println!("{s}");
-        }
-    };
+    let note = |s: &str| say(json_out, s);
     let bin = match &args.switchyard {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -883,163 +1072,22 @@ pub async fn run(args: Args) -> Result<()> {
          nginx plain)",
     );
 
-    // Closed loop: the systems in turn within each repeat.
-    let order = [
-        ("plain", &direct),
-        ("plain", &via_nginx),
-        ("plain", &plain),
-        ("jwt-ratelimit", &jwt),
-    ];
-    let mut runs: Vec<Vec<Measured>> = order.iter().map(|_| Vec::new()).collect();
-    for rep in 0..timing.repeats {
-        for i in 0..order.len() {
-            let k = (i + rep) % order.len();
-            let (case, e) = order[k];
-            let target = Target::open(e, args.connections).await?;
-            let m = load::run_sampling(load, target, || cpu_of(&e.pids))
-                .await
-                .with_context(|| format!("{} {case}", e.system))?;
-            if !json_out {
-                println!(
-                    "  repeat {}: {:<10} {:<13} {:>9} requests/s  p99 {:>7.0} us  cpu {:.2} \
-                     cores",
-                    rep + 1,
-                    e.system,
-                    case,
-                    thousands(m.events_per_s()),
-                    m.quantile_us(0.99),
-                    m.cpu_cores
-                );
-            }
-            runs[k].push(m);
-        }
-    }
-    let [d, n, p, j] = &runs[..] else {
-        unreachable!("one list of runs per system")
-    };
-    // nginx and direct do no JWT or rate limit: their jwt-ratelimit rows repeat plain's.
-    let rows = [
-        ("plain", "switchyard", p, false),
-        ("plain", "nginx", n, false),
-        ("plain", "direct", d, false),
-        ("jwt-ratelimit", "switchyard", j, false),
-        ("jwt-ratelimit", "nginx", n, true),
-        ("jwt-ratelimit", "direct", d, true),
-    ];
-    if !json_out {
-        println!(
-            "cpu us/req: CPU time per request of the system's own processes (the proxy's; \
-             direct: the upstream's), in the measured window"
-        );
-        println!(
-            "{:<14} {:<11} {:>12} {:>9} {:>9} {:>11}  each repeat, requests/s",
-            "case", "system", "requests/s", "p50 us", "p99 us", "cpu us/req"
-        );
-    }
-    for (case, system, runs, repeated) in rows {
-        let rps = median(runs.iter().map(Measured::events_per_s).collect());
-        let p99 = median(runs.iter().map(|m| m.quantile_us(0.99)).collect());
-        if json_out {
-            println!(
-                "{}",
-                json!({"suite": "gateway", "case": case, "system": system,
-                    "requests_per_s": rps, "p99_us": p99})
-            );
-        } else {
-            println!(
-                "{case:<14} {system:<11} {:>12} {:>9.0} {p99:>9.0} {:>11.1}  {}{}",
-                thousands(rps),
-                median(runs.iter().map(|m| m.quantile_us(0.5)).collect()),
-                median(
-                    runs.iter()
-                        .map(|m| m.cpu_cores / m.events_per_s() * 1e6)
-                        .collect()
-                ),
-                runs.iter()
-                    .map(|m| thousands(m.events_per_s()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                if repeated {
-                    "  (its plain figures)"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-    let rps = |runs: &Vec<Measured>| median(runs.iter().map(Measured::events_per_s).collect());
-    let nginx_rps = rps(n);
-    let plain_ratio = rps(p) / nginx_rps;
-    let jwt_ratio = rps(j) / nginx_rps;
-    note(&format!(
-        "switchyard / nginx plain: plain {plain_ratio:.2}x (target >= 1.0: {}), jwt-ratelimit \
-         {jwt_ratio:.2}x (target >= 0.8: {})",
-        verdict(plain_ratio >= 1.0),
-        verdict(jwt_ratio >= 0.8)
-    ));
-
-    // Added latency at a fixed rate: direct and through the gateway in turn.
-    let rate = f64::from(args.rate);
-    let case = latency_case(args.rate);
-    let (mut added50, mut added99) = (Vec::new(), Vec::new());
-    let (mut sw_rates, mut direct_p99, mut sw_p99) = (Vec::new(), Vec::new(), Vec::new());
-    for rep in 0..timing.repeats {
-        let mut got = [None, None];
-        for i in 0..2 {
-            let k = (i + rep) % 2;
-            let e = if k == 0 { &direct } else { &plain };
-            let target = Target::open(e, args.connections).await?;
-            let r = fixed_rate(target, rate, load.warmup, load.measure)
-                .await
-                .with_context(|| format!("{} at {} requests/s", e.system, args.rate))?;
-            got[k] = Some(r);
-        }
-        let [Some(d), Some(s)] = got else {
-            unreachable!("both runs are made")
-        };
-        let achieved = s.sent as f64 / s.seconds;
-        note(&format!(
-            "  {case} repeat {}: direct p50 {:.0} us p99 {:.0} us ({} requests/s); switchyard \
-             p50 {:.0} us p99 {:.0} us ({} requests/s)",
-            rep + 1,
-            d.quantile_us(0.5),
-            d.quantile_us(0.99),
-            thousands(d.sent as f64 / d.seconds),
-            s.quantile_us(0.5),
-            s.quantile_us(0.99),
-            thousands(achieved)
-        ));
-        added50.push(s.quantile_us(0.5) - d.quantile_us(0.5));
-        added99.push(s.quantile_us(0.99) - d.quantile_us(0.99));
-        sw_rates.push(achieved);
-        direct_p99.push(d.quantile_us(0.99));
-        sw_p99.push(s.quantile_us(0.99));
-    }
-    let (a50, a99, achieved) = (median(added50), median(added99), median(sw_rates));
-    if json_out {
-        println!(
-            "{}",
-            json!({"suite": "gateway", "case": case, "system": "switchyard",
-                "requests_per_s": achieved, "p50_us": a50, "p99_us": a99})
-        );
-    }
-    let short = achieved < rate * 0.95;
-    note(&format!(
-        "{case}: the gateway adds p50 {a50:.0} us, p99 {a99:.0} us (target p99 <= 500 us: {}) \
-         at {} requests/s{} (p99 direct {:.0} us, through the gateway {:.0} us; medians)",
-        verdict(a99 <= 500.0 && !short),
-        thousands(achieved),
-        if short {
-            format!(
-                ", short of {} requests/s: the machine cannot hold the rate",
-                thousands(rate)
-            )
-        } else {
-            String::new()
-        },
-        median(direct_p99),
-        median(sw_p99)
-    ));
+    closed_loop(
+        &timing,
+        args.connections,
+        [&direct, &via_nginx, &plain, &jwt],
+        json_out,
+    )
+    .await?;
+    added_latency(
+        &timing,
+        args.connections,
+        args.rate,
+        &direct,
+        &plain,
+        json_out,
+    )
+    .await?;
 
     let nginx_status = nginx.stop("QUIT").await?;
     anyhow::ensure!(nginx_status.success(), "nginx stopped with {nginx_status}");
