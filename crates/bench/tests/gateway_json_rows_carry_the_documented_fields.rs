@@ -4,7 +4,8 @@
 //!
 //! It needs the `switchyard` binary next to the bench's (`cargo test --workspace` builds
 //! it) and nginx (Debian's package `nginx`; `.ci/run` installs it): without either it
-//! prints why and skips, unless `SWITCHYARD_REQUIRE_SERVICES=1`, where it fails.
+//! prints why and skips, unless `SWITCHYARD_REQUIRE_SERVICES=1`, where it fails. Missing
+//! peers and bad arguments are refused with their names before anything starts.
 
 use std::path::Path;
 use std::process::Command;
@@ -110,4 +111,46 @@ fn a_tiny_run_prints_a_row_per_system_and_mode() {
         "{lat}"
     );
     assert!(stderr.contains("repeat their plain figures"), "{stderr}");
+}
+
+#[test]
+fn missing_peers_and_bad_arguments_are_named_before_anything_starts() {
+    let bench = env!("CARGO_BIN_EXE_switchyard-bench");
+    let run = |args: &[&str]| {
+        let out = Command::new(bench)
+            .args(args)
+            .output()
+            .expect("run the bench");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(out.stdout.is_empty(), "{args:?} printed rows");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["gateway", "--switchyard", "/nonexistent/switchyard"]);
+    assert!(
+        e.contains("no switchyard binary at /nonexistent/switchyard"),
+        "{e}"
+    );
+    // Any existing file passes the switchyard check; nginx is looked for next.
+    let e = run(&[
+        "gateway",
+        "--switchyard",
+        bench,
+        "--nginx",
+        "/nonexistent/nginx",
+    ]);
+    assert!(e.contains("--nginx /nonexistent/nginx"), "{e}");
+    let e = run(&["gateway", "--connections", "0"]);
+    assert!(e.contains("--connections must be 1 to 4096"), "{e}");
+    let e = run(&["gateway", "--rate", "0"]);
+    assert!(e.contains("--rate must be"), "{e}");
+    let e = run(&[
+        "gateway",
+        "--switchyard",
+        bench,
+        "--nginx",
+        bench,
+        "--workers",
+        "0",
+    ]);
+    assert!(e.contains("--workers must be at least 1"), "{e}");
 }
