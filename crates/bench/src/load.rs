@@ -118,6 +118,16 @@ pub async fn run<S: OpSource>(
     source: Arc<S>,
     peer_pid: Option<u32>,
 ) -> Result<Measured> {
+    run_sampling(load, source, || cpu_seconds(peer_pid)).await
+}
+
+/// Runs `load` against `source`; `cpu` gives the CPU seconds `Measured::cpu_cores` counts
+/// (read when the window opens and when it closes).
+pub async fn run_sampling<S: OpSource>(
+    load: Load,
+    source: Arc<S>,
+    cpu: impl Fn() -> Option<f64>,
+) -> Result<Measured> {
     if load.appenders == 0 || load.in_flight == 0 {
         bail!("appenders and in-flight window must be at least 1");
     }
@@ -150,7 +160,7 @@ pub async fn run<S: OpSource>(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cpu0 = cpu_seconds(peer_pid);
+    let cpu0 = cpu();
     let t0 = Instant::now();
     let c0 = shared.completed.load(Ordering::Relaxed);
     shared
@@ -167,7 +177,7 @@ pub async fn run<S: OpSource>(
     shared
         .window_end
         .store(shared.since_epoch(t1).max(1), Ordering::Release);
-    let cpu1 = cpu_seconds(peer_pid);
+    let cpu1 = cpu();
     shared.stop.store(true, Ordering::Release);
     stop_tx.send_replace(true);
 
@@ -273,7 +283,7 @@ pub fn cpu_seconds(peer: Option<u32>) -> Option<f64> {
     Some(own + peer)
 }
 
-fn proc_cpu_seconds(path: &str) -> Option<f64> {
+pub fn proc_cpu_seconds(path: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -1,5 +1,5 @@
 //! `switchyard-bench`: Switchyard's benchmarks, measured side by side with peers in the same
-//! run. Each suite is a subcommand (`journal`, `bus`, `dev`, `sdk`)
+//! run. Each suite is a subcommand (`journal`, `bus`, `dev`, `connect`, `sdk`, `gateway`)
 //! built from the shared pieces: the closed-loop [`load`] driver, the [`report`] table / JSON
 //! lines, and peer servers (`switchyard_journal::nats_server`).
 
@@ -7,6 +7,7 @@ mod bus;
 mod connect;
 mod dev;
 mod env;
+mod gateway;
 mod ids;
 mod journal;
 mod load;
@@ -75,6 +76,15 @@ enum Suite {
     /// The process `sdk` measures (hosts the services and prints its memory).
     #[command(hide = true)]
     SdkHost(sdk::HostArgs),
+    /// The API gateway: throughput (closed loop, keep-alive connections) and p99 through
+    /// `switchyard serve`'s gateway, plain and with JWT auth and a rate limit, beside nginx
+    /// as a reverse proxy and the upstream called directly; then the latency the gateway
+    /// adds at a fixed 10,000 requests/s. Needs the `switchyard` binary next to this one
+    /// (cargo build --release -p switchyard) and nginx (Debian's package `nginx`).
+    Gateway(gateway::Args),
+    /// The upstream `gateway` measures against (answers every request with a small body).
+    #[command(hide = true)]
+    GatewayUpstream(gateway::UpstreamArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,6 +112,8 @@ fn main() -> std::process::ExitCode {
                 Suite::Connect(args) => connect::run(args).await,
                 Suite::Sdk(args) => sdk::run(args).await,
                 Suite::SdkHost(args) => sdk::host_child(args).await,
+                Suite::Gateway(args) => gateway::run(args).await,
+                Suite::GatewayUpstream(args) => gateway::upstream_child(args).await,
             }
         };
         // On Ctrl-C the suite is dropped: that kills any peer server and removes its data.
