@@ -54,7 +54,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const READERS: u32 = 4;
 /// How often the WAL is checkpointed into the database file (by a task of the store's,
 /// not by whichever commit fills it: see [`Checkpoints`]).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const DELIVERY_COLS: &str = "subscription, topic, partition_no, record_offset, partition_key, \
      attempts, first_attempt_at_ms, next_attempt_at_ms, last_error";
@@ -77,7 +77,8 @@ pub struct SqliteStore {
 /// The task that checkpoints the WAL into the database file every [`CHECKPOINT_EVERY`].
 /// SQLite would otherwise checkpoint inside the commit that fills the WAL past 1000 pages
 /// (with two fsyncs under `synchronous=NORMAL`): about one commit in a hundred of a lane's
-/// send path took milliseconds to tens of milliseconds longer.
+/// send path took milliseconds to tens of milliseconds longer. Once a second rather than
+/// more often: each checkpoint's fsyncs can stall commits behind them.
 #[derive(Debug)]
 struct Checkpoints(tokio::task::AbortHandle);
 

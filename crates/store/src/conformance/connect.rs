@@ -339,6 +339,11 @@ pub async fn intake_hands_out_what_is_due(store: &dyn Store, prefix: &str) {
         third.ready,
         ok(store.due_messages(&other, 7, &[], 1000).await, "due")
     );
+    assert_eq!(
+        ok(store.lane_cursors(&other).await, "cursors"),
+        vec![Cursor::new(TOPIC, 0, 150)],
+        "the cursor follows the last INSERT"
+    );
     let ids: Vec<u64> = third.ready.iter().map(|m| m.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the batch");
     let again = ok(store.lane_intake(&other, big, None, 8).await, "again");
