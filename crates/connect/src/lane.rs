@@ -9,8 +9,10 @@
 //!   ([`Store::lane_intake`]): the message store *is* the lane's buffer. A crash between
 //!   two intakes reads the same events again, and the store inserts nothing twice.
 //!   A mapping that fails puts the message straight into a case (stage `map`). A batch
-//!   that produced no message writes its cursor lazily (`LazyCursor`).
-//! - **sender**: takes due messages from the store (oldest first, one at a time per key),
+//!   that produced no message writes its cursor lazily (`LazyCursor`). The messages the
+//!   store reports ready (due and first of their key) are handed to the sender in memory.
+//! - **sender**: starts the messages handed to it, and takes due messages from the store
+//!   (oldest first, one at a time per key),
 //!   waits until its vendor ([`Vendor`], shared by the lanes of adapters naming the same
 //!   `vendor`) lets it: the rate limit (GCRA), any hold (a 429 or 503 for its
 //!   Retry-After; a vendor that refuses connections or times out for a backoff that grows
@@ -36,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchyard_journal::{Journal, PartitionChoice, ReadLimits};
 use switchyard_store::connect::{
-    Attempt, AttemptOutcome, Failure, LaneState, Message, MessageState, NewMessage,
+    Attempt, AttemptOutcome, Failure, Intake, LaneState, Message, MessageState, NewMessage,
 };
 use switchyard_store::{Cursor, Store};
 use switchyard_types::{Record, StoredRecord, TopicName};
@@ -143,6 +145,10 @@ pub(crate) struct LaneShared {
     /// The rate limit, holds and lowered rate, shared with the lanes of the same vendor.
     pub vendor: Arc<Vendor>,
     in_flight: std::sync::Mutex<HashSet<u64>>,
+    /// Messages the intake just stored that were ready to send ([`Intake::ready`]), handed
+    /// to the sender so it need not read them back (at most `concurrency`; any it does not
+    /// start stay pending in the store, where `due_messages` finds them).
+    handed: std::sync::Mutex<Vec<Message>>,
     pub counters: LaneCounters,
 }
 
@@ -182,6 +188,7 @@ impl Lane {
             wake: Notify::new(),
             vendor,
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            handed: std::sync::Mutex::new(Vec::new()),
             counters: LaneCounters::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -441,22 +448,14 @@ async fn read_partition(
             }
         };
         if batch.records.is_empty() {
-            let due = lazy.due();
-            tokio::select! {
-                _ = s.journal.wait_for(&topic, partition, batch.next_offset) => {}
-                _ = state.changed() => {}
-                _ = lazy_due(due.as_ref()) => {
-                    if let Some((cursor, _)) = due {
-                        match s.store.lane_intake(&lane, Vec::new(), Some(cursor), now_ms()).await {
-                            Ok(_) => lazy.written(),
-                            Err(e) => tracing::warn!(lane, partition, "writing the lane's cursor: {e}"),
-                        }
-                    }
-                }
-                _ = stopped(&mut stop) => return,
+            if !wait_for_more(s, partition, batch.next_offset, &mut state, &mut stop, lazy).await {
+                return;
             }
             continue;
         }
+        // The read reached the partition's end: wait for more before reading again (a
+        // read is a hop to a blocking thread, for nothing while the partition is quiet).
+        let at_end = batch.records.len() < INTAKE_BATCH;
         let messages: Vec<NewMessage> = batch
             .records
             .iter()
@@ -466,28 +465,76 @@ async fn read_partition(
         let cursor = Cursor::new(topic.as_str(), partition, batch.next_offset);
         if messages.is_empty() && lazy.defer(&cursor) {
             next = batch.next_offset;
-            continue;
+        } else {
+            match s
+                .store
+                .lane_intake(&lane, messages, Some(cursor), now_ms())
+                .await
+            {
+                Ok(intake) => {
+                    lazy.written();
+                    next = batch.next_offset;
+                    s.counters.taken.fetch_add(taken, Ordering::Relaxed);
+                    s.hand_over(intake);
+                    if taken > 0 {
+                        s.wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(lane, partition, "writing the lane's intake: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(ERROR_PAUSE) => {}
+                        _ = stopped(&mut stop) => return,
+                    }
+                    continue;
+                }
+            }
         }
-        match s
-            .store
-            .lane_intake(&lane, messages, Some(cursor), now_ms())
-            .await
-        {
-            Ok(_) => {
-                lazy.written();
-                next = batch.next_offset;
-                s.counters.taken.fetch_add(taken, Ordering::Relaxed);
-                if taken > 0 {
-                    s.wake.notify_one();
+        if at_end && !wait_for_more(s, partition, next, &mut state, &mut stop, lazy).await {
+            return;
+        }
+    }
+}
+
+/// Waits until the partition holds records from `next`, the lane's state changes, or a
+/// deferred cursor is due (then writes it). `false` when the lane stops.
+async fn wait_for_more(
+    s: &LaneShared,
+    partition: u32,
+    next: u64,
+    state: &mut watch::Receiver<LaneState>,
+    stop: &mut watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
+) -> bool {
+    let lane = &s.adapter.name;
+    let due = lazy.due();
+    tokio::select! {
+        _ = s.journal.wait_for(&s.adapter.topic, partition, next) => {}
+        _ = state.changed() => {}
+        _ = lazy_due(due.as_ref()) => {
+            if let Some((cursor, _)) = due {
+                match s.store.lane_intake(lane, Vec::new(), Some(cursor), now_ms()).await {
+                    Ok(_) => lazy.written(),
+                    Err(e) => tracing::warn!(lane, partition, "writing the lane's cursor: {e}"),
                 }
             }
-            Err(e) => {
-                tracing::warn!(lane, partition, "writing the lane's intake: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(ERROR_PAUSE) => {}
-                    _ = stopped(&mut stop) => return,
-                }
-            }
+        }
+        _ = stopped(stop) => return false,
+    }
+    true
+}
+
+impl LaneShared {
+    /// Hands the intake's ready messages to the sender, while the lane runs and up to
+    /// `concurrency` of them (the rest the sender reads from the store).
+    fn hand_over(&self, intake: Intake) {
+        if intake.ready.is_empty() || *self.state.borrow() != LaneState::Running {
+            return;
+        }
+        let room = self.adapter.concurrency as usize;
+        if let Ok(mut handed) = self.handed.lock() {
+            let free = room.saturating_sub(handed.len());
+            handed.extend(intake.ready.into_iter().take(free));
         }
     }
 }
@@ -497,6 +544,12 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
     let concurrency = s.adapter.concurrency as usize;
     let mut state = s.state.subscribe();
     let mut attempts = tokio::task::JoinSet::new();
+    // The highest message id started. A handed message at or below it may have been
+    // started already (read from the store before it was handed): it is left to
+    // `due_messages`, which knows.
+    let mut high_water = 0;
+    // Until when nothing in the store is due (as of the last look).
+    let mut quiet_until = Instant::now();
     loop {
         // Reap finished attempts (their outcome is recorded already).
         while attempts.try_join_next().is_some() {}
@@ -522,7 +575,45 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        let room = u32::try_from(concurrency - busy.len()).unwrap_or(1);
+        let mut room = concurrency - busy.len();
+        // What the intake just stored, ready to go: started without reading it back.
+        let handed = s
+            .handed
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        if !handed.is_empty() {
+            let mut started_all = true;
+            for message in handed {
+                if room == 0 || message.id <= high_water {
+                    started_all = false;
+                    continue;
+                }
+                tokio::select! {
+                    _ = s.vendor.ready() => {}
+                    _ = stopped(&mut stop) => break,
+                }
+                if *state.borrow() == LaneState::Paused {
+                    started_all = false;
+                    break;
+                }
+                high_water = high_water.max(message.id);
+                s.start(&mut attempts, message);
+                room -= 1;
+            }
+            // Nothing else was due a moment ago, and the attempts just started wake the
+            // sender when they finish: no need to look in the store before then.
+            if started_all && Instant::now() < quiet_until {
+                tokio::select! {
+                    _ = s.wake.notified() => {}
+                    _ = tokio::time::sleep_until(quiet_until.into()) => {}
+                    _ = state.changed() => {}
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+            continue;
+        }
+        let room = u32::try_from(room).unwrap_or(1);
         let due = match s.store.due_messages(&lane, now_ms(), &busy, room).await {
             Ok(d) => d,
             Err(e) => {
@@ -541,6 +632,7 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
                 }
                 _ => IDLE_POLL,
             };
+            quiet_until = Instant::now() + wait;
             tokio::select! {
                 _ = s.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -558,14 +650,22 @@ async fn sender(s: Arc<LaneShared>, mut stop: watch::Receiver<bool>) {
             if *state.borrow() == LaneState::Paused {
                 break;
             }
-            if let Ok(mut set) = s.in_flight.lock() {
-                set.insert(message.id);
-            }
-            attempts.spawn(attempt(s.clone(), message));
+            high_water = high_water.max(message.id);
+            s.start(&mut attempts, message);
         }
     }
     // Attempts in progress finish and record their outcome.
     while attempts.join_next().await.is_some() {}
+}
+
+impl LaneShared {
+    /// Starts an attempt of `message` (in flight until its outcome is recorded).
+    fn start(self: &Arc<Self>, attempts: &mut tokio::task::JoinSet<()>, message: Message) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(message.id);
+        }
+        attempts.spawn(attempt(self.clone(), message));
+    }
 }
 
 /// One attempt of one message, recorded.

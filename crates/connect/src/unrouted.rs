@@ -130,6 +130,9 @@ fn unmatched(
     })
 }
 
+/// Events read per intake.
+const BATCH: usize = 256;
+
 async fn partition_task(
     topic: TopicName,
     partition: u32,
@@ -182,7 +185,7 @@ async fn read_partition(
             return;
         }
         let limits = ReadLimits {
-            max_records: 256,
+            max_records: BATCH,
             ..ReadLimits::default()
         };
         let batch = tokio::select! {
@@ -196,21 +199,23 @@ async fn read_partition(
             }
         };
         if batch.records.is_empty() {
-            let due = lazy.due();
-            tokio::select! {
-                _ = journal.wait_for(&topic, partition, batch.next_offset) => {}
-                _ = lazy_due(due.as_ref()) => {
-                    if let Some((cursor, _)) = due {
-                        match store.lane_intake(UNROUTED_LANE, Vec::new(), Some(cursor), now_ms()).await {
-                            Ok(_) => lazy.written(),
-                            Err(e) => tracing::warn!("unrouted lane: {e}"),
-                        }
-                    }
-                }
-                _ = stop.changed() => return,
+            if !wait_for_more(
+                &journal,
+                store,
+                &topic,
+                partition,
+                batch.next_offset,
+                &mut stop,
+                lazy,
+            )
+            .await
+            {
+                return;
             }
             continue;
         }
+        // At the partition's end: wait for more rather than read again for nothing.
+        let at_end = batch.records.len() < BATCH;
         let messages: Vec<NewMessage> = batch
             .records
             .iter()
@@ -220,23 +225,55 @@ async fn read_partition(
         // Most events are routed: their cursor is written lazily.
         if messages.is_empty() && lazy.defer(&cursor) {
             next = batch.next_offset;
-            continue;
-        }
-        match store
-            .lane_intake(UNROUTED_LANE, messages, Some(cursor), now_ms())
-            .await
-        {
-            Ok(_) => {
-                lazy.written();
-                next = batch.next_offset;
-            }
-            Err(e) => {
-                tracing::warn!("unrouted lane: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => return,
+        } else {
+            match store
+                .lane_intake(UNROUTED_LANE, messages, Some(cursor), now_ms())
+                .await
+            {
+                Ok(_) => {
+                    lazy.written();
+                    next = batch.next_offset;
+                }
+                Err(e) => {
+                    tracing::warn!("unrouted lane: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
                 }
             }
         }
+        if at_end && !wait_for_more(&journal, store, &topic, partition, next, &mut stop, lazy).await
+        {
+            return;
+        }
     }
+}
+
+/// Waits until the partition holds records from `next`, or a deferred cursor is due (then
+/// writes it). `false` when the lane stops.
+async fn wait_for_more(
+    journal: &Arc<dyn Journal>,
+    store: &Arc<dyn Store>,
+    topic: &TopicName,
+    partition: u32,
+    next: u64,
+    stop: &mut watch::Receiver<bool>,
+    lazy: &mut LazyCursor,
+) -> bool {
+    let due = lazy.due();
+    tokio::select! {
+        _ = journal.wait_for(topic, partition, next) => {}
+        _ = lazy_due(due.as_ref()) => {
+            if let Some((cursor, _)) = due {
+                match store.lane_intake(UNROUTED_LANE, Vec::new(), Some(cursor), now_ms()).await {
+                    Ok(_) => lazy.written(),
+                    Err(e) => tracing::warn!("unrouted lane: {e}"),
+                }
+            }
+        }
+        _ = stop.changed() => return false,
+    }
+    true
 }

@@ -71,6 +71,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     connect::lane_intake_is_idempotent(&*store, &unique_prefix("intake")).await;
     connect::connect_bad_input_changes_nothing(&*store, &unique_prefix("cbad")).await;
     connect::due_messages_keep_key_order(&*store, &unique_prefix("keyorder")).await;
+    connect::intake_hands_out_what_is_due(&*store, &unique_prefix("ready")).await;
     connect::failures_group_into_cases(&*store, &unique_prefix("cases")).await;
     connect::replies_are_matched_or_recorded(&*store, &unique_prefix("replies")).await;
     connect::replay_resends_or_remaps(&*store, &unique_prefix("replay")).await;

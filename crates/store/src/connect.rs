@@ -192,6 +192,17 @@ pub struct NewMessage {
     pub failure: Option<Failure>,
 }
 
+/// What a lane's intake stored ([`Store::lane_intake`](crate::Store::lane_intake)).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Intake {
+    /// How many messages were inserted (positions already stored are skipped).
+    pub inserted: u64,
+    /// The inserted messages that `due_messages` would return at this instant: pending, due
+    /// now, and first of their partition key (no older pending message of it), as stored.
+    /// The lane's sender can start them without reading them back.
+    pub ready: Vec<Message>,
+}
+
 /// A message in the store.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -405,6 +416,40 @@ pub(crate) fn clip(text: &str) -> String {
 }
 
 impl NewMessage {
+    /// The message as the store holds it once inserted as `id` at `now_ms` (pending: due
+    /// at `now_ms`), its texts as the store wrote them (`text` is the backend's own change
+    /// to a text, if it makes one).
+    pub(crate) fn into_stored(
+        self,
+        id: u64,
+        now_ms: i64,
+        text: impl Fn(String) -> String,
+    ) -> Message {
+        let pending = self.state == MessageState::Pending;
+        Message {
+            id,
+            adapter: self.adapter,
+            adapter_hash: text(self.adapter_hash),
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            event_id: text(clip(&self.event_id)),
+            event_type: text(clip(&self.event_type)),
+            partition_key: self.partition_key.map(&text),
+            event: self.event,
+            request: self.request,
+            state: self.state,
+            attempts: 0,
+            next_attempt_at_ms: pending.then_some(now_ms),
+            reply_deadline_ms: None,
+            correlation_id: self.correlation_id.map(&text),
+            case_id: self.failure.as_ref().map(|f| f.case.id.clone()),
+            last_error: self.failure.map(|f| text(clip(&f.error))),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
     pub(crate) fn validate(&self, field: &str) -> Result<()> {
         validate_name(&format!("{field}.adapter"), &self.adapter)?;
         switchyard_types::TopicName::new(&self.topic)

@@ -224,18 +224,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Sets a lane's cursor (forwards or backwards; creating it if there is none).
     async fn set_lane_cursor(&self, lane: &str, cursor: Cursor) -> Result<()>;
 
-    /// A lane's intake, in one transaction: inserts `messages` (the events it took since
-    /// its cursor, each of them pending, or failed or unmatched with its failure grouped
-    /// into its case) and moves the cursor of `cursor_after`'s partition forward to its
-    /// offset. A message whose (adapter, topic, partition, offset) is already stored is
-    /// skipped, so a retried intake inserts nothing twice. Returns how many were inserted.
+    /// A lane's intake: inserts `messages` (the events it took since its cursor, each of
+    /// them pending, or failed or unmatched with its failure counted in its case in the
+    /// same transaction), then moves the cursor of `cursor_after`'s partition forward to
+    /// its offset. The cursor is never ahead of the stored messages: it moves in their
+    /// transaction or after it, so a failed intake leaves it where it was or behind
+    /// messages already stored. A message whose (adapter, topic, partition, offset) is
+    /// already stored is skipped, so a retried intake inserts nothing twice. Returns how
+    /// many were inserted and those of them that are ready to send
+    /// ([`connect::Intake`]).
     async fn lane_intake(
         &self,
         lane: &str,
         messages: Vec<NewMessage>,
         cursor_after: Option<Cursor>,
         now_ms: i64,
-    ) -> Result<u64>;
+    ) -> Result<connect::Intake>;
 
     /// Up to `limit` pending messages of `adapter` due at `now_ms`, oldest first, leaving
     /// out any whose partition key has an older pending message (due or not): a key's

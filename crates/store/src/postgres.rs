@@ -40,7 +40,7 @@ mod quotas;
 pub mod testing;
 
 use crate::connect::{
-    Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
+    Attempt, AttemptOutcome, Case, CaseState, Failure, Intake, LaneState, Message, MessageCount,
     MessageFilter, NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
 };
 use crate::lease::Lease;
@@ -1364,7 +1364,7 @@ impl Store for PostgresStore {
         messages: Vec<NewMessage>,
         cursor_after: Option<Cursor>,
         now_ms: i64,
-    ) -> Result<u64> {
+    ) -> Result<Intake> {
         messages::lane_intake(self, lane, messages, cursor_after, now_ms).await
     }
 

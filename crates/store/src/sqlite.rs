@@ -15,13 +15,17 @@
 //! (a lost enqueue rolls back its cursor too, so the records are read again; a lost ack
 //! means one more delivery, which at-least-once allows), and it keeps an fsync off every
 //! delivery's path. A later FULL commit also makes every earlier NORMAL one durable.
+//!
+//! The WAL is checkpointed into the database file by a task of the store's every
+//! [`CHECKPOINT_EVERY`] (`PRAGMA wal_autocheckpoint=0` on every connection), not inside
+//! the commit that happens to fill it, so no commit waits for a checkpoint's fsyncs.
 
 mod leases;
 mod messages;
 mod quotas;
 
 use crate::connect::{
-    Attempt, AttemptOutcome, Case, CaseState, Failure, LaneState, Message, MessageCount,
+    Attempt, AttemptOutcome, Case, CaseState, Failure, Intake, LaneState, Message, MessageCount,
     MessageFilter, NewMessage, NewReply, OutboundRequest, Reply, ReplyDisposition,
 };
 use crate::lease::Lease;
@@ -39,6 +43,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Row, Sqlite, Transaction, Type};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -47,6 +52,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections used for reads (writes use one more, of their own).
 const READERS: u32 = 4;
+/// How often the WAL is checkpointed into the database file (by a task of the store's,
+/// not by whichever commit fills it: see [`Checkpoints`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const DELIVERY_COLS: &str = "subscription, topic, partition_no, record_offset, partition_key, \
      attempts, first_attempt_at_ms, next_attempt_at_ms, last_error";
@@ -62,6 +70,39 @@ pub struct SqliteStore {
     progress: SqlitePool,
     reader: SqlitePool,
     path: Option<PathBuf>,
+    /// The background checkpoints of a database file (stopped when the last clone goes).
+    checkpoints: Option<Arc<Checkpoints>>,
+}
+
+/// The task that checkpoints the WAL into the database file every [`CHECKPOINT_EVERY`].
+/// SQLite would otherwise checkpoint inside the commit that fills the WAL past 1000 pages
+/// (with two fsyncs under `synchronous=NORMAL`): about one commit in a hundred of a lane's
+/// send path took milliseconds to tens of milliseconds longer. Once a second rather than
+/// more often: each checkpoint's fsyncs can stall commits behind them.
+#[derive(Debug)]
+struct Checkpoints(tokio::task::AbortHandle);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        // PASSIVE: copies what no reader still needs, blocking no writer and no reader;
+        // a failed or partial one leaves the rest to the next (the WAL keeps every commit).
+        // With nothing new in the WAL it touches no file.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await;
+    }
 }
 
 impl SqliteStore {
@@ -76,13 +117,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("wal_autocheckpoint", "0");
         let open_err = |reason: &str, e: BackendErrorSource| Error::Open {
             path: path.clone(),
             reason: format!("{reason}: {}", e.message()),
             source: Some(e.boxed()),
         };
-        let writer = SqlitePoolOptions::new()
+        // No ping before handing out a connection: a connection to a file cannot hang up,
+        // and the ping was one more round trip to its thread before every operation.
+        let pool = || SqlitePoolOptions::new().test_before_acquire(false);
+        let writer = pool()
             .max_connections(1)
             .connect_with(options.clone())
             .await
@@ -93,21 +138,23 @@ impl SqliteStore {
                 BackendErrorSource::Migrate(e),
             )
         })?;
-        let progress = SqlitePoolOptions::new()
+        let progress = pool()
             .max_connections(1)
             .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
-        let reader = SqlitePoolOptions::new()
+        let reader = pool()
             .max_connections(READERS)
             .connect_with(options)
             .await
             .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
+        let checkpoints = tokio::spawn(checkpoint_loop(reader.clone())).abort_handle();
         let store = Self {
             writer,
             progress,
             reader,
             path: Some(path),
+            checkpoints: Some(Arc::new(Checkpoints(checkpoints))),
         };
         store.check_readable().await?;
         Ok(store)
@@ -143,6 +190,7 @@ impl SqliteStore {
             progress: pool.clone(),
             reader: pool,
             path: None,
+            checkpoints: None,
         })
     }
 
@@ -154,6 +202,9 @@ impl SqliteStore {
     /// Closes every connection, waiting for operations in progress. Operations after this
     /// fail.
     pub async fn close(&self) {
+        if let Some(c) = &self.checkpoints {
+            c.0.abort();
+        }
         self.progress.close().await;
         // A checkpoint on the FULL connection makes the progress written without fsync
         // durable too; if it fails the WAL is still there and replays at the next open.
@@ -1163,7 +1214,7 @@ impl Store for SqliteStore {
         messages: Vec<NewMessage>,
         cursor_after: Option<Cursor>,
         now_ms: i64,
-    ) -> Result<u64> {
+    ) -> Result<Intake> {
         messages::lane_intake(self, lane, messages, cursor_after, now_ms).await
     }
 

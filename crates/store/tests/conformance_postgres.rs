@@ -474,11 +474,13 @@ async fn nul_characters_from_outside_are_recorded() {
     let mut m = new_message(adapter, 0);
     m.correlation_id = Some("c\0rr".into());
     m.partition_key = Some("k\0".into());
-    store
+    let intake = store
         .lane_intake(adapter, vec![m], None, 1)
         .await
         .expect("intake with NUL in its keys");
-    let id = store.due_messages(adapter, 10, &[], 10).await.expect("due")[0].id;
+    let due = store.due_messages(adapter, 10, &[], 10).await.expect("due");
+    assert_eq!(intake.ready, due, "handed out as stored, U+FFFD for NUL");
+    let id = due[0].id;
     let mut a = attempt();
     a.response_body = Some("bad\0body".into());
     a.error = Some("vendor said \0".into());

@@ -99,14 +99,20 @@ pub async fn lane_intake_is_idempotent(store: &dyn Store, prefix: &str) {
             .await,
         "intake",
     );
-    assert_eq!(n, 2, "intake inserts both messages");
+    assert_eq!(n.inserted, 2, "intake inserts both messages");
+    assert_eq!(
+        n.ready,
+        ok(store.due_messages(&adapter, 10, &[], 10).await, "due"),
+        "the ready messages are the stored ones, as due_messages reads them"
+    );
     let again = ok(
         store
             .lane_intake(&adapter, batch, Some(Cursor::new(TOPIC, 0, 1)), 11)
             .await,
         "intake again",
     );
-    assert_eq!(again, 0, "a repeated intake inserts nothing");
+    assert_eq!(again.inserted, 0, "a repeated intake inserts nothing");
+    assert!(again.ready.is_empty(), "and hands out nothing");
     let cursors = ok(store.lane_cursors(&adapter).await, "cursors");
     assert_eq!(
         cursors,
@@ -194,7 +200,7 @@ pub async fn due_messages_keep_key_order(store: &dyn Store, prefix: &str) {
         new_message(&adapter, 2, Some("k2")),
         new_message(&adapter, 3, None),
     ];
-    ok(
+    let intake = ok(
         store.lane_intake(&adapter, batch, None, 100).await,
         "intake",
     );
@@ -202,6 +208,10 @@ pub async fn due_messages_keep_key_order(store: &dyn Store, prefix: &str) {
     let due = ok(store.due_messages(&adapter, 100, &[], 10).await, "due");
     let offsets: Vec<u64> = due.iter().map(|m| m.offset).collect();
     assert_eq!(offsets, vec![0, 2, 3], "k1's second waits for its first");
+    assert_eq!(
+        intake.ready, due,
+        "the intake's ready messages are the due ones"
+    );
     assert!(
         ok(store.due_messages(&adapter, 99, &[], 10).await, "due").is_empty(),
         "nothing is due before its time"
@@ -255,6 +265,89 @@ pub async fn due_messages_keep_key_order(store: &dyn Store, prefix: &str) {
         Err(Error::Conflict { .. }) => {}
         other => panic!("an attempt of a delivered message: {other:?}"),
     }
+}
+
+/// The messages an intake hands out as ready are those `due_messages` returns right
+/// after it: a key with an older pending message (in an earlier intake, or earlier in the
+/// same batch) is held back, failed messages are never ready, and a batch larger than
+/// one statement's rows keeps its order.
+pub async fn intake_hands_out_what_is_due(store: &dyn Store, prefix: &str) {
+    let adapter = format!("{prefix}-a");
+    let first = ok(
+        store
+            .lane_intake(
+                &adapter,
+                vec![new_message(&adapter, 0, Some("k1"))],
+                None,
+                5,
+            )
+            .await,
+        "intake",
+    );
+    let offsets: Vec<u64> = first.ready.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, vec![0]);
+    // k1 still has a pending message (in flight, say): its next one is not ready.
+    let mut failed = new_message(&adapter, 3, Some("k3"));
+    failed.request = None;
+    failed.state = MessageState::Failed;
+    failed.failure = Some(Failure {
+        case: case_key(prefix, &adapter, "map"),
+        error: "mapping: no sku".into(),
+    });
+    let mixed = vec![
+        new_message(&adapter, 1, Some("k1")),
+        new_message(&adapter, 2, Some("k2")),
+        failed,
+        new_message(&adapter, 4, Some("k3")),
+        new_message(&adapter, 5, Some("k2")),
+    ];
+    let second = ok(
+        store
+            .lane_intake(&adapter, mixed, Some(Cursor::new(TOPIC, 0, 6)), 6)
+            .await,
+        "intake with a failure",
+    );
+    assert_eq!(second.inserted, 5);
+    let offsets: Vec<u64> = second.ready.iter().map(|m| m.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![2, 4],
+        "k1 waits, k2's second waits, failed is not sent"
+    );
+    let in_flight = [first.ready[0].id];
+    assert_eq!(
+        second.ready,
+        ok(store.due_messages(&adapter, 6, &in_flight, 10).await, "due"),
+    );
+    assert_eq!(
+        ok(store.lane_cursors(&adapter).await, "cursors"),
+        vec![Cursor::new(TOPIC, 0, 6)]
+    );
+    // More rows than one INSERT holds: every one stored once, in order, keyless ones ready.
+    let other = format!("{prefix}-b");
+    let big: Vec<NewMessage> = (0..150).map(|o| new_message(&other, o, None)).collect();
+    let third = ok(
+        store
+            .lane_intake(&other, big.clone(), Some(Cursor::new(TOPIC, 0, 150)), 7)
+            .await,
+        "big intake",
+    );
+    assert_eq!(third.inserted, 150);
+    let offsets: Vec<u64> = third.ready.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        third.ready,
+        ok(store.due_messages(&other, 7, &[], 1000).await, "due")
+    );
+    assert_eq!(
+        ok(store.lane_cursors(&other).await, "cursors"),
+        vec![Cursor::new(TOPIC, 0, 150)],
+        "the cursor follows the last INSERT"
+    );
+    let ids: Vec<u64> = third.ready.iter().map(|m| m.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the batch");
+    let again = ok(store.lane_intake(&other, big, None, 8).await, "again");
+    assert_eq!((again.inserted, again.ready.len()), (0, 0));
 }
 
 /// Failures with one key are one case with a count; retry, discard and resolve act on it

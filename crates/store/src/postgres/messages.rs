@@ -9,9 +9,9 @@
 
 use super::{PostgresStore, be, col, col_unsigned, ot, t, to_i64};
 use crate::connect::{
-    Attempt, AttemptOutcome, CASE_SAMPLES, Case, CaseKey, CaseState, Failure, LaneState, Message,
-    MessageCount, MessageFilter, MessageState, NewMessage, NewReply, OutboundRequest, Reply,
-    ReplyDisposition, check_limit, clip, clip_body,
+    Attempt, AttemptOutcome, CASE_SAMPLES, Case, CaseKey, CaseState, Failure, Intake, LaneState,
+    Message, MessageCount, MessageFilter, MessageState, NewMessage, NewReply, OutboundRequest,
+    Reply, ReplyDisposition, check_limit, clip, clip_body,
 };
 use crate::{Cursor, Error, Result, validate_name};
 use sqlx::postgres::{PgConnection, PgRow};
@@ -359,7 +359,7 @@ pub(super) async fn lane_intake(
     messages: Vec<NewMessage>,
     cursor_after: Option<Cursor>,
     now_ms: i64,
-) -> Result<u64> {
+) -> Result<Intake> {
     const OP: &str = "lane_intake";
     validate_name("lane", lane)?;
     for (i, m) in messages.iter().enumerate() {
@@ -379,8 +379,9 @@ pub(super) async fn lane_intake(
         texts.push((m.event.to_string(), request));
     }
     let mut tx = s.write_progress(OP).await?;
-    let mut inserted = 0;
-    for (m, (event, request)) in messages.iter().zip(texts) {
+    // (id, ready) of each inserted message, by its position in `messages`.
+    let mut stored: Vec<Option<(u64, bool)>> = vec![None; messages.len()];
+    for ((m, (event, request)), slot) in messages.iter().zip(texts).zip(stored.iter_mut()) {
         let (case, error) = match &m.failure {
             Some(Failure { case, error }) => (Some(case), Some(clip(error))),
             None => (None, None),
@@ -392,7 +393,11 @@ pub(super) async fn lane_intake(
              next_attempt_at_ms, correlation_id, case_id, last_error, created_at_ms, \
              updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, \
              $14, $15, $16, $16) \
-             ON CONFLICT (adapter, topic, partition_no, record_offset) DO NOTHING",
+             ON CONFLICT (adapter, topic, partition_no, record_offset) DO NOTHING \
+             RETURNING id, state = 'pending' AND (partition_key IS NULL OR NOT EXISTS ( \
+               SELECT 1 FROM messages e WHERE e.adapter = messages.adapter \
+               AND e.state = 'pending' AND e.partition_key = messages.partition_key \
+               AND e.id < messages.id)) AS ready",
         )
         .bind(&m.adapter)
         .bind(t(&m.adapter_hash).as_ref())
@@ -410,11 +415,13 @@ pub(super) async fn lane_intake(
         .bind(ot(case.map(|c| c.id.as_str())))
         .bind(ot(error.as_deref()))
         .bind(now_ms)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(be(OP))?;
-        if done.rows_affected() > 0 {
-            inserted += 1;
+        if let Some(row) = done {
+            let id: u64 = col_unsigned(&row, "id", "messages", OP)?;
+            let ready: bool = col(&row, "ready", "messages", OP)?;
+            *slot = Some((id, ready));
             if let Some(case) = case {
                 count_failures(&mut tx, OP, case, 1, now_ms).await?;
             }
@@ -424,7 +431,19 @@ pub(super) async fn lane_intake(
         put_cursor(&mut tx, OP, lane, c, true).await?;
     }
     tx.commit().await.map_err(be(OP))?;
-    Ok(inserted)
+    let mut intake = Intake::default();
+    for (m, slot) in messages.into_iter().zip(stored) {
+        if let Some((id, ready)) = slot {
+            intake.inserted += 1;
+            if ready {
+                // As PostgreSQL holds its texts (no NUL).
+                intake
+                    .ready
+                    .push(m.into_stored(id, now_ms, |text| t(&text).into_owned()));
+            }
+        }
+    }
+    Ok(intake)
 }
 
 pub(super) async fn due_messages(

@@ -7,9 +7,9 @@
 
 use super::{SqliteStore, be, col, col_unsigned, to_i64};
 use crate::connect::{
-    Attempt, AttemptOutcome, CASE_SAMPLES, Case, CaseKey, CaseState, Failure, LaneState, Message,
-    MessageCount, MessageFilter, MessageState, NewMessage, NewReply, OutboundRequest, Reply,
-    ReplyDisposition, check_limit, clip, clip_body,
+    Attempt, AttemptOutcome, CASE_SAMPLES, Case, CaseKey, CaseState, Failure, Intake, LaneState,
+    Message, MessageCount, MessageFilter, MessageState, NewMessage, NewReply, OutboundRequest,
+    Reply, ReplyDisposition, check_limit, clip, clip_body,
 };
 use crate::{Cursor, Error, Result, validate_name};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -341,13 +341,94 @@ pub(super) async fn set_lane_cursor(s: &SqliteStore, lane: &str, cursor: Cursor)
     tx.commit().await.map_err(be(OP))
 }
 
+/// Rows per `INSERT` of a lane's intake (17 binds each, well under SQLite's limit).
+const INTAKE_ROWS: usize = 64;
+
+/// An `INSERT` of `rows` messages that skips positions already stored and returns, for
+/// each row it inserted, its id, its position and whether it is ready: pending and first
+/// of its partition key (the test of `due_messages`; rows inserted before it by the same
+/// statement have smaller ids, so it sees them).
+fn insert_messages_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (adapter, adapter_hash, topic, partition_no, record_offset, \
+         event_id, event_type, partition_key, event, request, state, attempts, \
+         next_attempt_at_ms, correlation_id, case_id, last_error, created_at_ms, \
+         updated_at_ms) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (adapter, topic, partition_no, record_offset) DO NOTHING \
+         RETURNING id, adapter, topic, partition_no, record_offset, state = 'pending' AND \
+         (partition_key IS NULL OR NOT EXISTS (SELECT 1 FROM messages e \
+          WHERE e.adapter = messages.adapter AND e.state = 'pending' \
+          AND e.partition_key = messages.partition_key AND e.id < messages.id)) AS ready",
+    );
+    sql
+}
+
+const PUT_CURSOR_FORWARD: &str = "INSERT INTO lane_cursors (lane, topic, partition_no, \
+     next_offset) VALUES (?, ?, ?, ?) ON CONFLICT (lane, topic, partition_no) DO UPDATE SET \
+     next_offset = excluded.next_offset WHERE excluded.next_offset > lane_cursors.next_offset";
+
+/// One message's binds for [`insert_messages_sql`].
+fn bind_message<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    m: &'q NewMessage,
+    event: String,
+    request: Option<String>,
+    now_ms: i64,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let (case, error) = match &m.failure {
+        Some(Failure { case, error }) => (Some(case.id.as_str()), Some(clip(error))),
+        None => (None, None),
+    };
+    q.bind(&m.adapter)
+        .bind(&m.adapter_hash)
+        .bind(&m.topic)
+        .bind(i64::from(m.partition))
+        .bind(to_i64(m.offset))
+        .bind(clip(&m.event_id))
+        .bind(clip(&m.event_type))
+        .bind(m.partition_key.as_deref())
+        .bind(event)
+        .bind(request)
+        .bind(m.state.as_str())
+        .bind((m.state == MessageState::Pending).then_some(now_ms))
+        .bind(m.correlation_id.as_deref())
+        .bind(case)
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+}
+
+/// A message's position: adapter, topic, partition, offset.
+type Position = (String, String, u32, u64);
+
+/// What [`insert_messages_sql`] returned for one row: the message's id and whether it is
+/// ready, with its position to find it by.
+fn inserted_row(row: &SqliteRow) -> Result<(Position, u64, bool)> {
+    let k = "lane_intake";
+    let adapter: String = col(row, "adapter", "messages", k)?;
+    let topic: String = col(row, "topic", "messages", k)?;
+    let partition: u32 = col_unsigned(row, "partition_no", "messages", k)?;
+    let offset: u64 = col_unsigned(row, "record_offset", "messages", k)?;
+    let id: u64 = col_unsigned(row, "id", "messages", k)?;
+    let ready: bool = col(row, "ready", "messages", k)?;
+    Ok(((adapter, topic, partition, offset), id, ready))
+}
+
 pub(super) async fn lane_intake(
     s: &SqliteStore,
     lane: &str,
     messages: Vec<NewMessage>,
     cursor_after: Option<Cursor>,
     now_ms: i64,
-) -> Result<u64> {
+) -> Result<Intake> {
     const OP: &str = "lane_intake";
     validate_name("lane", lane)?;
     for (i, m) in messages.iter().enumerate() {
@@ -366,52 +447,83 @@ pub(super) async fn lane_intake(
         };
         texts.push((m.event.to_string(), request));
     }
-    let mut tx = s.write_progress(OP).await?;
-    let mut inserted = 0;
-    for (m, (event, request)) in messages.iter().zip(texts) {
-        let (case, error) = match &m.failure {
-            Some(Failure { case, error }) => (Some(case), Some(clip(error))),
-            None => (None, None),
-        };
-        let done = sqlx::query(
-            "INSERT INTO messages (adapter, adapter_hash, topic, partition_no, record_offset, \
-             event_id, event_type, partition_key, event, request, state, attempts, \
-             next_attempt_at_ms, correlation_id, case_id, last_error, created_at_ms, \
-             updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (adapter, topic, partition_no, record_offset) DO NOTHING",
-        )
-        .bind(&m.adapter)
-        .bind(&m.adapter_hash)
-        .bind(&m.topic)
-        .bind(i64::from(m.partition))
-        .bind(to_i64(m.offset))
-        .bind(clip(&m.event_id))
-        .bind(clip(&m.event_type))
-        .bind(m.partition_key.as_deref())
-        .bind(event)
-        .bind(request)
-        .bind(m.state.as_str())
-        .bind((m.state == MessageState::Pending).then_some(now_ms))
-        .bind(m.correlation_id.as_deref())
-        .bind(case.map(|c| c.id.as_str()))
-        .bind(error)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(be(OP))?;
-        if done.rows_affected() > 0 {
-            inserted += 1;
-            if let Some(case) = case {
-                count_failure(&mut tx, OP, case, now_ms).await?;
+    // (id, ready) of each inserted message, by its position in `messages`.
+    let mut stored: Vec<Option<(u64, bool)>> = vec![None; messages.len()];
+    if messages.iter().all(|m| m.failure.is_none()) {
+        // Nothing to count in a case: one round trip to the connection's thread, of
+        // statements that each commit on their own: the messages (an INSERT is all or
+        // nothing), then the cursor. A failure in between leaves the cursor behind the
+        // stored messages, never ahead: the events are read again and not inserted twice.
+        let mut sql = String::new();
+        for chunk in messages.chunks(INTAKE_ROWS) {
+            sql.push_str(&insert_messages_sql(chunk.len()));
+            sql.push_str(";\n");
+        }
+        if cursor_after.is_some() {
+            sql.push_str(PUT_CURSOR_FORWARD);
+        }
+        if sql.is_empty() {
+            return Ok(Intake::default());
+        }
+        let mut q = sqlx::query::<Sqlite>(&sql);
+        for (m, (event, request)) in messages.iter().zip(texts) {
+            q = bind_message(q, m, event, request, now_ms);
+        }
+        if let Some(c) = &cursor_after {
+            q = q
+                .bind(lane)
+                .bind(&c.topic)
+                .bind(i64::from(c.partition))
+                .bind(to_i64(c.offset));
+        }
+        // Batches of one (a lane keeping up) reuse one prepared statement; other sizes
+        // are prepared for the call.
+        let rows = q
+            .persistent(messages.len() <= 1)
+            .fetch_all(&s.progress)
+            .await
+            .map_err(be(OP))?;
+        let mut by_position = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let (position, id, ready) = inserted_row(row)?;
+            by_position.insert(position, (id, ready));
+        }
+        for (slot, m) in stored.iter_mut().zip(&messages) {
+            *slot =
+                by_position.remove(&(m.adapter.clone(), m.topic.clone(), m.partition, m.offset));
+        }
+    } else {
+        // A failure is counted in its case in the transaction that inserts its message.
+        let sql = insert_messages_sql(1);
+        let mut tx = s.write_progress(OP).await?;
+        for ((m, (event, request)), slot) in messages.iter().zip(texts).zip(stored.iter_mut()) {
+            let row = bind_message(sqlx::query::<Sqlite>(&sql), m, event, request, now_ms)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(be(OP))?;
+            if let Some(row) = row {
+                let (_, id, ready) = inserted_row(&row)?;
+                *slot = Some((id, ready));
+                if let Some(f) = &m.failure {
+                    count_failure(&mut tx, OP, &f.case, now_ms).await?;
+                }
+            }
+        }
+        if let Some(c) = &cursor_after {
+            put_cursor(&mut tx, OP, lane, c, true).await?;
+        }
+        tx.commit().await.map_err(be(OP))?;
+    }
+    let mut intake = Intake::default();
+    for (m, slot) in messages.into_iter().zip(stored) {
+        if let Some((id, ready)) = slot {
+            intake.inserted += 1;
+            if ready {
+                intake.ready.push(m.into_stored(id, now_ms, |t| t));
             }
         }
     }
-    if let Some(c) = &cursor_after {
-        put_cursor(&mut tx, OP, lane, c, true).await?;
-    }
-    tx.commit().await.map_err(be(OP))?;
-    Ok(inserted)
+    Ok(intake)
 }
 
 pub(super) async fn due_messages(
