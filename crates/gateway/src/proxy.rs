@@ -189,3 +189,100 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// Where a redirect of the upstream's points, as the client must ask for it: a route that
+/// rewrites paths (`/api/orders/o-1` forwarded as `/orders/o-1`) maps a `Location` under the
+/// upstream's prefix (`/orders/o-2`, or `http://UPSTREAM/orders/o-2`) back under the client's
+/// (`/api/orders/o-2`), as nginx's `proxy_redirect default` does. The prefixes are what the
+/// two paths differ by before their longest common tail of whole segments. `None`: leave it
+/// as it is (the paths are the same, or it points elsewhere).
+pub fn relocated(
+    location: &str,
+    client_path: &str,
+    upstream_path: &str,
+    upstream: &http::uri::Authority,
+) -> Option<String> {
+    if client_path == upstream_path {
+        return None;
+    }
+    let (c, u) = (client_path.as_bytes(), upstream_path.as_bytes());
+    let mut common = 0;
+    while common < c.len() && common < u.len() && c[c.len() - 1 - common] == u[u.len() - 1 - common]
+    {
+        common += 1;
+    }
+    // Back to a segment boundary: the shared tail starts with a `/`.
+    let tail = (1..=common)
+        .rev()
+        .find(|&m| c[c.len() - m] == b'/')
+        .unwrap_or(0);
+    let client_prefix = &client_path[..client_path.len() - tail];
+    let upstream_prefix = &upstream_path[..upstream_path.len() - tail];
+    let path = match location.strip_prefix("http://") {
+        Some(rest) => {
+            let at = rest.find('/').unwrap_or(rest.len());
+            if !rest[..at].eq_ignore_ascii_case(upstream.as_str()) {
+                return None;
+            }
+            match &rest[at..] {
+                "" => "/",
+                p => p,
+            }
+        }
+        None if location.starts_with('/') && !location.starts_with("//") => location,
+        None => return None,
+    };
+    let rest = path.strip_prefix(upstream_prefix)?;
+    if !(upstream_prefix.is_empty() || rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        return None;
+    }
+    Some(format!("{client_prefix}{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relocated;
+
+    #[test]
+    fn a_redirect_under_the_upstreams_prefix_comes_back_under_the_clients() {
+        let up: http::uri::Authority = "127.0.0.1:8101".parse().unwrap();
+        let r = |loc: &str, client: &str, upstream: &str| relocated(loc, client, upstream, &up);
+        // rewrite = "/orders": POST /api/orders answers Location /orders/o-1.
+        assert_eq!(
+            r("/orders/o-1", "/api/orders", "/orders").as_deref(),
+            Some("/api/orders/o-1")
+        );
+        // rewrite = "/orders/{id}".
+        assert_eq!(
+            r("/orders/o-2?x=1", "/api/orders/o-1", "/orders/o-1").as_deref(),
+            Some("/api/orders/o-2?x=1")
+        );
+        // strip-prefix: /api/orders/{*rest} forwards /x.
+        assert_eq!(
+            r("/y", "/api/orders/x", "/x").as_deref(),
+            Some("/api/orders/y")
+        );
+        assert_eq!(r("/", "/svc/", "/").as_deref(), Some("/svc/"));
+        // An absolute URL to the upstream itself.
+        assert_eq!(
+            r("http://127.0.0.1:8101/orders/o-3", "/api/orders", "/orders").as_deref(),
+            Some("/api/orders/o-3")
+        );
+        // rewrite = "/v2/{rest}": /api/a/b forwarded as /v2/a/b.
+        assert_eq!(
+            r("/v2/a/c", "/api/a/b", "/v2/a/b").as_deref(),
+            Some("/api/a/c")
+        );
+        // Left alone: no rewriting, another host, outside the upstream's prefix, a
+        // relative reference, a scheme-relative URL, a prefix that only starts a segment.
+        assert_eq!(r("/orders/o-1", "/orders", "/orders"), None);
+        assert_eq!(
+            r("http://example.com/orders/o-1", "/api/orders", "/orders"),
+            None
+        );
+        assert_eq!(r("/elsewhere", "/api/a/b", "/v2/a/b"), None);
+        assert_eq!(r("o-1", "/api/orders", "/orders"), None);
+        assert_eq!(r("//evil.example/x", "/api/orders", "/orders"), None);
+        assert_eq!(r("/v2x/a", "/api/a/b", "/v2/a/b"), None);
+    }
+}

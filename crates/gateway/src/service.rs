@@ -603,6 +603,7 @@ async fn forward(
             Err(resp) => return resp,
         }
     }
+    let client_path = req.uri().path().to_string();
     match proxy::forward(
         &gw.inner.client,
         req,
@@ -614,7 +615,19 @@ async fn forward(
     )
     .await
     {
-        Ok(r) => r,
+        Ok(mut r) => {
+            let upstream_path = forwarded.split('?').next().unwrap_or_default();
+            let moved = r
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| proxy::relocated(l, &client_path, upstream_path, &authority))
+                .and_then(|l| http::HeaderValue::from_str(&l).ok());
+            if let Some(l) = moved {
+                r.headers_mut().insert(http::header::LOCATION, l);
+            }
+            r
+        }
         Err(f) => f.problem(&what()).into_response(),
     }
 }

@@ -99,8 +99,14 @@ async fn orders_go_through_the_gateway_with_a_dev_token() {
         .expect("POST /api/orders");
     assert_eq!(r.status(), 202);
     assert!(r.headers().contains_key("ratelimit-remaining"));
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
     let placed: serde_json::Value = r.json().await.expect("json");
     let id = placed["order"].as_str().expect("order id").to_string();
+    // orders said /orders/{id}; through the gateway that is /api/orders/{id}.
+    assert_eq!(location, format!("/api/orders/{id}"));
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let overview = loop {
