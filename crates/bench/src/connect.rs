@@ -316,13 +316,7 @@ pub async fn run(args: Args) -> Result<()> {
         .unwrap_or(if quick { 300 } else { 2000 });
     let backlog = args.backlog.unwrap_or(if quick { 1000 } else { 4000 });
     let repeats = args.run.repeats.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    let note = |s: String| {
-        if args.run.json {
-            eprintln!("{s}");
-        } else {
-            println!("{s}");
-        }
-    };
+    let note = |s: String| crate::report::say(args.run.json, &s);
     let l = added_latency(events).await?;
     let (p50, p99) = l.paired;
     note(format!(

@@ -13,6 +13,7 @@
 //!   peak resident memory by then (VmHWM);
 //! - `reset`: `switchyard reset` against the running system, until it runs again.
 
+use crate::report::{median, say, verdict};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use std::io::BufRead as _;
@@ -51,19 +52,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let bin = match &args.switchyard {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("finding this binary")?
-            .with_file_name("switchyard"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "no switchyard binary at {}: build it first (cargo build --release -p switchyard) \
-             or pass --switchyard PATH",
-            bin.display()
-        );
-    }
+    let bin = crate::env::switchyard_binary(args.switchyard.as_deref())?;
     let system = args
         .system
         .clone()
@@ -105,7 +94,7 @@ pub async fn run(args: Args) -> Result<()> {
         .max(1);
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let state = scratch.path().join("state");
-    note(
+    say(
         args.json,
         &format!(
             "switchyard-bench dev: {} with {} (state in {}); median of {repeats}",
@@ -146,7 +135,7 @@ pub async fn run(args: Args) -> Result<()> {
                 args.json,
                 json!({"suite":"dev","case":"reset","system":"switchyard","ms":reset_ms}),
             );
-            note(
+            say(
                 args.json,
                 &format!(
                     "targets: ready <= 1000 ms ({}), idle RSS <= 30 MB ({}), seed 100k <= 2000 ms \
@@ -169,10 +158,6 @@ fn seed_case(events: usize) -> String {
     } else {
         format!("seed-{events}")
     }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
 }
 
 /// Seed and reset against the running system: medians in ms.
@@ -237,7 +222,7 @@ async fn measure_running(
         if let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
             let p = &report["phases"];
             let ms = |k: &str| p[k].as_f64().unwrap_or(f64::NAN) * 1000.0;
-            note(
+            say(
                 args.json,
                 &format!(
                     "seed round {}: {:.0} ms: read {:.0}, append {:.0}, wait {:.0} ms",
@@ -386,19 +371,6 @@ fn status_mb(pid: u32, field: &str) -> Result<f64> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn note(json: bool, text: &str) {
-    if json {
-        eprintln!("{text}");
-    } else {
-        println!("{text}");
-    }
 }
 
 fn row(json: bool, v: serde_json::Value) {

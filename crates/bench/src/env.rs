@@ -61,3 +61,22 @@ pub fn data_base_dir(explicit: Option<&Path>) -> Result<(PathBuf, String)> {
     };
     Ok((dir, fs))
 }
+
+/// The `switchyard` binary: `explicit`, else the one next to this benchmark's binary; an
+/// error saying how to build it when it is not there.
+pub fn switchyard_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    let bin = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .context("finding this binary")?
+            .with_file_name("switchyard"),
+    };
+    if !bin.is_file() {
+        anyhow::bail!(
+            "no switchyard binary at {}: build it first (cargo build --release -p switchyard) \
+             or pass --switchyard PATH",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

@@ -25,7 +25,7 @@
 //! gateway in turn; the gateway's p50 and p99 minus direct's, per repeat, median.
 
 use crate::load::{self, Measured, OpSource};
-use crate::report::{median, thousands};
+use crate::report::{median, say, thousands, verdict};
 use crate::run::{RunArgs, Timing};
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
@@ -742,10 +742,6 @@ async fn fixed_rate(
     })
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
 /// `added-latency-10k` for the documented rate, `added-latency-N` otherwise.
 fn latency_case(rate: u32) -> String {
     if rate >= 1000 && rate.is_multiple_of(1000) {
@@ -941,15 +937,6 @@ async fn added_latency(
     Ok(())
 }
 
-/// A line of context: stdout in human mode, stderr with --json.
-fn say(json: bool, text: &str) {
-    if json {
-        eprintln!("{text}");
-    } else {
-        println!("{text}");
-    }
-}
-
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(
         (1..=4096).contains(&args.connections),
@@ -964,19 +951,7 @@ pub async fn run(args: Args) -> Result<()> {
         .timing(args.connections, 1, Duration::from_secs(45))?;
     let json_out = args.run.json;
     let note = |s: &str| say(json_out, s);
-    let bin = match &args.switchyard {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("finding this binary")?
-            .with_file_name("switchyard"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "no switchyard binary at {}: build it first (cargo build --release -p switchyard) \
-             or pass --switchyard PATH",
-            bin.display()
-        );
-    }
+    let bin = crate::env::switchyard_binary(args.switchyard.as_deref())?;
     let nginx_bin = find_nginx(args.nginx.as_deref())?;
     let workers = match args.workers {
         Some(0) => bail!("--workers must be at least 1"),

@@ -167,6 +167,20 @@ pub fn thousands(x: f64) -> String {
     out
 }
 
+/// A line of context: stdout in human mode, stderr with `--json` (stdout is for the rows).
+pub fn say(json: bool, text: &str) {
+    if json {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// How a figure stands against its target, in the summary lines.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
 /// The median of `xs` (the lower middle for an even count); NaN when empty.
 pub fn median(mut xs: Vec<f64>) -> f64 {
     if xs.is_empty() {

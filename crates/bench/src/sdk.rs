@@ -11,6 +11,7 @@
 //!   in a service pulling that topic (after its inbox row is written, before its commit),
 //!   at a steady rate; p50 and p99.
 
+use crate::report::say;
 use anyhow::{Context as _, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -78,14 +79,6 @@ struct OrderPlaced {
 struct OrderNoted {
     order: String,
     by: String,
-}
-
-fn note(json: bool, text: &str) {
-    if json {
-        eprintln!("{text}");
-    } else {
-        println!("{text}");
-    }
 }
 
 fn topic(name: &str) -> Result<TopicName> {
@@ -222,7 +215,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (base, fs) = crate::env::data_base_dir(args.data_dir.as_deref())?;
     let scratch = tempfile::tempdir_in(&base).context("creating a scratch directory")?;
     let events = args.events.unwrap_or(if args.quick { 100 } else { 400 });
-    note(
+    say(
         args.json,
         &format!(
             "switchyard-bench sdk: data in {} ({fs}); {} services x {events} events; then \
@@ -287,7 +280,7 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         println!("publish-to-handler       p50 {p50:7.1} us  p99 {p99:7.1} us  ({n} events)");
     }
-    note(
+    say(
         args.json,
         &format!(
             "targets: {} services <= 50 MB peak RSS ({}), publish-to-handler p99 <= 200 us ({})",

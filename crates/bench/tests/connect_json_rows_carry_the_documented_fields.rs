@@ -2,6 +2,8 @@
 //! those fields, then the isolation rows of a hanging and a slow vendor A in the shape of
 //! the isolation row. (A tiny run; speed is never asserted.)
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -19,25 +21,21 @@ fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
         ])
         .output()
         .expect("run the bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows {
+        rows,
+        stdout,
+        stderr,
+    } = common::json_rows(&out);
     assert_eq!(rows.len(), 4, "{stdout}");
-    let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
-        k.sort();
-        k
-    };
     assert_eq!(rows[0]["suite"], "connect");
     assert_eq!(rows[0]["case"], "added-latency");
-    assert_eq!(keys(&rows[0]), ["case", "p50_us", "p99_us", "suite"]);
+    assert_eq!(
+        common::keys(&rows[0]),
+        ["case", "p50_us", "p99_us", "suite"]
+    );
     assert!(rows[0]["p99_us"].as_f64().is_some(), "{}", rows[0]);
     assert_eq!(rows[1]["case"], "isolation");
-    assert_eq!(keys(&rows[1]), ["case", "ratio", "suite"]);
+    assert_eq!(common::keys(&rows[1]), ["case", "ratio", "suite"]);
     assert!(
         rows[1]["ratio"].as_f64().is_some_and(|r| r > 0.0),
         "{}",
@@ -48,7 +46,7 @@ fn a_tiny_run_prints_the_added_latency_and_isolation_rows() {
         .zip(["isolation-a-hangs", "isolation-a-slow"])
     {
         assert_eq!(row["case"], case);
-        assert_eq!(keys(row), ["case", "ratio", "suite"]);
+        assert_eq!(common::keys(row), ["case", "ratio", "suite"]);
         assert!(row["ratio"].as_f64().is_some_and(|r| r > 0.0), "{row}");
     }
     assert!(stderr.contains("vendor B drains"), "{stderr}");

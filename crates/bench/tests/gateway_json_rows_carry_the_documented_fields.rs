@@ -7,6 +7,8 @@
 //! prints why and skips, unless `SWITCHYARD_REQUIRE_SERVICES=1`, where it fails. Missing
 //! peers and bad arguments are refused with their names before anything starts.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -51,18 +53,11 @@ fn a_tiny_run_prints_a_row_per_system_and_mode() {
         .arg(&switchyard)
         .output()
         .expect("run the bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
-    let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
-        k.sort();
-        k
-    };
+    let common::Rows {
+        rows,
+        stdout,
+        stderr,
+    } = common::json_rows(&out);
     let seen: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r["case"].as_str().unwrap(), r["system"].as_str().unwrap()))
@@ -83,7 +78,7 @@ fn a_tiny_run_prints_a_row_per_system_and_mode() {
     for r in &rows[..6] {
         assert_eq!(r["suite"], "gateway");
         assert_eq!(
-            keys(r),
+            common::keys(r),
             ["case", "p99_us", "requests_per_s", "suite", "system"],
             "{r}"
         );
@@ -93,7 +88,7 @@ fn a_tiny_run_prints_a_row_per_system_and_mode() {
     let lat = &rows[6];
     assert_eq!(lat["suite"], "gateway");
     assert_eq!(
-        keys(lat),
+        common::keys(lat),
         [
             "case",
             "p50_us",

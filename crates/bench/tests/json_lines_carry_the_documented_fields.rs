@@ -1,6 +1,8 @@
 //! `switchyard-bench journal --json` prints one object per case with the documented fields.
 //! (A tiny run of the embedded journal only; speed is never asserted.)
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -31,13 +33,11 @@ fn a_tiny_run_prints_one_json_object_per_case() {
         .arg(data.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows {
+        rows,
+        stdout,
+        stderr,
+    } = common::json_rows(&out);
     assert_eq!(rows.len(), 2, "{stdout}");
     for (row, appenders) in rows.iter().zip([1, 4]) {
         assert_eq!(row["suite"], "journal");
@@ -102,13 +102,7 @@ fn the_dev_suite_prints_ready_seed_and_reset_rows() {
         .arg(&host)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows { rows, stdout, .. } = common::json_rows(&out);
     let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
     assert_eq!(cases, ["ready", "seed-300", "reset"], "{stdout}");
     for r in &rows {
@@ -155,13 +149,7 @@ fn the_bus_suite_runs_on_a_private_nats_journal() {
         .arg(data.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows { rows, stdout, .. } = common::json_rows(&out);
     let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
     assert_eq!(cases.len(), 2, "{stdout}");
     assert!(cases[0].starts_with("publish-http-") && cases[1] == "publish-to-delivery");
@@ -209,13 +197,7 @@ fn the_bus_suite_delivers_on_a_postgres_store() {
         .arg(data.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows { rows, stdout, .. } = common::json_rows(&out);
     let systems: Vec<(&str, &str)> = rows
         .iter()
         .filter_map(|r| Some((r["case"].as_str()?, r["system"].as_str()?)))

@@ -1,6 +1,8 @@
 //! `switchyard-bench sdk --json` prints the two rows the suite documents, exactly those
 //! fields. (A tiny run; speed and memory are never asserted.)
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -23,29 +25,21 @@ fn a_tiny_run_prints_the_memory_and_latency_rows() {
         .arg(data.path())
         .output()
         .expect("run the bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
+    let common::Rows { rows, stdout, .. } = common::json_rows(&out);
     assert_eq!(rows.len(), 2, "{stdout}");
-    let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
-        k.sort();
-        k
-    };
     assert_eq!(rows[0]["suite"], "sdk");
     assert_eq!(rows[0]["case"], "rss-3-services");
-    assert_eq!(keys(&rows[0]), ["case", "rss_mb", "suite"]);
+    assert_eq!(common::keys(&rows[0]), ["case", "rss_mb", "suite"]);
     assert!(
         rows[0]["rss_mb"].as_f64().is_some_and(|mb| mb > 0.0),
         "{}",
         rows[0]
     );
     assert_eq!(rows[1]["case"], "publish-to-handler");
-    assert_eq!(keys(&rows[1]), ["case", "p50_us", "p99_us", "suite"]);
+    assert_eq!(
+        common::keys(&rows[1]),
+        ["case", "p50_us", "p99_us", "suite"]
+    );
     assert!(
         rows[1]["p99_us"].as_f64().is_some_and(|us| us > 0.0),
         "{}",

@@ -603,7 +603,10 @@ async fn forward(
             Err(resp) => return resp,
         }
     }
-    let client_path = req.uri().path().to_string();
+    // Only a route that rewrites the path can have to map a redirect back (a cheap clone:
+    // the URI's bytes are shared).
+    let rewrites = route.spec.rewrite.is_some() || route.spec.strip_prefix;
+    let client_uri = rewrites.then(|| req.uri().clone());
     match proxy::forward(
         &gw.inner.client,
         req,
@@ -616,15 +619,17 @@ async fn forward(
     .await
     {
         Ok(mut r) => {
-            let upstream_path = forwarded.split('?').next().unwrap_or_default();
-            let moved = r
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| proxy::relocated(l, &client_path, upstream_path, &authority))
-                .and_then(|l| http::HeaderValue::from_str(&l).ok());
-            if let Some(l) = moved {
-                r.headers_mut().insert(http::header::LOCATION, l);
+            if let Some(client) = client_uri {
+                let upstream_path = forwarded.split('?').next().unwrap_or_default();
+                let moved = r
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| proxy::relocated(l, client.path(), upstream_path, &authority))
+                    .and_then(|l| http::HeaderValue::from_str(&l).ok());
+                if let Some(l) = moved {
+                    r.headers_mut().insert(http::header::LOCATION, l);
+                }
             }
             r
         }

@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchyard_manifest::{RouteSpec, System};
 
+/// The variable holding `route`'s HS256 secret, when it has one.
+fn secret_var(route: &RouteSpec) -> Option<&str> {
+    route.auth.as_ref()?.jwt.as_ref()?.secret_env.as_deref()
+}
+
 /// The HS256 routes of the system, by the variable holding their secret.
 fn hs256_routes(system: &System) -> BTreeMap<&str, Vec<&RouteSpec>> {
     let mut out: BTreeMap<&str, Vec<&RouteSpec>> = BTreeMap::new();
     for r in &system.routes {
-        if let Some(var) = r
-            .auth
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .and_then(|j| j.secret_env.as_deref())
-        {
+        if let Some(var) = secret_var(r) {
             out.entry(var).or_default().push(r);
         }
     }
@@ -150,10 +150,7 @@ pub fn dev_token(args: DevTokenArgs) -> anyhow::Result<String> {
                 .iter()
                 .find(|r| &r.name == name)
                 .ok_or_else(|| anyhow!("--route {name}: no such route in switchyard.toml"))?;
-            let var = routes
-                .iter()
-                .find(|(_, rs)| rs.iter().any(|x| x.name == *name))
-                .map(|(v, _)| *v)
+            let var = secret_var(r)
                 .ok_or_else(|| anyhow!("--route {name}: the route has no HS256 auth"))?;
             (var, r)
         }
