@@ -453,8 +453,8 @@ async fn read_partition(
             }
             continue;
         }
-        // The read reached the partition's end: wait for more before reading again (a
-        // read is a hop to a blocking thread, for nothing while the partition is quiet).
+        // The read reached the partition's end: wait for more before reading again (an
+        // empty read is work for nothing while the partition is quiet).
         let at_end = batch.records.len() < INTAKE_BATCH;
         let messages: Vec<NewMessage> = batch
             .records

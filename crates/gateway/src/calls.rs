@@ -392,7 +392,7 @@ async fn try_once(
     }
     let pq = format!("{}{path_and_query}", target.base);
     let resp = proxy::forward(
-        &gw.inner.client,
+        &gw.inner.upstreams,
         req,
         &target.authority,
         &pq,

@@ -167,10 +167,10 @@ async fn call_part(
     *req.headers_mut() = headers.clone();
     req.headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    let client = &gw.inner.client;
+    let upstreams = &gw.inner.upstreams;
     let asked = async {
         let resp = proxy::forward(
-            client,
+            upstreams,
             req,
             &target.authority,
             &path_and_query,

@@ -17,6 +17,7 @@ pub mod compose;
 pub mod faults;
 pub mod history;
 pub mod limits;
+mod pool;
 pub mod problem;
 pub mod proxy;
 mod service;

@@ -2,27 +2,13 @@
 //! hop-by-hop headers, with the gateway's `x-forwarded-*`, request id and `traceparent`; the
 //! answer streamed back as it comes.
 
+use crate::pool::Upstreams;
 use crate::problem::Problem;
 use crate::trace;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// The pooled HTTP/1.1 client to upstreams.
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -117,7 +103,7 @@ fn humantime_like(d: Duration) -> String {
 
 /// Sends `req` (its method, headers and body) to `authority` at `path_and_query`.
 pub async fn forward(
-    client: &UpstreamClient,
+    upstreams: &Upstreams,
     mut req: Request<Body>,
     authority: &http::uri::Authority,
     path_and_query: &str,
@@ -125,9 +111,8 @@ pub async fn forward(
     ids: &Ids,
     timeout: Duration,
 ) -> Result<Response<Body>, Failure> {
+    // Origin form: the request line carries the path, the Host header the authority.
     let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| Failure::Unavailable(format!("bad upstream URI: {e}")))?;
@@ -165,29 +150,18 @@ pub async fn forward(
     );
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
-    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+    let mut resp = match tokio::time::timeout(timeout, upstreams.send(authority, req)).await {
         Err(_) => return Err(Failure::Timeout(timeout)),
-        Ok(Err(e)) => return Err(Failure::Unavailable(error_chain(&e))),
+        Ok(Err(e)) => return Err(Failure::Unavailable(e.to_string())),
         Ok(Ok(r)) => r,
     };
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(
+    let headers = resp.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.insert(
         HeaderName::from_static(trace::REQUEST_ID),
         ids.request_id.clone(),
     );
-    Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    Ok(resp)
 }
 
 /// Where a redirect of the upstream's points, as the client must ask for it: a route that

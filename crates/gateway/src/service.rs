@@ -4,8 +4,9 @@
 //! the admin API, for the platform's API listener.
 
 use crate::history::{self, Change, Origin, State};
+use crate::pool::Upstreams;
 use crate::problem::Problem;
-use crate::proxy::{self, Ids, UpstreamClient};
+use crate::proxy::{self, Ids};
 use crate::table::{Boards, Services, Table};
 use crate::upstream::{Probe, prober};
 use arc_swap::ArcSwap;
@@ -85,7 +86,7 @@ pub(crate) struct Inner {
     pub(crate) applied: watch::Sender<u64>,
     /// One admin change at a time.
     pub(crate) writer: tokio::sync::Mutex<()>,
-    pub(crate) client: UpstreamClient,
+    pub(crate) upstreams: Upstreams,
     /// For health checks' peers and JWKS fetches.
     pub(crate) prober: prober::Client,
     pub(crate) admin_token: Option<String>,
@@ -157,7 +158,7 @@ impl Gateway {
             probes,
             applied: watch::channel(next).0,
             writer: tokio::sync::Mutex::new(()),
-            client: proxy::client(),
+            upstreams: Upstreams::new(),
             prober: prober::Client::default(),
             admin_token: options.admin_token,
             dependencies: ArcSwap::from_pointee(options.dependencies),
@@ -608,7 +609,7 @@ async fn forward(
     let rewrites = route.spec.rewrite.is_some() || route.spec.strip_prefix;
     let client_uri = rewrites.then(|| req.uri().clone());
     match proxy::forward(
-        &gw.inner.client,
+        &gw.inner.upstreams,
         req,
         &authority,
         &forwarded,

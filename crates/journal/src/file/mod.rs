@@ -176,6 +176,13 @@ impl FileJournal {
         Ok(self.partition(topic, partition)?.keys_in_memory())
     }
 
+    /// Whether a read of `partition` from `from` runs on the caller's thread (it scans only
+    /// the cached tail of the active segment) rather than in the blocking pool. For tests.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn reads_inline(&self, topic: &TopicName, partition: Partition, from: u64) -> Result<bool> {
+        Ok(self.partition(topic, partition)?.reads_cached_tail(from))
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
@@ -535,6 +542,9 @@ impl Journal for FileJournal {
             max_records: limits.max_records.max(1),
             max_bytes: limits.max_bytes.max(1),
         };
+        if p.reads_cached_tail(from) {
+            return p.read(from, limits);
+        }
         self.blocking(move || p.read(from, limits)).await
     }
 

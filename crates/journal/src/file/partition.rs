@@ -39,6 +39,11 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
 /// backs guest memory lazily, a fresh page costs a host fault, which tripled the write
 /// syscall's cost here (`ARCHITECTURE.md`, "Performance").
 const CACHED_TAIL: u64 = 16 << 20;
+/// A read that starts within this many bytes of the visible end of the active segment reads
+/// bytes just written (well inside [`CACHED_TAIL`], so in the page cache): it runs on the
+/// caller's thread. A tail follower then costs no hand-off to the blocking pool and back,
+/// which was two thread wake-ups of every publish-to-handler.
+const INLINE_READ_BYTES: u64 = 256 << 10;
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<Appended>>>;
 
@@ -212,6 +217,26 @@ impl PartitionShared {
             path: seg.path.clone(),
             position,
             reason,
+        }
+    }
+
+    /// Whether a read from `from` scans only the last [`INLINE_READ_BYTES`] of the visible
+    /// active segment (or nothing at all), so that it may run on an async thread.
+    pub fn reads_cached_tail(&self, from: u64) -> bool {
+        let tip = *self.tip.borrow();
+        if from >= tip.next_offset {
+            return true;
+        }
+        let active = {
+            let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            match segs.last() {
+                Some(s) if s.base == tip.segment_base && s.base <= from => s.clone(),
+                _ => return false,
+            }
+        };
+        match active.seek(|e| e.offset <= from) {
+            Ok((position, _)) => tip.segment_len.saturating_sub(position) <= INLINE_READ_BYTES,
+            Err(_) => false,
         }
     }
 
