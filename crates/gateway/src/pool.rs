@@ -58,9 +58,10 @@ impl std::fmt::Display for SendError {
 }
 
 /// The connections to every upstream. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Upstreams {
     idle: Arc<Mutex<HashMap<Authority, Vec<Idle>>>>,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -100,8 +101,37 @@ impl Conn {
 }
 
 impl Upstreams {
+    /// An empty pool, and its sweeper: a task that closes connections idle for longer than
+    /// the idle timeout, so an upstream no longer asked (after a route change, say) is not
+    /// held open forever. Needs a tokio runtime.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_idle_timeout(IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(idle_timeout: Duration) -> Self {
+        let pool = Self {
+            idle: Arc::default(),
+            idle_timeout,
+        };
+        let idle = Arc::downgrade(&pool.idle);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(idle_timeout / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(idle) = idle.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                idle.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|_, list| {
+                        list.retain(|i| now - i.since < idle_timeout);
+                        !list.is_empty()
+                    });
+            }
+        });
+        pool
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Authority, Vec<Idle>>> {
@@ -112,7 +142,7 @@ impl Upstreams {
     fn checkout(&self, upstream: &Authority) -> Option<Conn> {
         loop {
             let Idle { mut conn, since } = self.idle().get_mut(upstream)?.pop()?;
-            if since.elapsed() < IDLE_TIMEOUT && conn.reusable() {
+            if since.elapsed() < self.idle_timeout && conn.reusable() {
                 return Some(conn);
             }
         }
@@ -128,7 +158,7 @@ impl Upstreams {
         // The oldest are first: those idle too long are closed.
         let expired = list
             .iter()
-            .take_while(|i| now - i.since >= IDLE_TIMEOUT)
+            .take_while(|i| now - i.since >= self.idle_timeout)
             .count();
         list.drain(..expired);
         if list.len() < MAX_IDLE_PER_UPSTREAM {
@@ -276,5 +306,63 @@ impl Drop for Relay {
         if self.body.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_without_traffic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Answers one request, then reports when the gateway side closes the connection.
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<Instant>();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before asking");
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            // Keep-alive: the next read ends only when the pool closes its side.
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            assert_eq!(n, 0, "nothing more was asked");
+            let _ = closed_tx.send(Instant::now());
+        });
+        let pool = Upstreams::with_idle_timeout(Duration::from_millis(300));
+        let authority: Authority = addr.to_string().parse().expect("authority");
+        let mut req = Request::new(Body::empty());
+        req.headers_mut()
+            .insert(http::header::HOST, addr.to_string().parse().expect("host"));
+        let resp = pool.send(&authority, req).await.expect("send");
+        assert_eq!(resp.status(), 200);
+        // Before the body's end, which puts the connection back: it idles from after this.
+        let back = Instant::now();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(pool.idle().get(&authority).map(Vec::len), Some(1), "pooled");
+        let closed_at = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+            .await
+            .expect("closed within 5 s")
+            .expect("the upstream saw the close");
+        let idle_for = closed_at - back;
+        assert!(
+            idle_for >= Duration::from_millis(300),
+            "closed after {idle_for:?}, before the idle timeout"
+        );
+        assert!(pool.idle().get(&authority).is_none(), "swept");
     }
 }
