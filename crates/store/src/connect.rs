@@ -415,6 +415,28 @@ pub(crate) fn clip(text: &str) -> String {
     clip_error(text)
 }
 
+impl Intake {
+    /// The intake of `messages`, each with what its insert returned: `None` when its
+    /// position was already stored, else its id and whether it is ready to send.
+    pub(crate) fn of(
+        messages: Vec<NewMessage>,
+        inserted: Vec<Option<(u64, bool)>>,
+        now_ms: i64,
+        text: impl Fn(String) -> String,
+    ) -> Self {
+        let mut intake = Intake::default();
+        for (m, slot) in messages.into_iter().zip(inserted) {
+            if let Some((id, ready)) = slot {
+                intake.inserted += 1;
+                if ready {
+                    intake.ready.push(m.into_stored(id, now_ms, &text));
+                }
+            }
+        }
+        intake
+    }
+}
+
 impl NewMessage {
     /// The message as the store holds it once inserted as `id` at `now_ms` (pending: due
     /// at `now_ms`), its texts as the store wrote them (`text` is the backend's own change

@@ -431,19 +431,10 @@ pub(super) async fn lane_intake(
         put_cursor(&mut tx, OP, lane, c, true).await?;
     }
     tx.commit().await.map_err(be(OP))?;
-    let mut intake = Intake::default();
-    for (m, slot) in messages.into_iter().zip(stored) {
-        if let Some((id, ready)) = slot {
-            intake.inserted += 1;
-            if ready {
-                // As PostgreSQL holds its texts (no NUL).
-                intake
-                    .ready
-                    .push(m.into_stored(id, now_ms, |text| t(&text).into_owned()));
-            }
-        }
-    }
-    Ok(intake)
+    // As PostgreSQL holds its texts (no NUL).
+    Ok(Intake::of(messages, stored, now_ms, |text| {
+        t(&text).into_owned()
+    }))
 }
 
 pub(super) async fn due_messages(

@@ -306,6 +306,11 @@ pub(super) async fn lane_cursors(s: &SqliteStore, lane: &str) -> Result<Vec<Curs
         .collect()
 }
 
+/// A lane's cursor moved forward, never back (4 binds: lane, topic, partition, offset).
+const PUT_CURSOR_FORWARD: &str = "INSERT INTO lane_cursors (lane, topic, partition_no, \
+     next_offset) VALUES (?, ?, ?, ?) ON CONFLICT (lane, topic, partition_no) DO UPDATE SET \
+     next_offset = excluded.next_offset WHERE excluded.next_offset > lane_cursors.next_offset";
+
 async fn put_cursor(
     conn: &mut SqliteConnection,
     op: &'static str,
@@ -314,9 +319,7 @@ async fn put_cursor(
     forward_only: bool,
 ) -> Result<()> {
     let sql = if forward_only {
-        "INSERT INTO lane_cursors (lane, topic, partition_no, next_offset) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (lane, topic, partition_no) DO UPDATE SET next_offset = excluded.next_offset \
-         WHERE excluded.next_offset > lane_cursors.next_offset"
+        PUT_CURSOR_FORWARD
     } else {
         "INSERT INTO lane_cursors (lane, topic, partition_no, next_offset) VALUES (?, ?, ?, ?) \
          ON CONFLICT (lane, topic, partition_no) DO UPDATE SET next_offset = excluded.next_offset"
@@ -370,10 +373,6 @@ fn insert_messages_sql(rows: usize) -> String {
     );
     sql
 }
-
-const PUT_CURSOR_FORWARD: &str = "INSERT INTO lane_cursors (lane, topic, partition_no, \
-     next_offset) VALUES (?, ?, ?, ?) ON CONFLICT (lane, topic, partition_no) DO UPDATE SET \
-     next_offset = excluded.next_offset WHERE excluded.next_offset > lane_cursors.next_offset";
 
 /// One message's binds for [`insert_messages_sql`].
 fn bind_message<'q>(
@@ -483,14 +482,17 @@ pub(super) async fn lane_intake(
             .fetch_all(&s.progress)
             .await
             .map_err(be(OP))?;
-        let mut by_position = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let (position, id, ready) = inserted_row(row)?;
-            by_position.insert(position, (id, ready));
-        }
+        let inserted = rows.iter().map(inserted_row).collect::<Result<Vec<_>>>()?;
+        let by_position: std::collections::HashMap<_, _> = inserted
+            .iter()
+            .map(|((adapter, topic, p, o), id, ready)| {
+                ((adapter.as_str(), topic.as_str(), *p, *o), (*id, *ready))
+            })
+            .collect();
         for (slot, m) in stored.iter_mut().zip(&messages) {
-            *slot =
-                by_position.remove(&(m.adapter.clone(), m.topic.clone(), m.partition, m.offset));
+            *slot = by_position
+                .get(&(m.adapter.as_str(), m.topic.as_str(), m.partition, m.offset))
+                .copied();
         }
     } else {
         // A failure is counted in its case in the transaction that inserts its message.
@@ -514,16 +516,7 @@ pub(super) async fn lane_intake(
         }
         tx.commit().await.map_err(be(OP))?;
     }
-    let mut intake = Intake::default();
-    for (m, slot) in messages.into_iter().zip(stored) {
-        if let Some((id, ready)) = slot {
-            intake.inserted += 1;
-            if ready {
-                intake.ready.push(m.into_stored(id, now_ms, |t| t));
-            }
-        }
-    }
-    Ok(intake)
+    Ok(Intake::of(messages, stored, now_ms, |t| t))
 }
 
 pub(super) async fn due_messages(
