@@ -375,6 +375,17 @@ pub async fn serve_app(
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_app_until(listener, app, Box::pin(shutdown)).await
+}
+
+/// [`serve_app`] with the shutdown signal boxed: the connection loop, the hot path of every
+/// proxied request, is instantiated (and optimized) in this crate, whatever crate the signal
+/// comes from (the command line's is built for size).
+async fn serve_app_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

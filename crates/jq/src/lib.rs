@@ -32,6 +32,68 @@ def downcase_keys: walk(if type == "object" then with_entries(.key |= ascii_down
 def date($fmt): fromdate | strftime($fmt);
 "#;
 
+type Def = jaq_core::load::parse::Def<&'static str>;
+
+/// The definitions a program may call: jq's standard library and the prelude, in order
+/// (a definition can only call those before it, and itself), each with the words its body
+/// mentions.
+struct Library(Vec<(Def, Vec<String>)>);
+
+fn library() -> &'static Library {
+    static LIBRARY: std::sync::OnceLock<Library> = std::sync::OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let prelude = jaq_core::load::parse(PRELUDE, |p| p.defs()).expect("the prelude parses");
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .chain(prelude);
+        // The parse tree's Debug form quotes every name a body calls (calls, `@format`s);
+        // reading it back over-approximates the calls, which is all pruning needs.
+        Library(
+            defs.map(|d| {
+                let mentioned = words(&format!("{:?}", d.body)).map(str::to_owned).collect();
+                (d, mentioned)
+            })
+            .collect(),
+        )
+    })
+}
+
+impl Library {
+    fn all(&self) -> Vec<Def> {
+        self.0.iter().map(|(d, _)| d.clone()).collect()
+    }
+}
+
+/// The library's definitions that `code` can reach. A compiled program keeps every
+/// definition it was given (each of the standard library's ~200, about 100 KB per program),
+/// so a program is given only those its words name, and theirs, and so on: one pass from
+/// the last definition back, as none calls a later one.
+fn reachable(code: &str) -> Vec<Def> {
+    let library = &library().0;
+    let mut named: std::collections::HashSet<&str> = words(code).collect();
+    let mut keep = vec![false; library.len()];
+    for (i, (def, mentioned)) in library.iter().enumerate().rev() {
+        if named.contains(def.name) {
+            keep[i] = true;
+            named.extend(mentioned.iter().map(String::as_str));
+        }
+    }
+    library
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|((d, _), _)| d.clone())
+        .collect()
+}
+
+/// The identifier-like words of a text (`map`, `@base64`, `$x`): a superset of the names
+/// it calls.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$')))
+        .filter(|w| !w.is_empty())
+}
+
 /// The most outputs a program may produce before it is cut off (a program that emits
 /// millions of values is a mistake, not a request).
 pub const MAX_OUTPUTS: usize = 1024;
@@ -53,24 +115,27 @@ impl Program {
     /// Compiles `code`, which may read the variables `globals` (each with its `$`). The
     /// error says what is wrong and where in the program.
     pub fn compile(code: &str, globals: &[&'static str]) -> Result<Self, String> {
-        let full = format!("{PRELUDE}\n{code}");
-        let prelude_lines = PRELUDE.lines().count() + 1;
-        let program = File {
-            code: full.as_str(),
-            path: (),
-        };
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
+        // Pruning drops only what the program cannot reach; should it ever drop too much,
+        // the whole library decides, and gives the error a program that is wrong deserves.
+        Self::compile_with(code, globals, reachable(code))
+            .or_else(|_| Self::compile_with(code, globals, library().all()))
+    }
+
+    fn compile_with(
+        code: &str,
+        globals: &[&'static str],
+        library: Vec<Def>,
+    ) -> Result<Self, String> {
+        let program = File { code, path: () };
         let funs = jaq_core::funs()
             .chain(jaq_std::funs())
             .chain(jaq_json::funs());
-        let loader = Loader::new(defs);
+        let loader = Loader::new(library);
         let arena = Arena::default();
         let modules = loader.load(&arena, program).map_err(|errs| {
             let shown: Vec<String> = errs
                 .into_iter()
-                .map(|(file, e)| load_error(file.code, e, prelude_lines))
+                .map(|(file, e)| load_error(file.code, e))
                 .collect();
             shown.join("; ")
         })?;
@@ -151,14 +216,13 @@ fn to_json(v: &Val) -> Result<Value, String> {
         .map_err(|e| format!("the program produced a value that is not JSON ({v}): {e}"))
 }
 
-fn load_error(code: &str, e: jaq_core::load::Error<&str>, prelude_lines: usize) -> String {
+fn load_error(code: &str, e: jaq_core::load::Error<&str>) -> String {
     use jaq_core::load::Error as E;
     let at = |pos: &str| {
         // `pos` is a slice of `code`: its byte offset gives the line.
         let offset = (pos.as_ptr() as usize).saturating_sub(code.as_ptr() as usize);
         let offset = offset.min(code.len());
         let line = code[..offset].lines().count().max(1);
-        let line = line.saturating_sub(prelude_lines).max(1);
         let col = code[..offset]
             .rsplit('\n')
             .next()
@@ -251,6 +315,41 @@ mod tests {
         assert!(e.contains("2 values"), "{e}");
         let p = Program::compile("range(0; 100000)", &[]).expect("compiles");
         assert!(p.run(&json!(null), &[]).is_err());
+    }
+
+    #[test]
+    fn a_program_is_given_only_the_definitions_it_can_reach() {
+        assert!(reachable(".a | length").is_empty());
+        let names = |code: &str| -> Vec<&str> { reachable(code).iter().map(|d| d.name).collect() };
+        let kept = names("with_entries(.value += 1)");
+        for n in ["with_entries", "to_entries", "from_entries", "map"] {
+            assert!(kept.contains(&n), "{n} missing from {kept:?}");
+        }
+        assert!(!kept.contains(&"walk"), "{kept:?}");
+        // Through the prelude: upcase_keys needs walk and with_entries.
+        let kept = names("upcase_keys");
+        assert!(
+            kept.contains(&"walk") && kept.contains(&"to_entries"),
+            "{kept:?}"
+        );
+        assert!(names("@html \"<\\(.)>\"").contains(&"@html"));
+    }
+
+    #[test]
+    fn every_library_definition_compiles_with_only_what_it_reaches() {
+        // Calling each definition (every argument `.`) must compile from the pruned library
+        // alone, so `compile` never needs its fallback to the whole library.
+        for (def, _) in &library().0 {
+            let args = vec!["."; def.args.len()].join("; ");
+            let code = if args.is_empty() {
+                def.name.to_owned()
+            } else {
+                format!("{}({args})", def.name)
+            };
+            if let Err(e) = Program::compile_with(&code, &[], reachable(&code)) {
+                panic!("{code}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub async fn serve_router(
     write_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router_until(listener, app, write_timeout, Box::pin(shutdown)).await
+}
+
+/// [`serve_router`] with the shutdown signal boxed: the connection loop is instantiated
+/// (and optimized) in this crate, whatever crate the signal comes from (the command line's
+/// is built for size).
+async fn serve_router_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    write_timeout: std::time::Duration,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> std::io::Result<()> {
     let listener = StallGuardedListener {
         inner: listener,
         write_timeout,
