@@ -15,6 +15,14 @@
 //! requests that need its result wait for it together (bounded by its 3 s timeout), the
 //! others never wait; after a failure the next waits a backoff (doubling up to
 //! [`JWKS_MAX_BACKOFF`]).
+//!
+//! A route whose key is fixed (a secret or a public key from the environment) remembers the
+//! last [`VERIFIED_TOKENS`] tokens it accepted, as Envoy's JWT cache does: a client sends the
+//! same token with every request, and a token seen again is checked only against the clock
+//! (`exp` and `nbf`, with the leeway), its signature and claims being what they were. The
+//! memory is the route's own (a route change compiles a new one) and holds only tokens that
+//! passed every check. Tokens checked against a JWKS are always verified in full, so a key
+//! taken out of the set stops its tokens at once.
 
 use crate::problem::Problem;
 use crate::service::lock;
@@ -250,8 +258,11 @@ impl JwksBoard {
     }
 }
 
+/// How many accepted tokens a route with a fixed key remembers; past it, it starts again.
+pub const VERIFIED_TOKENS: usize = 1024;
+
 /// What a request's credentials granted.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Granted {
     /// `user:<sub>` or `key:<name>`: whose budget rate limits and quotas count.
     pub consumer: String,
@@ -262,6 +273,8 @@ pub struct Granted {
 /// A route's compiled auth.
 pub struct Auth {
     jwt: Option<(Keys, Validation)>,
+    /// Tokens accepted with a fixed key, by token.
+    verified: std::sync::Mutex<HashMap<Box<str>, Verified>>,
     api_keys: Vec<(String, String)>,
     pub user_header: HeaderName,
     pub claim_headers: Vec<(HeaderName, String)>,
@@ -352,6 +365,7 @@ impl Auth {
         }
         Ok(Self {
             jwt,
+            verified: Default::default(),
             api_keys,
             user_header,
             claim_headers,
@@ -418,12 +432,17 @@ impl Auth {
         let invalid = |e: jsonwebtoken::errors::Error| {
             unauthorized("invalid-token", format!("the token is not accepted: {e}"))
         };
-        let header = decode_header(token).map_err(invalid)?;
+        if let Keys::Static(_) = keys
+            && let Some(granted) = self.remembered(token, validation.leeway)
+        {
+            return Ok(granted);
+        }
         let claims = match keys {
             Keys::Static(k) => {
                 decode::<serde_json::Value>(token, k, validation).map_err(invalid)?
             }
             Keys::Jwks(j) => {
+                let header = decode_header(token).map_err(invalid)?;
                 let kid = header.kid.clone().unwrap_or_default();
                 let key = j.key(&kid, client).await.map_err(|e| match e {
                     KeyError::Unknown(e) => unauthorized("invalid-token", e),
@@ -449,11 +468,62 @@ impl Auth {
                 out.push((h.clone(), value(&text(v))));
             }
         }
-        Ok(Granted {
+        let granted = Granted {
             consumer: format!("user:{sub}"),
             headers: out,
-        })
+        };
+        if let Keys::Static(_) = keys {
+            self.remember(token, &claims, &granted);
+        }
+        Ok(granted)
     }
+
+    /// What `token` granted when it was last accepted, if it was and the clock still
+    /// accepts it (an expired one is forgotten, and its full check says why it fails).
+    fn remembered(&self, token: &str, leeway: u64) -> Option<Granted> {
+        let mut verified = lock(&self.verified);
+        let v = verified.get(token)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        if v.exp >= now.saturating_sub(leeway) && v.nbf.is_none_or(|nbf| nbf <= now + leeway) {
+            return Some(v.granted.clone());
+        }
+        verified.remove(token);
+        None
+    }
+
+    /// Keeps an accepted token's grant and times; one whose times are not plain numbers
+    /// is checked in full every time.
+    fn remember(&self, token: &str, claims: &serde_json::Value, granted: &Granted) {
+        let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_u64) else {
+            return;
+        };
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(n) => match n.as_u64() {
+                Some(n) => Some(n),
+                None => return,
+            },
+        };
+        let mut verified = lock(&self.verified);
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(
+            token.into(),
+            Verified {
+                exp,
+                nbf,
+                granted: granted.clone(),
+            },
+        );
+    }
+}
+
+/// A token accepted with a fixed key: what it granted, and until when.
+struct Verified {
+    exp: u64,
+    nbf: Option<u64>,
+    granted: Granted,
 }
 
 /// A header value; characters a header cannot hold are replaced.
@@ -504,5 +574,68 @@ impl crate::upstream::prober::Client {
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| format!("{url} did not answer within {timeout:?}"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn an_accepted_token_is_remembered_and_a_refused_one_is_not() {
+        let secret = "s".repeat(40);
+        let boards = crate::table::Boards {
+            secrets: [("S".to_string(), secret.clone())].into(),
+            ..Default::default()
+        };
+        let spec: AuthSpec = serde_json::from_value(
+            serde_json::json!({"jwt": {"algorithm": "HS256", "secret-env": "S"}}),
+        )
+        .unwrap();
+        let auth = Auth::compile(&spec, &boards).unwrap();
+        let client = crate::upstream::prober::Client::default();
+        let exp = jsonwebtoken::get_current_timestamp() + 300;
+        let sign = |claims: serde_json::Value| {
+            encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let good = sign(serde_json::json!({"sub": "ada", "exp": exp}));
+        let granted = auth.check(&bearer(&good), &client).await.unwrap();
+        assert_eq!(granted.consumer, "user:ada");
+        assert_eq!(lock(&auth.verified).len(), 1);
+        // The next check answers from memory: what is remembered is what it grants.
+        lock(&auth.verified)
+            .get_mut(good.as_str())
+            .unwrap()
+            .granted
+            .consumer = "user:remembered".into();
+        let again = auth.check(&bearer(&good), &client).await.unwrap();
+        assert_eq!(again.consumer, "user:remembered");
+        // Refused tokens are not remembered; times that are not plain numbers are never.
+        let expired = sign(serde_json::json!({"sub": "ada", "exp": 1}));
+        assert!(auth.check(&bearer(&expired), &client).await.is_err());
+        let fractional = sign(serde_json::json!({"sub": "bo", "exp": exp, "nbf": 1.5}));
+        auth.check(&bearer(&fractional), &client).await.unwrap();
+        assert_eq!(lock(&auth.verified).len(), 1);
+        // Full, it starts again rather than growing.
+        for i in 0..VERIFIED_TOKENS {
+            let t = sign(serde_json::json!({"sub": format!("u{i}"), "exp": exp}));
+            auth.check(&bearer(&t), &client).await.unwrap();
+        }
+        assert!(lock(&auth.verified).len() <= VERIFIED_TOKENS);
     }
 }

@@ -506,7 +506,10 @@ async fn route_request(
         )
     });
     let mut consumer = None;
-    let upstream = target.as_ref().map(|(_, url, _)| url.clone());
+    let upstream = logged
+        .as_ref()
+        .and(target.as_ref())
+        .map(|(_, url, _)| url.clone());
     let resp = answer(gw, &route, target, params, req, peer, ids, &mut consumer).await;
     if let Some((topic, method, path)) = logged {
         gw.inner.access.record(crate::access::Entry {
@@ -556,6 +559,7 @@ async fn answer(
     if target.is_none() && route.compose.is_none() {
         return no_healthy_upstream(route);
     }
+    let limited = route.rate.is_some() || route.spec.quota.is_some();
     let who = if let Some(auth) = &route.auth {
         let granted = match auth.check(req.headers(), &gw.inner.prober).await {
             Ok(g) => g,
@@ -565,15 +569,18 @@ async fn answer(
         for (n, v) in granted.headers {
             req.headers_mut().insert(n, v);
         }
-        granted.consumer
-    } else {
-        match peer {
+        Some(granted.consumer)
+    } else if limited || route.spec.access_log.is_some() {
+        Some(match peer {
             Some(p) => format!("ip:{}", p.ip()),
             None => "ip:unknown".to_string(),
-        }
+        })
+    } else {
+        // Nothing counts or records who asked: not worth a string per request.
+        None
     };
-    let who: &str = consumer.insert(who);
-    let budget = if route.rate.is_some() || route.spec.quota.is_some() {
+    *consumer = who;
+    let budget = if let (true, Some(who)) = (limited, consumer.as_deref()) {
         match crate::limits::admit(route, &gw.inner.quotas, &gw.inner.limit_stats, who).await {
             Ok(b) => b,
             Err(p) => return p.into_response(),

@@ -11,28 +11,24 @@ use rand::Rng as _;
 pub const REQUEST_ID: &str = "x-request-id";
 pub const TRACEPARENT: &str = "traceparent";
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `N` random bytes, never all zero (an all-zero id is invalid in trace
+/// context), written into `out[..2 * N]`.
+fn random_hex<const N: usize>(out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-fn random_hex<const N: usize>() -> String {
     let mut b = [0u8; N];
-    loop {
+    while b.iter().all(|&x| x == 0) {
         rand::rng().fill(&mut b[..]);
-        // All-zero ids are invalid in trace context.
-        if b.iter().any(|&x| x != 0) {
-            return hex(&b);
-        }
+    }
+    for (i, x) in b.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(x >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(x & 15)];
     }
 }
 
-/// The client's request id when it is acceptable, else a new one.
+fn header(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex and dashes are a header value")
+}
+
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(REQUEST_ID) {
         let b = v.as_bytes();
@@ -40,7 +36,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    HeaderValue::from_str(&random_hex::<16>()).expect("hex is a header value")
+    let mut id = [0u8; 32];
+    random_hex::<16>(&mut id);
+    header(&id)
 }
 
 /// A `traceparent` that parses: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
@@ -73,11 +71,18 @@ pub fn child_traceparent(headers: &HeaderMap) -> HeaderValue {
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse);
-    let text = match incoming {
-        Some((trace, flags)) => format!("00-{trace}-{}-{flags}", random_hex::<8>()),
-        None => format!("00-{}-{}-01", random_hex::<16>(), random_hex::<8>()),
-    };
-    HeaderValue::from_str(&text).expect("hex is a header value")
+    // 00-<trace, 32>-<parent, 16>-<flags, 2>: a new parent under the caller's trace, or
+    // a new trace.
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming {
+        Some((trace, flags)) => {
+            text[3..35].copy_from_slice(trace.as_bytes());
+            text[53..55].copy_from_slice(flags.as_bytes());
+        }
+        None => random_hex::<16>(&mut text[3..35]),
+    }
+    random_hex::<8>(&mut text[36..52]);
+    header(&text)
 }
 
 #[cfg(test)]
@@ -108,6 +113,15 @@ mod tests {
         assert!(c.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{c}");
         assert!(c.ends_with("-01"));
         assert_ne!(&c[36..52], "00f067aa0ba902b7");
+        assert!(parse(c).is_some(), "{c}");
+        // The caller's flags are kept (not sampled stays not sampled).
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let c = child_traceparent(&h);
+        let c = c.to_str().unwrap();
+        assert!(c.ends_with("-00") && parse(c).is_some(), "{c}");
         for bad in [
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

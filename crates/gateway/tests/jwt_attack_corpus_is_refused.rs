@@ -172,3 +172,81 @@ async fn forged_expired_and_misdirected_tokens_are_refused() {
     assert_eq!(s, 401);
     gw.stop().await;
 }
+
+/// A route with a fixed key remembers the tokens it accepted: a remembered token still
+/// expires on time, another route (another secret) does not take it, a token differing
+/// only in its signature is not taken for it, and the client's own user header is still
+/// replaced on a remembered grant.
+#[tokio::test]
+async fn a_remembered_token_still_expires_and_stays_with_its_route() {
+    let dir = tempfile::tempdir().expect("test step");
+    let echo = Echo::start("backend").await;
+    let secret_a = "a".repeat(40);
+    let secret_b = "b".repeat(40);
+    let hs_route = |name: &str, var: &str| {
+        route(&format!(
+            "name = \"{name}\"\npath = \"/{name}\"\nupstreams = [{{ url = \"{}\" }}]\n[auth.jwt]\nalgorithm = \"HS256\"\nsecret-env = \"{var}\"\nleeway = \"0s\"\n",
+            echo.url()
+        ))
+    };
+    let gw = Running::start(
+        dir.path(),
+        GatewayOptions {
+            declared: vec![hs_route("a", "SECRET_A"), hs_route("b", "SECRET_B")],
+            secrets: [
+                ("SECRET_A".to_string(), secret_a.clone()),
+                ("SECRET_B".to_string(), secret_b.clone()),
+            ]
+            .into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = client();
+    let call = |path: &'static str, token: String| {
+        let c = c.clone();
+        let url = format!("{}{path}", gw.url);
+        async move {
+            let r = c
+                .get(url)
+                .header("x-user-id", "admin")
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("test step");
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let exp = now() + 2;
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ada", "exp": exp}),
+        &EncodingKey::from_secret(secret_a.as_bytes()),
+    )
+    .expect("test step");
+    for _ in 0..3 {
+        let (s, v) = call("/a", token.clone()).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["headers"]["x-user-id"], "ada");
+    }
+    let (s, v) = call("/b", token.clone()).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid-token")), "{v}");
+    let (head, sig) = token.rsplit_once('.').expect("test step");
+    let mut forged = sig.as_bytes().to_vec();
+    forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{head}.{}", String::from_utf8(forged).expect("test step"));
+    let (s, v) = call("/a", forged).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid-token")), "{v}");
+    // Past `exp` (leeway 0 s): refused although it was accepted a moment ago.
+    while now() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, v) = call("/a", token).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid-token")), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or_default().contains("Expired"),
+        "{v}"
+    );
+    gw.stop().await;
+}
