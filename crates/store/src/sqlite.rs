@@ -16,9 +16,10 @@
 //! means one more delivery, which at-least-once allows), and it keeps an fsync off every
 //! delivery's path. A later FULL commit also makes every earlier NORMAL one durable.
 //!
-//! The WAL is checkpointed into the database file by a task of the store's every
-//! [`CHECKPOINT_EVERY`] (`PRAGMA wal_autocheckpoint=0` on every connection), not inside
-//! the commit that happens to fill it, so no commit waits for a checkpoint's fsyncs.
+//! The WAL is checkpointed into the database file by a task of the store's when writes
+//! pause, and at least every [`CHECKPOINT_AT_LEAST_EVERY`] (`PRAGMA wal_autocheckpoint=0` on
+//! every connection), not inside the commit that happens to fill it, so no commit waits for
+//! a checkpoint's fsyncs.
 
 mod leases;
 mod messages;
@@ -44,6 +45,7 @@ use sqlx::{Decode, Row, Sqlite, Transaction, Type};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -52,9 +54,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections used for reads (writes use one more, of their own).
 const READERS: u32 = 4;
-/// How often the WAL is checkpointed into the database file (by a task of the store's,
-/// not by whichever commit fills it: see [`Checkpoints`]).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the checkpointer looks whether writes have stopped (see [`Checkpoints`]).
+const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
+/// The longest the WAL goes without a checkpoint while writes never stop.
+const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 
 const DELIVERY_COLS: &str = "subscription, topic, partition_no, record_offset, partition_key, \
      attempts, first_attempt_at_ms, next_attempt_at_ms, last_error";
@@ -72,13 +75,17 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     /// The background checkpoints of a database file (stopped when the last clone goes).
     checkpoints: Option<Arc<Checkpoints>>,
+    /// Writes begun so far, which the checkpointer watches for a pause.
+    writes: Arc<AtomicU64>,
 }
 
-/// The task that checkpoints the WAL into the database file every [`CHECKPOINT_EVERY`].
-/// SQLite would otherwise checkpoint inside the commit that fills the WAL past 1000 pages
-/// (with two fsyncs under `synchronous=NORMAL`): about one commit in a hundred of a lane's
-/// send path took milliseconds to tens of milliseconds longer. Once a second rather than
-/// more often: each checkpoint's fsyncs can stall commits behind them.
+/// The task that checkpoints the WAL into the database file. SQLite would otherwise
+/// checkpoint inside the commit that fills the WAL past 1000 pages (with two fsyncs under
+/// `synchronous=NORMAL`): about one commit in a hundred of a lane's send path took
+/// milliseconds to tens of milliseconds longer. A checkpoint's own fsyncs still stall the
+/// commits that queue behind them on the disk (every 1 s, they set the integration
+/// gateway's p99), so it runs once writes pause for a [`CHECKPOINT_TICK`], and under writes
+/// that never pause at least every [`CHECKPOINT_AT_LEAST_EVERY`].
 #[derive(Debug)]
 struct Checkpoints(tokio::task::AbortHandle);
 
@@ -88,14 +95,26 @@ impl Drop for Checkpoints {
     }
 }
 
-async fn checkpoint_loop(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+async fn checkpoint_loop(pool: SqlitePool, writes: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = writes.load(Ordering::Relaxed);
+    let mut pending = false;
+    let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
+        let now = writes.load(Ordering::Relaxed);
+        let paused = now == seen;
+        pending |= !paused;
+        seen = now;
+        if !pending || !(paused || last.elapsed() >= CHECKPOINT_AT_LEAST_EVERY) {
+            continue;
+        }
+        pending = false;
+        last = tokio::time::Instant::now();
         // PASSIVE: copies what no reader still needs, blocking no writer and no reader;
         // a failed or partial one leaves the rest to the next (the WAL keeps every commit).
         // With nothing new in the WAL it touches no file.
@@ -148,13 +167,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| open_err("cannot open the database", BackendErrorSource::Sqlx(e)))?;
-        let checkpoints = tokio::spawn(checkpoint_loop(reader.clone())).abort_handle();
+        let writes = Arc::new(AtomicU64::new(0));
+        let checkpoints =
+            tokio::spawn(checkpoint_loop(reader.clone(), writes.clone())).abort_handle();
         let store = Self {
             writer,
             progress,
             reader,
             path: Some(path),
             checkpoints: Some(Arc::new(Checkpoints(checkpoints))),
+            writes,
         };
         store.check_readable().await?;
         Ok(store)
@@ -191,6 +213,7 @@ impl SqliteStore {
             reader: pool,
             path: None,
             checkpoints: None,
+            writes: Arc::default(),
         })
     }
 
@@ -245,7 +268,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Counts a write about to begin, for the checkpointer.
+    fn note_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
     async fn write(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.note_write();
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -254,6 +283,7 @@ impl SqliteStore {
 
     /// A write of dispatcher progress (no fsync at commit; see the module docs).
     async fn write_progress(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.note_write();
         self.progress
             .begin_with("BEGIN IMMEDIATE")
             .await

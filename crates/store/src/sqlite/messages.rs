@@ -477,6 +477,7 @@ pub(super) async fn lane_intake(
         }
         // Batches of one (a lane keeping up) reuse one prepared statement; other sizes
         // are prepared for the call.
+        s.note_write();
         let rows = q
             .persistent(messages.len() <= 1)
             .fetch_all(&s.progress)

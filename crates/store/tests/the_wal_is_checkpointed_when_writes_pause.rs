@@ -1,0 +1,58 @@
+//! The SQLite store checkpoints its WAL into the database file by itself (no commit does
+//! it): once writes pause, and at least every few seconds under writes that never pause.
+//! Seen from outside by the database file growing while the store is open.
+
+use std::time::{Duration, Instant};
+use switchyard_store::sqlite::SqliteStore;
+use switchyard_store::{Store, SubscriptionSpec};
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits up to `limit` for the database file to grow past `from`, writing one subscription
+/// every 10 ms meanwhile when `keep_writing` (never a pause the checkpointer would take).
+async fn grows_within(
+    store: &SqliteStore,
+    db: &std::path::Path,
+    from: u64,
+    limit: Duration,
+    keep_writing: bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < limit {
+        if file_len(db) > from {
+            return Some(started.elapsed());
+        }
+        if keep_writing {
+            n += 1;
+            let spec = SubscriptionSpec::new(format!("busy-{n}"), ["t"], "https://svc.test/h");
+            store.put_subscription(spec).await.expect("write");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_when_writes_pause_and_under_steady_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("store.db");
+    let store = SqliteStore::open(&db).await.expect("open");
+
+    // A burst of writes, then a pause: the pages reach the database file soon after.
+    let before = file_len(&db);
+    for i in 0..50 {
+        let spec = SubscriptionSpec::new(format!("s{i}"), ["t"], "https://svc.test/h");
+        store.put_subscription(spec).await.expect("write");
+    }
+    let took = grows_within(&store, &db, before, Duration::from_secs(3), false).await;
+    assert!(took.is_some(), "no checkpoint within 3 s of a pause");
+
+    // Writes every 10 ms for longer than the bound: checkpoints still happen.
+    let before = file_len(&db);
+    let took = grows_within(&store, &db, before, Duration::from_secs(12), true).await;
+    assert!(took.is_some(), "no checkpoint in 12 s of steady writes");
+    store.close().await;
+}
