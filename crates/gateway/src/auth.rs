@@ -260,6 +260,9 @@ impl JwksBoard {
 
 /// How many accepted tokens a route with a fixed key remembers; past it, it starts again.
 pub const VERIFIED_TOKENS: usize = 1024;
+/// The longest token remembered (a usual JWT is a few hundred bytes): a full memory then
+/// holds at most 2 MiB of tokens, where [`MAX_TOKEN_BYTES`] would allow 8 MiB.
+pub const VERIFIED_TOKEN_BYTES: usize = 2 << 10;
 
 /// What a request's credentials granted.
 #[derive(Clone, Debug)]
@@ -491,9 +494,12 @@ impl Auth {
         None
     }
 
-    /// Keeps an accepted token's grant and times; one whose times are not plain numbers
-    /// is checked in full every time.
+    /// Keeps an accepted token's grant and times; one whose times are not plain numbers,
+    /// or longer than [`VERIFIED_TOKEN_BYTES`], is checked in full every time.
     fn remember(&self, token: &str, claims: &serde_json::Value, granted: &Granted) {
+        if token.len() > VERIFIED_TOKEN_BYTES {
+            return;
+        }
         let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_u64) else {
             return;
         };
@@ -625,11 +631,14 @@ mod tests {
             .consumer = "user:remembered".into();
         let again = auth.check(&bearer(&good), &client).await.unwrap();
         assert_eq!(again.consumer, "user:remembered");
-        // Refused tokens are not remembered; times that are not plain numbers are never.
+        // Refused tokens are not remembered; times that are not plain numbers, or long
+        // tokens, are never.
         let expired = sign(serde_json::json!({"sub": "ada", "exp": 1}));
         assert!(auth.check(&bearer(&expired), &client).await.is_err());
         let fractional = sign(serde_json::json!({"sub": "bo", "exp": exp, "nbf": 1.5}));
         auth.check(&bearer(&fractional), &client).await.unwrap();
+        let long = sign(serde_json::json!({"sub": "cy", "exp": exp, "pad": "x".repeat(3000)}));
+        auth.check(&bearer(&long), &client).await.unwrap();
         assert_eq!(lock(&auth.verified).len(), 1);
         // Full, it starts again rather than growing.
         for i in 0..VERIFIED_TOKENS {

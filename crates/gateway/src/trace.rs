@@ -29,6 +29,7 @@ fn header(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).expect("hex and dashes are a header value")
 }
 
+/// The client's request id when it is acceptable, else a new one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(REQUEST_ID) {
         let b = v.as_bytes();

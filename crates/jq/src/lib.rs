@@ -66,7 +66,7 @@ impl Library {
 }
 
 /// The library's definitions that `code` can reach. A compiled program keeps every
-/// definition it was given (each of the standard library's ~200, about 100 KB per program),
+/// definition it was given (the library's ~140, about 100 KB per program),
 /// so a program is given only those its words name, and theirs, and so on: one pass from
 /// the last definition back, as none calls a later one.
 fn reachable(code: &str) -> Vec<Def> {

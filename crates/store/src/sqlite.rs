@@ -100,6 +100,7 @@ async fn checkpoint_loop(pool: SqlitePool, writes: Arc<AtomicU64>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = writes.load(Ordering::Relaxed);
     let mut pending = false;
+    let mut failing = false;
     let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
@@ -113,14 +114,25 @@ async fn checkpoint_loop(pool: SqlitePool, writes: Arc<AtomicU64>) {
         if !pending || !(paused || last.elapsed() >= CHECKPOINT_AT_LEAST_EVERY) {
             continue;
         }
-        pending = false;
         last = tokio::time::Instant::now();
-        // PASSIVE: copies what no reader still needs, blocking no writer and no reader;
-        // a failed or partial one leaves the rest to the next (the WAL keeps every commit).
-        // With nothing new in the WAL it touches no file.
-        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await;
+        // PASSIVE: copies what no reader still needs, blocking no writer and no reader.
+        // A failed one (a full disk) or a partial one (a reader still on old pages) stays
+        // pending and is tried again at the next tick; the WAL keeps every commit meanwhile.
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok((_, in_wal, copied)) => {
+                pending = copied < in_wal;
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("store: checkpointing the WAL failed, will retry: {e}");
+                }
+                failing = true;
+            }
+        }
     }
 }
 
