@@ -876,6 +876,8 @@ async fn follow(
     starts: Vec<(Partition, Offset)>,
     limit: Option<u64>,
 ) -> Result<u8, Exit> {
+    // Before the first record is printed: whoever reads them may answer with Ctrl-C.
+    let stop = crate::serve::shutdown_signal();
     type Batch = anyhow::Result<(Partition, Vec<switchyard_journal::StoredRecord>)>;
     let (tx, mut rx) = mpsc::channel::<Batch>(16);
     let mut tails = tokio::task::JoinSet::new();
@@ -912,7 +914,6 @@ async fn follow(
     drop(tx);
     let mut remaining = limit;
     let mut out = std::io::stdout().lock();
-    let stop = shutdown_signal();
     tokio::pin!(stop);
     let result = loop {
         tokio::select! {
@@ -940,27 +941,4 @@ async fn follow(
     tails.abort_all();
     while tails.join_next().await.is_some() {}
     result
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -742,7 +742,4 @@ fn note(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    switchyard_sdk::shutdown_signal().await;
-}
+pub(crate) use switchyard_sdk::shutdown_signal;

@@ -285,6 +285,9 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
 
     let mut first = true;
+    // Installed once the system is first up (until then Ctrl-C simply ends the runner and
+    // its children) and kept across resets, so a Ctrl-C during a restart is not lost.
+    let mut stop_signal = None;
     let mut pending: Option<(Reply, serde_json::Value)> = None;
     let code = loop {
         let up = match Up::start(&control, &args, &ports, colour).await {
@@ -318,8 +321,9 @@ pub async fn run(args: DevArgs, hosted: Option<Arc<switchyard_sdk::Host>>) -> Re
             body["ms"] = json!(up.started.elapsed().as_millis() as u64);
             let _ = reply.send(Ok(body));
         }
+        let stop = stop_signal.get_or_insert_with(|| Box::pin(crate::serve::shutdown_signal()));
         let next = tokio::select! {
-            _ = crate::serve::shutdown_signal() => None,
+            _ = stop.as_mut() => None,
             r = incoming.recv() => r,
         };
         up.stop(&control).await;
