@@ -222,6 +222,85 @@ async fn two_instances_share_topics() {
     );
 }
 
+/// A deletion announced while an instance is cut off from the server (its advisory is lost
+/// to it) still ends that instance's waits once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_missed_while_disconnected_still_ends_waits() {
+    let Some(f) = start("missed_delete", Sync::Always, "?sync=always").await else {
+        return;
+    };
+    let a = &f.journal;
+    let server: std::net::SocketAddr = a.options().servers[0]
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("server address");
+    let relay = Relay::start(server).await;
+    let b = NatsJournal::connect(NatsOptions {
+        servers: vec![format!("nats://{}", relay.addr)],
+        ..a.options().clone()
+    })
+    .await
+    .expect("second instance, through the relay");
+    let t = topic(&unique_prefix("missed"), "t");
+    a.create_topic(&t, c::config(1)).await.expect("create on a");
+    let pending = b.wait_for(&t, 0, 1 << 40);
+    let cut_delete_restore = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        relay.set_up(false);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        a.delete_topic(&t).await.expect("delete on a");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        relay.set_up(true);
+    };
+    let (ended, ()) = tokio::join!(tokio::time::timeout(c::WAIT, pending), cut_delete_restore);
+    assert!(
+        matches!(
+            ended.expect("the wait ends after reconnecting"),
+            Err(Error::TopicNotFound(_))
+        ),
+        "a delete missed while disconnected ends waits"
+    );
+}
+
+/// A TCP relay to the server that can cut every connection through it and refuse new ones.
+struct Relay {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay");
+        let addr = listener.local_addr().expect("relay address");
+        let (up, _) = tokio::sync::watch::channel(true);
+        let watch = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watch.subscribe();
+                if !*cut.borrow() {
+                    continue; // dropped: refused
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|&up| !up) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
 /// Journal URLs that do not parse name the bad part; a server that is not there is an
 /// `Unavailable` error naming it.
 #[tokio::test]

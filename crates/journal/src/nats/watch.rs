@@ -83,7 +83,6 @@ async fn watch(
     name: switchyard_types::TopicName,
     mut next: Offset,
 ) {
-    let js = j.inner.api.jetstream();
     let mut pause = Duration::from_millis(50);
     loop {
         let Some(gone) = topic.upgrade().map(|t| t.gone.subscribe()) else {
@@ -92,7 +91,7 @@ async fn watch(
         if *gone.borrow() {
             return;
         }
-        if let Follow::Stop = follow(&js, &topic, &stream, &name, &mut next, gone).await {
+        if let Follow::Stop = follow(&j, &topic, &stream, &name, &mut next, gone).await {
             return;
         }
         // Failed: end only once the stream is known to be gone; otherwise try again.
@@ -114,13 +113,14 @@ enum Follow {
 }
 
 async fn follow(
-    js: &async_nats::jetstream::Context,
+    j: &NatsJournal,
     topic: &std::sync::Weak<TopicState>,
     stream: &str,
     name: &switchyard_types::TopicName,
     next: &mut Offset,
     mut gone: tokio::sync::watch::Receiver<bool>,
 ) -> Follow {
+    let js = &j.inner.api.jetstream();
     // The server announces a deletion: waiters end at once, on every instance.
     let deleted = async {
         match js
@@ -132,6 +132,22 @@ async fn follow(
                 advisories.next().await;
             }
             Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    // An advisory is sent at most once: one sent while this instance was reconnecting, or
+    // before its subscription reached the server, is lost, and the ordered consumer below
+    // retries its vanished stream for ever. So while anyone waits on the topic, the stream
+    // is also looked up every TOPIC_TTL (the bound a deletion by another instance already
+    // has on this instance's cached partition count).
+    let vanished = async {
+        loop {
+            tokio::time::sleep(super::TOPIC_TTL).await;
+            let waited_on = topic
+                .upgrade()
+                .is_some_and(|t| t.marks.iter().any(|m| m.receiver_count() > 0));
+            if waited_on && let Ok(None) = j.inner.api.stream_info(stream).await {
+                return;
+            }
         }
     };
     let run = async {
@@ -170,6 +186,13 @@ async fn follow(
         _ = gone.wait_for(|&g| g) => Follow::Stop,
         () = deleted => {
             if let Some(t) = topic.upgrade() {
+                t.gone.send_replace(true);
+            }
+            Follow::Stop
+        }
+        () = vanished => {
+            if let Some(t) = topic.upgrade() {
+                j.forget(&t.name);
                 t.gone.send_replace(true);
             }
             Follow::Stop
