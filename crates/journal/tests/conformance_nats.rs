@@ -223,7 +223,8 @@ async fn two_instances_share_topics() {
 }
 
 /// A deletion announced while an instance is cut off from the server (its advisory is lost
-/// to it) still ends that instance's waits once it is back.
+/// to it) still ends that instance's waits once it is back; so does a deletion followed by
+/// a new topic of the same name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_missed_while_disconnected_still_ends_waits() {
     let Some(f) = start("missed_delete", Sync::Always, "?sync=always").await else {
@@ -260,6 +261,34 @@ async fn a_delete_missed_while_disconnected_still_ends_waits() {
         ),
         "a delete missed while disconnected ends waits"
     );
+
+    // Deleted and created again under the same name while B was away: another topic, so
+    // waits on the old one end too, and B then sees the new one.
+    a.create_topic(&t, c::config(1))
+        .await
+        .expect("create again on a");
+    let pending = b.wait_for(&t, 0, 1 << 40);
+    let cut_recreate_restore = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        relay.set_up(false);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        a.delete_topic(&t).await.expect("delete on a");
+        a.create_topic(&t, c::config(2))
+            .await
+            .expect("create anew on a");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        relay.set_up(true);
+    };
+    let (ended, ()) = tokio::join!(tokio::time::timeout(c::WAIT, pending), cut_recreate_restore);
+    assert!(
+        matches!(
+            ended.expect("the wait ends after reconnecting"),
+            Err(Error::TopicNotFound(_))
+        ),
+        "a re-creation missed while disconnected ends waits on the old topic"
+    );
+    let described = b.describe_topic(&t).await.expect("b sees the new topic");
+    assert_eq!(described.partitions.len(), 2);
 }
 
 /// A TCP relay to the server that can cut every connection through it and refuse new ones.

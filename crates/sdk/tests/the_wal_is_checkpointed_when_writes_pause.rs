@@ -1,6 +1,6 @@
 //! A service's SQLite pool checkpoints its WAL into the database file by itself (no commit
-//! does it): once writes pause, and at least every few seconds under writes that never
-//! pause. Seen from outside by the database file growing while the pool is open.
+//! does it), after a burst of writes and under writes that never pause. Seen from outside
+//! by the database file growing while the pool is open.
 
 use std::time::{Duration, Instant};
 use switchyard_sdk::Backend;
@@ -65,9 +65,10 @@ async fn the_wal_is_checkpointed_when_writes_pause_and_under_steady_writes() {
     let took = grows_within(&pool, &db, before, Duration::from_secs(3), false).await;
     assert!(took.is_some(), "no checkpoint within 3 s of a pause");
 
-    // Writes every 10 ms for longer than the bound: checkpoints still happen.
+    // Writes every 10 ms that never pause: the checkpointer's 100 ms tick still copies
+    // them (the store's policy, which waits for a pause for up to 5 s, measured worse here).
     let before = file_len(&db);
-    let took = grows_within(&pool, &db, before, Duration::from_secs(12), true).await;
-    assert!(took.is_some(), "no checkpoint in 12 s of steady writes");
+    let took = grows_within(&pool, &db, before, Duration::from_secs(3), true).await;
+    assert!(took.is_some(), "no checkpoint in 3 s of steady writes");
     pool.close().await;
 }

@@ -94,14 +94,15 @@ async fn watch(
         if let Follow::Stop = follow(&j, &topic, &stream, &name, &mut next, gone).await {
             return;
         }
-        // Failed: end only once the stream is known to be gone; otherwise try again.
-        if let Ok(None) = j.inner.api.stream_info(&stream).await {
-            if let Some(t) = topic.upgrade() {
-                j.forget(&t.name);
-                t.gone.send_replace(true);
-            }
+        // Failed: end only once the topic is known to be gone; otherwise try again.
+        let Some(t) = topic.upgrade() else {
+            return;
+        };
+        if gone_from_server(&j, &t).await {
+            t.gone.send_replace(true);
             return;
         }
+        drop(t);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
@@ -142,10 +143,11 @@ async fn follow(
     let vanished = async {
         loop {
             tokio::time::sleep(super::TOPIC_TTL).await;
-            let waited_on = topic
-                .upgrade()
-                .is_some_and(|t| t.marks.iter().any(|m| m.receiver_count() > 0));
-            if waited_on && let Ok(None) = j.inner.api.stream_info(stream).await {
+            let Some(t) = topic.upgrade() else {
+                return;
+            };
+            let waited_on = t.marks.iter().any(|m| m.receiver_count() > 0);
+            if waited_on && gone_from_server(j, &t).await {
                 return;
             }
         }
@@ -192,10 +194,22 @@ async fn follow(
         }
         () = vanished => {
             if let Some(t) = topic.upgrade() {
-                j.forget(&t.name);
                 t.gone.send_replace(true);
             }
             Follow::Stop
         }
+    }
+}
+
+/// Whether the topic `t` describes is gone from the server: its stream deleted, or deleted
+/// and created again (another creation time, so another topic). `false` while the server
+/// cannot say. A gone state ends every wait on it with `TopicNotFound`, and the cache looks
+/// the topic up again (only the state itself is marked: the cache may already hold the new
+/// topic's).
+async fn gone_from_server(j: &NatsJournal, t: &TopicState) -> bool {
+    match j.inner.api.stream_info(&t.stream).await {
+        Ok(None) => true,
+        Ok(Some(info)) => info.created != t.created,
+        Err(_) => false,
     }
 }
