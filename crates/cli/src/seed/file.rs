@@ -140,8 +140,8 @@ fn located(at: At, path: impl Into<String>, message: impl Into<String>) -> Locat
 
 /// Parses and validates the text of a seed file named `file` (with stem `stem`).
 pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
-    let root = yaml::load(text).map_err(|e| render(text, file, located(e.at, "", e.message)))?;
-    let (declared, listed, calls) = read_top(root).map_err(|l| render(text, file, l))?;
+    let (root, built) = load_and_build(text, file, stem)?;
+    let (declared, listed, calls) = read_top(root, built).map_err(|l| render(text, file, l))?;
     if declared.is_empty() && listed.is_empty() && calls.is_empty() {
         return Err(format!(
             "{file}: nothing to seed: no `topics`, `events` or `calls`"
@@ -164,9 +164,8 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
             events: Vec::new(),
         });
     }
-    for (name, line, events) in listed {
+    for (name, line, built) in listed {
         check_topic_name(&name).map_err(|e| format!("{}: `events.{name}`: {e}", at(line)))?;
-        let built = build_events(&name, events, stem, file)?;
         match topics.iter_mut().find(|t| t.name == name) {
             Some(t) => t.events = built,
             None => topics.push(TopicSeed {
@@ -195,11 +194,108 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
 }
 
 type Declared = Vec<(String, u64, Option<TopicConfig>)>;
-type Listed = Vec<(String, u64, Vec<(u64, EventSpec)>)>;
+type Listed = Vec<(String, u64, Vec<SeedEvent>)>;
 type Calls = Vec<(u64, CallSpec)>;
 
+/// Items handed from the parse to the thread that builds the events, at most this many at
+/// a time (one hand-off per chunk, not per event).
+const CHUNK: usize = 256;
+
+/// What the parse hands to the builder, in file order.
+enum Streamed {
+    /// The events that follow belong to this list of `events:`.
+    Topic(Key),
+    Items(Vec<Node>),
+}
+
+/// Parses the file and builds its events at once: the parse streams each item of
+/// `events:` to a second thread, which reads it and builds its event while the parse goes
+/// on (a large seed's two halves of the work overlap, and no tree of its events is kept).
+/// Returns the rest of the tree (the lists of `events:` left empty) and the topics built.
+fn load_and_build(text: &str, file: &str, stem: &str) -> Result<(Node, Vec<TopicEvents>), String> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Streamed>(16);
+        let builder = scope.spawn(move || build_streamed(rx, text, file, stem));
+        let mut list: Option<Key> = None;
+        let mut chunk: Vec<Node> = Vec::with_capacity(CHUNK);
+        let loaded = yaml::load_streaming(text, Some("events"), |key: &Key, item: Node| {
+            if list
+                .as_ref()
+                .is_none_or(|l| l.text != key.text || l.at != key.at)
+            {
+                if !chunk.is_empty() {
+                    tx.send(Streamed::Items(std::mem::take(&mut chunk)))
+                        .map_err(drop)?;
+                }
+                list = Some(key.clone());
+                tx.send(Streamed::Topic(key.clone())).map_err(drop)?;
+            }
+            chunk.push(item);
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                tx.send(Streamed::Items(full)).map_err(drop)?;
+            }
+            Ok(())
+        });
+        if !chunk.is_empty() {
+            // Sent even after a YAML error, so a bad event before it is the one reported. A
+            // failed send means the builder stopped on an error, which it returns.
+            let _ = tx.send(Streamed::Items(chunk));
+        }
+        drop(tx);
+        // The builder only ever saw items the parse had finished, so its error (if any) is
+        // the earlier one in the file.
+        let built = builder
+            .join()
+            .map_err(|_| format!("{file}: building the events failed (an internal error)"))??;
+        match loaded {
+            Ok(root) => Ok((root, built)),
+            Err(yaml::Stopped::Yaml(e)) => Err(render(text, file, located(e.at, "", e.message))),
+            Err(yaml::Stopped::Item(())) => Err(format!(
+                "{file}: building the events stopped early (an internal error)"
+            )),
+        }
+    })
+}
+
+/// The builder's side of [`load_and_build`]: reads and builds every item it is handed;
+/// stops at the first bad one (dropping `rx`, which stops the parse too).
+fn build_streamed(
+    rx: std::sync::mpsc::Receiver<Streamed>,
+    text: &str,
+    file: &str,
+    stem: &str,
+) -> Result<Vec<TopicEvents>, String> {
+    let mut topics: Vec<TopicEvents> = Vec::new();
+    for streamed in rx {
+        match streamed {
+            Streamed::Topic(key) => {
+                check_topic_name(&key.text)
+                    .map_err(|e| format!("{file}:{}: `events.{}`: {e}", key.at.line, key.text))?;
+                topics.push(TopicEvents::new(key.text));
+            }
+            Streamed::Items(items) => {
+                let Some(topic) = topics.last_mut() else {
+                    return Err(format!(
+                        "{file}: events before their topic (an internal error)"
+                    ));
+                };
+                for item in items {
+                    let line = item.at.line;
+                    let spec = read_event(item, &topic.name, topic.events.len() + 1)
+                        .map_err(|l| render(text, file, l))?;
+                    topic.add(line, spec, stem, file)?;
+                }
+            }
+        }
+    }
+    Ok(topics)
+}
+
 /// The three sections of the file, each in file order.
-fn read_top(root: Node) -> Result<(Declared, Listed, Calls), Located> {
+/// The events of `events:` come built (`built`, streamed while parsing): their lists in
+/// the tree are empty.
+fn read_top(root: Node, mut built: Vec<TopicEvents>) -> Result<(Declared, Listed, Calls), Located> {
     let mut declared = Vec::new();
     let mut listed = Vec::new();
     let mut calls = Vec::new();
@@ -221,26 +317,19 @@ fn read_top(root: Node) -> Result<(Declared, Listed, Calls), Located> {
             }
             "events" => {
                 for (name, list) in into_entries_or_null(value, "events")? {
-                    let path = format!("events.{}", name.text);
-                    let items = match list.kind {
-                        Kind::Seq(items) => items,
-                        _ if list.is_null() => Vec::new(),
-                        _ => {
-                            return Err(located(
-                                list.at,
-                                path,
-                                format!("expected a list of events, found {}", list.describe()),
-                            ));
-                        }
-                    };
-                    let events = items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, e)| {
-                            let line = e.at.line;
-                            read_event(e, &format!("{path}[{}]", n + 1)).map(|s| (line, s))
-                        })
-                        .collect::<Result<_, _>>()?;
+                    if !matches!(list.kind, Kind::Seq(_)) && !list.is_null() {
+                        return Err(located(
+                            list.at,
+                            format!("events.{}", name.text),
+                            format!("expected a list of events, found {}", list.describe()),
+                        ));
+                    }
+                    // Keys are unique in a mapping: a name is built at most once.
+                    let events = built
+                        .iter()
+                        .position(|t| t.name == name.text)
+                        .map(|i| built.swap_remove(i).events)
+                        .unwrap_or_default();
                     listed.push((name.text, name.at.line, events));
                 }
             }
@@ -295,54 +384,65 @@ fn into_entries_or_null(node: Node, path: &str) -> Result<Vec<(Key, Node)>, Loca
     into_entries(node, path)
 }
 
-/// One event, read field by field.
-fn read_event(node: Node, path: &str) -> Result<EventSpec, Located> {
+/// One event (the `n`th of `topic`'s list), read field by field; its key path is only
+/// written out for an error (this runs once per event of a large seed).
+fn read_event(node: Node, topic: &str, n: usize) -> Result<EventSpec, Located> {
+    let path = || format!("events.{topic}[{n}]");
+    let at = node.at;
+    let found = node.describe();
+    let Kind::Map(entries) = node.kind else {
+        return Err(located(
+            at,
+            path(),
+            format!("expected a mapping, found {found}"),
+        ));
+    };
     let mut e = EventSpec::default();
     let mut has_type = false;
-    let at = node.at;
-    for (key, value) in into_entries(node, path)? {
-        let here = format!("{path}.{}", key.text);
+    for (key, value) in entries {
+        let here = || format!("{}.{}", path(), key.text);
+        let text = |value: Node| text_of(value).map_err(|(at, m)| located(at, here(), m));
         match key.text.as_str() {
             "type" => {
                 has_type = !value.is_null();
-                e.kind = text_of(value, &here)?.unwrap_or_default();
+                e.kind = text(value)?.unwrap_or_default();
             }
             "data" => e.data = (!value.is_null()).then(|| value.into_json()),
-            "subject" => e.subject = text_of(value, &here)?,
-            "key" => e.key = text_of(value, &here)?,
-            "id" => e.id = text_of(value, &here)?,
-            "source" => e.source = text_of(value, &here)?,
-            "time" => e.time = text_of(value, &here)?,
+            "subject" => e.subject = text(value)?,
+            "key" => e.key = text(value)?,
+            "id" => e.id = text(value)?,
+            "source" => e.source = text(value)?,
+            "time" => e.time = text(value)?,
             "extensions" => {
-                for (name, v) in into_entries_or_null(value, &here)? {
+                for (name, v) in into_entries_or_null(value, &here())? {
                     e.extensions.insert(name.text, v.into_json());
                 }
             }
             other => {
                 return Err(located(
                     key.at,
-                    here,
+                    here(),
                     format!("unknown field `{other}`, expected one of {EVENT_KEYS}"),
                 ));
             }
         }
     }
     if !has_type {
-        return Err(located(at, path, "missing field `type`"));
+        return Err(located(at, path(), "missing field `type`"));
     }
     Ok(e)
 }
 
-/// A string field: any scalar, as written (`id: 123` is "123"); null is absent.
-fn text_of(node: Node, path: &str) -> Result<Option<String>, Located> {
+/// A string field: any scalar, as written (`id: 123` is "123"); null is absent. An error
+/// says where and what.
+fn text_of(node: Node) -> Result<Option<String>, (At, String)> {
     match &node.kind {
         Kind::Scalar {
             value: Value::Null, ..
         } => Ok(None),
         Kind::Scalar { .. } => Ok(node.into_text()),
-        _ => Err(located(
+        _ => Err((
             node.at,
-            path,
             format!("invalid type: {}, expected a string", node.describe()),
         )),
     }
@@ -438,24 +538,34 @@ fn check_topic_name(name: &str) -> Result<(), String> {
         .map_err(|e| format!("not a topic name: {e}"))
 }
 
-fn build_events(
-    topic: &str,
-    events: Vec<(u64, EventSpec)>,
-    stem: &str,
-    file: &str,
-) -> Result<Vec<SeedEvent>, String> {
-    let mut out = Vec::with_capacity(events.len());
-    // Ids already used in this topic, and how often each content hash was seen (identical
-    // events get `.1`, `.2`, ... so each still has its own id).
-    let mut ids: HashSet<String> = HashSet::with_capacity(events.len());
-    let mut seen_hashes: HashMap<u64, u32> = HashMap::new();
-    for (n, (line, e)) in events.into_iter().enumerate() {
-        let bad = |key: &str, why: String| {
-            format!(
-                "{file}:{line}: `events.{topic}[{n}].{key}`: {why}",
-                n = n + 1
-            )
-        };
+/// One topic's events, built as they are read: each serialized once and checked by the
+/// server's own rules, its id derived (or taken) and checked against the earlier ones.
+struct TopicEvents {
+    name: String,
+    events: Vec<SeedEvent>,
+    /// Ids already used in this topic.
+    ids: HashSet<String>,
+    /// How often each content hash was seen (identical events get `.1`, `.2`, ... so each
+    /// still has its own id).
+    seen_hashes: HashMap<u64, u32>,
+}
+
+impl TopicEvents {
+    fn new(name: String) -> Self {
+        TopicEvents {
+            name,
+            events: Vec::new(),
+            ids: HashSet::new(),
+            seen_hashes: HashMap::new(),
+        }
+    }
+
+    /// Builds the next event, read from `line`.
+    fn add(&mut self, line: u64, e: EventSpec, stem: &str, file: &str) -> Result<(), String> {
+        let topic = self.name.as_str();
+        let n = self.events.len() + 1;
+        let bad =
+            |key: &str, why: String| format!("{file}:{line}: `events.{topic}[{n}].{key}`: {why}");
         let order_key = e.key.clone().or_else(|| e.subject.clone());
         let mut map = Map::new();
         map.insert("specversion".into(), "1.0".into());
@@ -494,7 +604,7 @@ fn build_events(
                 // A hash of the event's content: seeding the same file again names the same
                 // events, and an event added later does not shift the ids of the others.
                 let hash = xxhash_rust::xxh3::xxh3_64(&content);
-                let seen = seen_hashes.entry(hash).or_default();
+                let seen = self.seen_hashes.entry(hash).or_default();
                 let id = match *seen {
                     0 => format!("seed:{stem}:{topic}:{hash:016x}"),
                     k => format!("seed:{stem}:{topic}:{hash:016x}.{k}"),
@@ -503,7 +613,7 @@ fn build_events(
                 id
             }
         };
-        if !ids.insert(id.clone()) {
+        if !self.ids.insert(id.clone()) {
             return Err(bad(
                 "id",
                 format!("`{id}` is already the id of an earlier event of this topic"),
@@ -529,7 +639,7 @@ fn build_events(
             };
             return Err(bad(&key, p.detail));
         }
-        out.push(SeedEvent {
+        self.events.push(SeedEvent {
             id,
             line,
             order_key,
@@ -537,8 +647,8 @@ fn build_events(
             data: e.data,
             json,
         });
+        Ok(())
     }
-    Ok(out)
 }
 
 /// A call, or the key that is wrong and why.
@@ -769,6 +879,42 @@ calls:
         assert!(e.contains("SEED_TEST_SURELY_UNSET is not set"), "{e}");
         let e = err("evnets: {}\n");
         assert!(e.starts_with("s.yaml:1:") && e.contains("evnets"), "{e}");
+    }
+
+    #[test]
+    fn many_events_over_several_topics_keep_their_topic_order_and_lines() {
+        // More events than one hand-off to the builder holds, in two topics.
+        let mut text = String::from("events:\n  a.v1:\n");
+        for i in 0..CHUNK + 44 {
+            text.push_str(&format!("    - {{type: t, id: a{i}}}\n"));
+        }
+        text.push_str("  b.v1:\n");
+        for i in 0..CHUNK * 2 {
+            text.push_str(&format!("    - {{type: t, id: b{i}}}\n"));
+        }
+        text.push_str("calls: []\n");
+        let seed = parse(&text, "s.yaml", "s").expect("valid");
+        let names: Vec<_> = seed.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a.v1", "b.v1"]);
+        let a = &seed.topics[0].events;
+        let b = &seed.topics[1].events;
+        assert_eq!((a.len(), b.len()), (CHUNK + 44, CHUNK * 2));
+        assert!(a.iter().enumerate().all(|(i, e)| e.id == format!("a{i}")));
+        assert!(b.iter().enumerate().all(|(i, e)| e.id == format!("b{i}")));
+        assert_eq!(a[0].line, 3);
+        assert_eq!(b[0].line, 3 + CHUNK as u64 + 44 + 1);
+        // A bad event past the first hand-off is named by its place in its own list.
+        let mut bad = text.clone();
+        bad = bad.replacen("id: b300}", "id: b300, tpye: x}", 1);
+        let e = err(&bad);
+        assert!(e.contains("`events.b.v1[301].tpye`: unknown field"), "{e}");
+        // A bad event before a YAML error further on is the one reported (file order).
+        let e = err(&format!("{bad}  - [unclosed\n"));
+        assert!(e.contains("`events.b.v1[301].tpye`"), "{e}");
+        // A YAML error before any bad event is the YAML's.
+        let e = err("events:\n  t.v1:\n    - {type: a}\n    - {type: b\n");
+        assert!(e.starts_with("s.yaml:"), "{e}");
+        assert!(!e.contains("`events.t.v1"), "{e}");
     }
 
     #[test]

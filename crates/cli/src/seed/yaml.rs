@@ -140,14 +140,65 @@ impl Node {
 }
 
 /// Reads `text` as one YAML document; an empty file is a null node.
+#[cfg(test)]
 pub fn load(text: &str) -> Result<Node, YamlError> {
+    load_streaming(text, None, |_, _| Ok::<(), ()>(())).map_err(|e| match e {
+        Stopped::Yaml(e) => e,
+        Stopped::Item(()) => unreachable!("nothing is streamed"),
+    })
+}
+
+/// Why [`load_streaming`] stopped.
+#[derive(Debug)]
+pub enum Stopped<E> {
+    Yaml(YamlError),
+    /// The item callback refused an item.
+    Item(E),
+}
+
+impl<E> From<YamlError> for Stopped<E> {
+    fn from(e: YamlError) -> Self {
+        Stopped::Yaml(e)
+    }
+}
+
+/// Reads `text` as one YAML document, as [`load`], except that each item of a list two
+/// mappings below the root's key `section` (`events: {topic: [item, ...]}`) goes to
+/// `on_item`, with its list's key, as soon as it is read, instead of into the tree (the
+/// list stays empty there): a large seed is never held whole as nodes, and its items are
+/// handled while the rest is still being parsed.
+pub fn load_streaming<E>(
+    text: &str,
+    section: Option<&str>,
+    mut on_item: impl FnMut(&Key, Node) -> Result<(), E>,
+) -> Result<Node, Stopped<E>> {
     // The parser is not ours: a panic in it must not take the command down.
-    std::panic::catch_unwind(|| Loader::new(text).run()).unwrap_or_else(|_| {
-        Err(err(
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Loader::new(text).run(section, &mut on_item)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Stopped::Yaml(err(
             At::default(),
             "the YAML parser failed on this file (it is likely malformed)",
-        ))
+        )))
     })
+}
+
+/// The key of the list whose item is being finished, when that list is streamed: the open
+/// collections are the root mapping (at `section`), a mapping (at the key returned) and
+/// the list.
+fn streamed_list<'s>(stack: &'s [Open], section: Option<&str>) -> Option<&'s Key> {
+    let section = section?;
+    match stack {
+        [
+            Open::Map { key: Some(top), .. },
+            Open::Map {
+                key: Some(list), ..
+            },
+            Open::Seq { .. },
+        ] if top.text == section => Some(list),
+        _ => None,
+    }
 }
 
 /// A collection being built.
@@ -191,7 +242,11 @@ impl<'a> Loader<'a> {
         Ok(())
     }
 
-    fn run(mut self) -> Result<Node, YamlError> {
+    fn run<E>(
+        mut self,
+        section: Option<&str>,
+        on_item: &mut impl FnMut(&Key, Node) -> Result<(), E>,
+    ) -> Result<Node, Stopped<E>> {
         let mut stack: Vec<Open> = Vec::new();
         let mut root: Option<Node> = None;
         let mut documents = 0;
@@ -216,12 +271,14 @@ impl<'a> Loader<'a> {
                     continue;
                 }
                 Event::UnresolvedAlias(name) => {
-                    return Err(err(at, format!("an alias to an unknown anchor `{name}`")));
+                    return Err(err(at, format!("an alias to an unknown anchor `{name}`")).into());
                 }
                 Event::DocumentStart(..) => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(err(at, "a seed file holds one YAML document, not several"));
+                        return Err(
+                            err(at, "a seed file holds one YAML document, not several").into()
+                        );
                     }
                     continue;
                 }
@@ -266,7 +323,7 @@ impl<'a> Loader<'a> {
                             kind: Kind::Map(entries),
                         },
                     ),
-                    None => return Err(err(at, "unbalanced collection end")),
+                    None => return Err(err(at, "unbalanced collection end").into()),
                 },
                 Event::Scalar(text, style, anchor, tag) => {
                     self.spend(1, at)?;
@@ -292,6 +349,10 @@ impl<'a> Loader<'a> {
                 // Events that carry no data (comments; the enum is non-exhaustive).
                 _ => continue,
             };
+            if let Some(list) = streamed_list(&stack, section) {
+                on_item(list, done).map_err(Stopped::Item)?;
+                continue;
+            }
             // A finished node goes into its parent, or is the document.
             match stack.last_mut() {
                 None => root = Some(done),
@@ -302,10 +363,11 @@ impl<'a> Loader<'a> {
                             return Err(err(
                                 done.at,
                                 "a mapping key must be a scalar, not a collection",
-                            ));
+                            )
+                            .into());
                         };
                         if entries.iter().any(|(k, _)| k.text == text) {
-                            return Err(err(done.at, format!("duplicate key `{text}`")));
+                            return Err(err(done.at, format!("duplicate key `{text}`")).into());
                         }
                         *key = Some(Key { at: done.at, text });
                     }
@@ -550,6 +612,69 @@ mod tests {
         assert_eq!(top[0].0.at, At { line: 1, col: 1 });
         assert_eq!(events[0].at, At { line: 3, col: 7 });
         assert_eq!(events[1].at.line, 4);
+    }
+
+    #[test]
+    fn streamed_items_go_to_the_callback_in_order_and_leave_their_lists_empty() {
+        let text = "\
+topics: {t.v1: [1, 2]}
+events:
+  t.v1:
+    - &first {type: a, data: [1, 2]}
+    - type: b
+  u.v1: []
+  w.v1:
+    - *first
+other: {events: [x]}
+";
+        let mut seen = Vec::new();
+        let root = load_streaming(text, Some("events"), |list, item| {
+            seen.push((
+                list.text.clone(),
+                list.at.line,
+                item.at.line,
+                item.to_json(),
+            ));
+            Ok::<(), ()>(())
+        })
+        .expect("loads");
+        let got: Vec<_> = seen
+            .iter()
+            .map(|(t, kl, l, _)| (t.as_str(), *kl, *l))
+            .collect();
+        assert_eq!(got, [("t.v1", 3, 4), ("t.v1", 3, 5), ("w.v1", 7, 8)]);
+        assert_eq!(seen[0].3, serde_json::json!({"type": "a", "data": [1, 2]}));
+        // An alias to a streamed item is the item again.
+        assert_eq!(seen[2].3, seen[0].3);
+        // The lists stay in the tree, empty; nothing else is streamed.
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({
+                "topics": {"t.v1": [1, 2]},
+                "events": {"t.v1": [], "u.v1": [], "w.v1": []},
+                "other": {"events": ["x"]},
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_item_stops_the_parse() {
+        let text = "events:\n  t.v1:\n    - {type: a}\n    - {type: b}\n    - {type: c\n";
+        let mut calls = 0;
+        let e = load_streaming(text, Some("events"), |_, item| {
+            calls += 1;
+            if item.at.line == 4 {
+                Err("no b")
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("refused");
+        assert!(matches!(e, Stopped::Item("no b")), "{e:?}");
+        assert_eq!(calls, 2, "nothing after the refused item is read");
+        // A syntax error after the streamed items is still the YAML's.
+        let e = load_streaming(text, Some("events"), |_, _| Ok::<(), ()>(())).expect_err("bad");
+        assert!(matches!(e, Stopped::Yaml(_)), "{e:?}");
     }
 
     #[test]
