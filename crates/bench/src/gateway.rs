@@ -21,8 +21,9 @@
 //! upstream's body. The systems take turns within each repeat (the order rotating per
 //! repeat), and each figure is the median over repeats. Added latency: a fixed rate
 //! (`--rate`, 10,000/s) spread over the connections (each sends on its own schedule,
-//! timed from the send; tokio's timer releases them on 1 ms ticks), direct and through the
-//! gateway in turn; the gateway's p50 and p99 minus direct's, per repeat, median.
+//! timed from the send; tokio's timer releases them on 1 ms ticks), direct, through the
+//! gateway and through nginx in turn; each proxy's p50 and p99 minus direct's, per repeat,
+//! median (nginx's figures show what the same machine allows a mature proxy).
 
 use crate::load::{self, Measured, OpSource};
 use crate::report::{median, say, thousands, verdict};
@@ -860,80 +861,98 @@ async fn closed_loop(
     Ok(())
 }
 
-/// The latency the gateway adds at a fixed rate: direct and through the gateway in turn,
-/// each repeat's quantiles subtracted; prints the row.
+/// The latency a proxy adds at a fixed rate: direct, through nginx and through the gateway
+/// in turn (the order rotating per repeat), each proxy's quantiles minus direct's of the
+/// same repeat; prints a row per proxy, switchyard's against the target.
 async fn added_latency(
     timing: &Timing,
     connections: usize,
     rate_per_s: u32,
     direct: &Endpoint,
-    plain: &Endpoint,
+    proxies: [&Endpoint; 2],
     json_out: bool,
 ) -> Result<()> {
     let note = |s: &str| say(json_out, s);
-    // Added latency at a fixed rate: direct and through the gateway in turn.
     let rate = f64::from(rate_per_s);
     let case = latency_case(rate_per_s);
-    let (mut added50, mut added99) = (Vec::new(), Vec::new());
-    let (mut sw_rates, mut direct_p99, mut sw_p99) = (Vec::new(), Vec::new(), Vec::new());
+    let systems = [direct, proxies[0], proxies[1]];
+    // Per proxy: added p50s, added p99s, rates reached, own p99s; and direct's p99s.
+    let mut added: [[Vec<f64>; 4]; 2] = Default::default();
+    let mut direct_p99 = Vec::new();
     for rep in 0..timing.repeats {
-        let mut got = [None, None];
-        for i in 0..2 {
-            let k = (i + rep) % 2;
-            let e = if k == 0 { direct } else { plain };
+        let mut got: [Option<RateRun>; 3] = [None, None, None];
+        for i in 0..systems.len() {
+            let k = (i + rep) % systems.len();
+            let e = systems[k];
             let target = Target::open(e, connections).await?;
             let r = fixed_rate(target, rate, timing.load.warmup, timing.load.measure)
                 .await
                 .with_context(|| format!("{} at {} requests/s", e.system, rate_per_s))?;
             got[k] = Some(r);
         }
-        let [Some(d), Some(s)] = got else {
-            unreachable!("both runs are made")
+        let [Some(d), Some(a), Some(b)] = got else {
+            unreachable!("every run is made")
         };
-        let achieved = s.sent as f64 / s.seconds;
-        note(&format!(
-            "  {case} repeat {}: direct p50 {:.0} us p99 {:.0} us ({} requests/s); switchyard \
-             p50 {:.0} us p99 {:.0} us ({} requests/s)",
+        let mut line = format!(
+            "  {case} repeat {}: direct p50 {:.0} us p99 {:.0} us ({} requests/s)",
             rep + 1,
             d.quantile_us(0.5),
             d.quantile_us(0.99),
             thousands(d.sent as f64 / d.seconds),
-            s.quantile_us(0.5),
-            s.quantile_us(0.99),
-            thousands(achieved)
-        ));
-        added50.push(s.quantile_us(0.5) - d.quantile_us(0.5));
-        added99.push(s.quantile_us(0.99) - d.quantile_us(0.99));
-        sw_rates.push(achieved);
-        direct_p99.push(d.quantile_us(0.99));
-        sw_p99.push(s.quantile_us(0.99));
-    }
-    let (a50, a99, achieved) = (median(added50), median(added99), median(sw_rates));
-    if json_out {
-        println!(
-            "{}",
-            json!({"suite": "gateway", "case": case, "system": "switchyard",
-                "requests_per_s": achieved, "p50_us": a50, "p99_us": a99})
         );
+        for (j, (e, m)) in proxies.iter().zip([&a, &b]).enumerate() {
+            let achieved = m.sent as f64 / m.seconds;
+            line.push_str(&format!(
+                "; {} p50 {:.0} us p99 {:.0} us ({} requests/s)",
+                e.system,
+                m.quantile_us(0.5),
+                m.quantile_us(0.99),
+                thousands(achieved)
+            ));
+            added[j][0].push(m.quantile_us(0.5) - d.quantile_us(0.5));
+            added[j][1].push(m.quantile_us(0.99) - d.quantile_us(0.99));
+            added[j][2].push(achieved);
+            added[j][3].push(m.quantile_us(0.99));
+        }
+        note(&line);
+        direct_p99.push(d.quantile_us(0.99));
     }
-    let short = achieved < rate * 0.95;
-    note(&format!(
-        "{case}: the gateway adds p50 {a50:.0} us, p99 {a99:.0} us (target p99 <= 500 us: {}) \
-         at {} requests/s{} (p99 direct {:.0} us, through the gateway {:.0} us; medians)",
-        verdict(a99 <= 500.0 && !short),
-        thousands(achieved),
-        if short {
+    let direct_p99 = median(direct_p99);
+    for (e, [a50, a99, reached, own99]) in proxies.iter().zip(added) {
+        let (a50, a99, achieved) = (median(a50), median(a99), median(reached));
+        if json_out {
+            println!(
+                "{}",
+                json!({"suite": "gateway", "case": case, "system": e.system,
+                    "requests_per_s": achieved, "p50_us": a50, "p99_us": a99})
+            );
+        }
+        let short = achieved < rate * 0.95;
+        let target = if e.system == "switchyard" {
             format!(
-                ", short of {} requests/s: the machine cannot hold the rate",
-                thousands(rate)
+                " (target p99 <= 500 us: {})",
+                verdict(a99 <= 500.0 && !short)
             )
         } else {
             String::new()
-        },
-        median(direct_p99),
-        median(sw_p99)
-    ));
-
+        };
+        note(&format!(
+            "{case}: {} adds p50 {a50:.0} us, p99 {a99:.0} us{target} at {} requests/s{} \
+             (p99 direct {direct_p99:.0} us, through {} {:.0} us; medians)",
+            e.system,
+            thousands(achieved),
+            if short {
+                format!(
+                    ", short of {} requests/s: the machine cannot hold the rate",
+                    thousands(rate)
+                )
+            } else {
+                String::new()
+            },
+            e.system,
+            median(own99)
+        ));
+    }
     Ok(())
 }
 
@@ -1059,7 +1078,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.connections,
         args.rate,
         &direct,
-        &plain,
+        [&plain, &via_nginx],
         json_out,
     )
     .await?;

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// admin API `/v1/gateway/routes`). Default: `server.gateway-listen`, else no gateway.
     #[arg(long, value_name = "ADDR")]
     pub gateway_listen: Option<SocketAddr>,
+    /// The API gateway's serving threads, each with its own listening socket on the
+    /// gateway's port and its own upstream connections (as nginx's `worker_processes`).
+    /// Default: TOKIO_WORKER_THREADS when set, else one per CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub gateway_threads: Option<u16>,
     /// Where a service that routes name with `service = "NAME"` listens: `NAME=http://host:port`
     /// (repeat for more services, or for more instances of one).
     #[arg(long = "service", value_name = "NAME=URL", value_parser = crate::args::parse_header)]
@@ -384,19 +389,23 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
     };
     let gateway_task = match gateway_listen {
         Some(addr) => {
-            let gl = tokio::net::TcpListener::bind(addr)
-                .await
+            let gl = switchyard_gateway::bind_shared(addr)
                 .with_context(|| format!("--gateway-listen {addr}"))?;
             let bound = gl
                 .local_addr()
                 .context("reading the gateway's bound address")?;
+            let threads = args
+                .gateway_threads
+                .map_or_else(default_gateway_threads, usize::from);
             note(format_args!(
-                "switchyard: gateway on http://{bound} ({} route(s))",
+                "switchyard: gateway on http://{bound} ({} route(s), {threads} thread(s))",
                 gateway.routes().len()
             ));
             let g = gateway.clone();
             let rx = stop_rx.clone();
-            Some(tokio::spawn(async move { g.serve(gl, stopped(rx)).await }))
+            Some(tokio::spawn(async move {
+                g.serve_threads(gl, threads, rx).await
+            }))
         }
         None => None,
     };
@@ -743,3 +752,13 @@ fn note(line: std::fmt::Arguments<'_>) {
 }
 
 pub(crate) use switchyard_sdk::shutdown_signal;
+
+/// The API gateway's serving threads unless `--gateway-threads` says: `TOKIO_WORKER_THREADS`
+/// when set (as for the runtime's own workers), else one per CPU.
+fn default_gateway_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

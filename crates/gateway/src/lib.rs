@@ -31,5 +31,5 @@ pub use calls::{
 };
 pub use faults::{FaultKind, FaultSpec, Faults, Injection};
 pub use history::{Change, Origin, ROUTES_TOPIC};
-pub use service::{Error, Gateway, GatewayOptions, Result, serve_app};
+pub use service::{Error, Gateway, GatewayOptions, Result, bind_shared, serve_app};
 pub use table::Services;

@@ -60,8 +60,22 @@ impl std::fmt::Display for SendError {
 /// The connections to every upstream. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstreams {
-    idle: Arc<Mutex<HashMap<Authority, Vec<Idle>>>>,
+    idle: Arc<Mutex<IdleLists>>,
     idle_timeout: Duration,
+}
+
+/// Idle connections by the serving thread they belong to ([`SERVING_THREAD`]) and upstream.
+type IdleLists = HashMap<(usize, Authority), Vec<Idle>>;
+
+thread_local! {
+    /// Which of the gateway's own serving threads this is (1, 2, ...; 0: any other thread).
+    /// Each keeps its own idle connections: a connection is registered with the reactor of
+    /// the runtime that opened it, and is used only by requests served on that thread.
+    pub(crate) static SERVING_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn idle_key(upstream: &Authority) -> (usize, Authority) {
+    (SERVING_THREAD.with(|t| t.get()), upstream.clone())
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -134,14 +148,14 @@ impl Upstreams {
         pool
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Authority, Vec<Idle>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleLists> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle connection to `upstream` that is still open.
     fn checkout(&self, upstream: &Authority) -> Option<Conn> {
         loop {
-            let Idle { mut conn, since } = self.idle().get_mut(upstream)?.pop()?;
+            let Idle { mut conn, since } = self.idle().get_mut(&idle_key(upstream))?.pop()?;
             if since.elapsed() < self.idle_timeout && conn.reusable() {
                 return Some(conn);
             }
@@ -154,7 +168,7 @@ impl Upstreams {
         }
         let now = Instant::now();
         let mut idle = self.idle();
-        let list = idle.entry(upstream.clone()).or_default();
+        let list = idle.entry(idle_key(upstream)).or_default();
         // The oldest are first: those idle too long are closed.
         let expired = list
             .iter()
@@ -353,7 +367,11 @@ mod tests {
             .expect("body")
             .to_bytes();
         assert_eq!(&body[..], b"ok");
-        assert_eq!(pool.idle().get(&authority).map(Vec::len), Some(1), "pooled");
+        assert_eq!(
+            pool.idle().get(&idle_key(&authority)).map(Vec::len),
+            Some(1),
+            "pooled"
+        );
         let closed_at = tokio::time::timeout(Duration::from_secs(5), closed_rx)
             .await
             .expect("closed within 5 s")
@@ -363,6 +381,6 @@ mod tests {
             idle_for >= Duration::from_millis(300),
             "closed after {idle_for:?}, before the idle timeout"
         );
-        assert!(pool.idle().get(&authority).is_none(), "swept");
+        assert!(pool.idle().get(&idle_key(&authority)).is_none(), "swept");
     }
 }

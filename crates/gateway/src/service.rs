@@ -342,6 +342,61 @@ impl Gateway {
         serve_app(listener, self.router(), shutdown).await
     }
 
+    /// Serves [`Gateway::router`] on `threads` threads of its own until `stop` turns true,
+    /// the way nginx runs its workers: each thread is a single-threaded runtime with its
+    /// own listening socket on `listener`'s address (`SO_REUSEPORT`: the kernel spreads the
+    /// connections over them) and its own upstream connections, so a request, its upstream
+    /// exchange and its answer stay on one thread, with no hand-off between threads and no
+    /// work stealing. `listener` (bound with `SO_REUSEPORT`, see [`bind_shared`]) is the
+    /// first thread's. Returns once every thread has stopped.
+    pub async fn serve_threads(
+        &self,
+        listener: std::net::TcpListener,
+        threads: usize,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let mut listeners = vec![listener];
+        for _ in 1..threads.max(1) {
+            listeners.push(bind_shared(addr)?);
+        }
+        let mut done = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let gw = self.clone();
+            let mut stop = stop.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+            std::thread::Builder::new()
+                .name(format!("gateway-{}", i + 1))
+                .spawn(move || {
+                    let served = (|| {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        crate::pool::SERVING_THREAD.with(|t| t.set(i + 1));
+                        rt.block_on(async move {
+                            listener.set_nonblocking(true)?;
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            let stopped = async move {
+                                let _ = stop.wait_for(|&s| s).await;
+                            };
+                            serve_app(listener, gw.router(), stopped).await
+                        })
+                    })();
+                    let _ = tx.send(served);
+                })?;
+            done.push(rx);
+        }
+        let mut result = Ok(());
+        for rx in done {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(std::io::Error::other("a gateway thread panicked")),
+            }
+        }
+        result
+    }
+
     /// Stops the tail, the health checks and the upkeep, gives the unspent quota units back
     /// to the store, and writes the access records still queued (for up to 10 s).
     pub async fn shutdown(&self) {
@@ -366,6 +421,22 @@ impl Gateway {
     pub fn access_stats(&self) -> &crate::access::AccessStats {
         &self.inner.access.stats
     }
+}
+
+/// A listening socket on `addr` that other sockets of this process may listen on too
+/// (`SO_REUSEPORT`), for [`Gateway::serve_threads`]. Port 0 picks a free port; bind the
+/// others to the port this one got.
+pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Serves any gateway app (the router, or one that swaps between gateways) with peer

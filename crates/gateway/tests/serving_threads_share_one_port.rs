@@ -1,0 +1,91 @@
+//! The gateway on serving threads of its own (`Gateway::serve_threads`, what `switchyard
+//! serve --gateway-listen` runs): several single-threaded runtimes listening on one port,
+//! every request answered whichever thread took its connection, each thread's upstream
+//! connections reused, a port another program holds refused, and a stop that ends them all.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use switchyard_gateway::{Gateway, GatewayOptions, bind_shared};
+use switchyard_journal::file::FileJournal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_many_connections_are_all_answered_and_stop_ends_every_thread() {
+    let dir = tempfile::tempdir().expect("test step");
+    let orders = Echo::start("orders").await;
+    let journal = FileJournal::open(dir.path()).expect("test step");
+    let declared = vec![route(&format!(
+        r#"name = "api"
+path = "/api/{{*rest}}"
+strip-prefix = true
+upstreams = [{{ url = "{}" }}]"#,
+        orders.url()
+    ))];
+    let gateway = Gateway::start(
+        Arc::new(journal.clone()),
+        GatewayOptions {
+            declared,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("test step");
+    let listener = bind_shared("127.0.0.1:0".parse().expect("test step")).expect("test step");
+    let addr = listener.local_addr().expect("test step");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let g = gateway.clone();
+    let served = tokio::spawn(async move { g.serve_threads(listener, 3, stop_rx).await });
+
+    // 24 clients of one connection each, 10 requests per connection: every answer is the
+    // upstream's, for the request that was sent.
+    let mut clients = Vec::new();
+    for k in 0..24 {
+        let url = format!("http://{addr}/api/c{k}");
+        clients.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                // A thread that took connections and never served them fails, not hangs.
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("test step");
+            for i in 0..10 {
+                let (s, v) = get_json(&c, &format!("{url}/{i}")).await;
+                assert_eq!(s, 200, "{v}");
+                assert_eq!(v["upstream"], "orders");
+                assert_eq!(v["uri"], format!("/c{k}/{i}"));
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("every client's requests answered");
+    }
+
+    // The port is the gateway's: a program that does not share ports cannot take it.
+    let taken = std::net::TcpListener::bind(addr);
+    assert!(
+        taken.is_err(),
+        "a plain bind on the gateway's port succeeded"
+    );
+
+    stop_tx.send_replace(true);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), served)
+        .await
+        .expect("every serving thread stops");
+    ended.expect("test step").expect("served without error");
+    // Nothing listens any more.
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening after the stop"
+    );
+    gateway.shutdown().await;
+    journal.close().await.expect("test step");
+}
+
+#[tokio::test]
+async fn a_port_another_program_holds_is_refused() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("test step");
+    let addr = held.local_addr().expect("test step");
+    let e = bind_shared(addr).expect_err("the port is taken");
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
