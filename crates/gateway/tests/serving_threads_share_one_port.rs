@@ -1,7 +1,7 @@
 //! The gateway on serving threads of its own (`Gateway::serve_threads`, what `switchyard
 //! serve --gateway-listen` runs): several single-threaded runtimes listening on one port,
-//! every request answered whichever thread took its connection, each thread's upstream
-//! connections reused, a port another program holds refused, and a stop that ends them all.
+//! every request answered whichever thread took its connection, a port another program
+//! holds refused, and a stop that lets the requests in flight finish and then ends them all.
 
 mod common;
 use common::*;
@@ -88,4 +88,67 @@ async fn a_port_another_program_holds_is_refused() {
     let addr = held.local_addr().expect("test step");
     let e = bind_shared(addr).expect_err("the port is taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_the_stop_is_answered_then_the_threads_end() {
+    let dir = tempfile::tempdir().expect("test step");
+    // An upstream that says when a request reached it, then takes 500 ms to answer.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test step");
+    let slow_url = format!("http://{}", slow.local_addr().expect("test step"));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let r = reached.clone();
+    let app = axum::Router::new().fallback(move || {
+        let r = r.clone();
+        async move {
+            r.notify_one();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            "slow answer"
+        }
+    });
+    tokio::spawn(async move { axum::serve(slow, app).await.expect("test step") });
+    let journal = FileJournal::open(dir.path()).expect("test step");
+    let declared = vec![route(&format!(
+        r#"name = "slow"
+path = "/{{*rest}}"
+upstreams = [{{ url = "{slow_url}" }}]"#
+    ))];
+    let gateway = Gateway::start(
+        Arc::new(journal.clone()),
+        GatewayOptions {
+            declared,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("test step");
+    let listener = bind_shared("127.0.0.1:0".parse().expect("test step")).expect("test step");
+    let addr = listener.local_addr().expect("test step");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let g = gateway.clone();
+    let served = tokio::spawn(async move { g.serve_threads(listener, 2, stop_rx).await });
+
+    let asked = tokio::spawn(async move {
+        let r = client()
+            .get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .expect("answered");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    // The stop comes while the request is at the upstream.
+    reached.notified().await;
+    stop_tx.send_replace(true);
+    let (status, body) = asked.await.expect("test step");
+    assert_eq!((status, body.as_str()), (200, "slow answer"));
+    tokio::time::timeout(std::time::Duration::from_secs(10), served)
+        .await
+        .expect("every serving thread stops")
+        .expect("test step")
+        .expect("served without error");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    gateway.shutdown().await;
+    journal.close().await.expect("test step");
 }
