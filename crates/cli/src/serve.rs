@@ -404,7 +404,10 @@ pub async fn run(args: ServeArgs) -> Result<u8, Exit> {
             let g = gateway.clone();
             let rx = stop_rx.clone();
             Some(tokio::spawn(async move {
-                g.serve_threads(gl, threads, rx).await
+                // Said when it happens: the API goes on serving without the gateway.
+                if let Err(e) = g.serve_threads(gl, threads, rx).await {
+                    note(format_args!("switchyard: the gateway stopped serving: {e}"));
+                }
             }))
         }
         None => None,
