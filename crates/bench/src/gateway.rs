@@ -861,6 +861,18 @@ async fn closed_loop(
     Ok(())
 }
 
+/// One proxy's figures of the fixed-rate runs, a value per repeat.
+#[derive(Default)]
+struct Added {
+    /// Its p50 and p99 minus direct's of the same repeat.
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    /// Requests per second it reached.
+    reached: Vec<f64>,
+    /// Its own p99.
+    own_p99: Vec<f64>,
+}
+
 /// The latency a proxy adds at a fixed rate: direct, through nginx and through the gateway
 /// in turn (the order rotating per repeat), each proxy's quantiles minus direct's of the
 /// same repeat; prints a row per proxy, switchyard's against the target.
@@ -876,8 +888,7 @@ async fn added_latency(
     let rate = f64::from(rate_per_s);
     let case = latency_case(rate_per_s);
     let systems = [direct, proxies[0], proxies[1]];
-    // Per proxy: added p50s, added p99s, rates reached, own p99s; and direct's p99s.
-    let mut added: [[Vec<f64>; 4]; 2] = Default::default();
+    let mut added: [Added; 2] = Default::default();
     let mut direct_p99 = Vec::new();
     for rep in 0..timing.repeats {
         let mut got: [Option<RateRun>; 3] = [None, None, None];
@@ -909,17 +920,18 @@ async fn added_latency(
                 m.quantile_us(0.99),
                 thousands(achieved)
             ));
-            added[j][0].push(m.quantile_us(0.5) - d.quantile_us(0.5));
-            added[j][1].push(m.quantile_us(0.99) - d.quantile_us(0.99));
-            added[j][2].push(achieved);
-            added[j][3].push(m.quantile_us(0.99));
+            let a = &mut added[j];
+            a.p50.push(m.quantile_us(0.5) - d.quantile_us(0.5));
+            a.p99.push(m.quantile_us(0.99) - d.quantile_us(0.99));
+            a.reached.push(achieved);
+            a.own_p99.push(m.quantile_us(0.99));
         }
         note(&line);
         direct_p99.push(d.quantile_us(0.99));
     }
     let direct_p99 = median(direct_p99);
-    for (e, [a50, a99, reached, own99]) in proxies.iter().zip(added) {
-        let (a50, a99, achieved) = (median(a50), median(a99), median(reached));
+    for (e, a) in proxies.iter().zip(added) {
+        let (a50, a99, achieved) = (median(a.p50), median(a.p99), median(a.reached));
         if json_out {
             println!(
                 "{}",
@@ -950,7 +962,7 @@ async fn added_latency(
                 String::new()
             },
             e.system,
-            median(own99)
+            median(a.own_p99)
         ));
     }
     Ok(())

@@ -348,7 +348,8 @@ impl Gateway {
     /// connections over them) and its own upstream connections, so a request, its upstream
     /// exchange and its answer stay on one thread, with no hand-off between threads and no
     /// work stealing. `listener` (bound with `SO_REUSEPORT`, see [`bind_shared`]) is the
-    /// first thread's. Returns once every thread has stopped.
+    /// first thread's. Returns once every thread has stopped; a thread that cannot start
+    /// or fails stops the others, and its error is returned.
     pub async fn serve_threads(
         &self,
         listener: std::net::TcpListener,
@@ -360,12 +361,17 @@ impl Gateway {
         for _ in 1..threads.max(1) {
             listeners.push(bind_shared(addr)?);
         }
+        // A thread that cannot start or fails stops the others: the gateway serves on all
+        // its threads or not at all (and the error is returned).
+        let (failed_tx, failed_rx) = watch::channel(false);
         let mut done = Vec::new();
+        let mut result = Ok(());
         for (i, listener) in listeners.into_iter().enumerate() {
             let gw = self.clone();
-            let mut stop = stop.clone();
+            let (mut stop, mut failed) = (stop.clone(), failed_rx.clone());
+            let fail = failed_tx.clone();
             let (tx, rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("gateway-{}", i + 1))
                 .spawn(move || {
                     let served = (|| {
@@ -377,21 +383,36 @@ impl Gateway {
                             listener.set_nonblocking(true)?;
                             let listener = tokio::net::TcpListener::from_std(listener)?;
                             let stopped = async move {
-                                let _ = stop.wait_for(|&s| s).await;
+                                tokio::select! {
+                                    _ = stop.wait_for(|&s| s) => {}
+                                    _ = failed.wait_for(|&f| f) => {}
+                                }
                             };
                             serve_app(listener, gw.router(), stopped).await
                         })
                     })();
+                    if served.is_err() {
+                        fail.send_replace(true);
+                    }
                     let _ = tx.send(served);
-                })?;
-            done.push(rx);
+                });
+            match spawned {
+                Ok(_) => done.push(rx),
+                Err(e) => {
+                    failed_tx.send_replace(true);
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        let mut result = Ok(());
         for rx in done {
             match rx.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(_) => result = Err(std::io::Error::other("a gateway thread panicked")),
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => {
+                    failed_tx.send_replace(true);
+                    result = result.and(Err(std::io::Error::other("a gateway thread panicked")));
+                }
             }
         }
         result
@@ -423,9 +444,10 @@ impl Gateway {
     }
 }
 
-/// A listening socket on `addr` that other sockets of this process may listen on too
-/// (`SO_REUSEPORT`), for [`Gateway::serve_threads`]. Port 0 picks a free port; bind the
-/// others to the port this one got.
+/// A listening socket on `addr` that other sockets may listen on too (`SO_REUSEPORT`), for
+/// [`Gateway::serve_threads`]. Port 0 picks a free port; bind the others to the port this
+/// one got. Linux lets only sockets of the same user that also ask for sharing join: a port
+/// another program holds is refused as usual.
 pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),

@@ -245,15 +245,13 @@ async fn a_delete_missed_while_disconnected_still_ends_waits() {
     let t = topic(&unique_prefix("missed"), "t");
     a.create_topic(&t, c::config(1)).await.expect("create on a");
     let pending = b.wait_for(&t, 0, 1 << 40);
-    let cut_delete_restore = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        relay.set_up(false);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let deleted = async {
         a.delete_topic(&t).await.expect("delete on a");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        relay.set_up(true);
     };
-    let (ended, ()) = tokio::join!(tokio::time::timeout(c::WAIT, pending), cut_delete_restore);
+    let (ended, ()) = tokio::join!(
+        tokio::time::timeout(c::WAIT, pending),
+        relay.while_cut_off(deleted)
+    );
     assert!(
         matches!(
             ended.expect("the wait ends after reconnecting"),
@@ -268,18 +266,16 @@ async fn a_delete_missed_while_disconnected_still_ends_waits() {
         .await
         .expect("create again on a");
     let pending = b.wait_for(&t, 0, 1 << 40);
-    let cut_recreate_restore = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        relay.set_up(false);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let recreated = async {
         a.delete_topic(&t).await.expect("delete on a");
         a.create_topic(&t, c::config(2))
             .await
             .expect("create anew on a");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        relay.set_up(true);
     };
-    let (ended, ()) = tokio::join!(tokio::time::timeout(c::WAIT, pending), cut_recreate_restore);
+    let (ended, ()) = tokio::join!(
+        tokio::time::timeout(c::WAIT, pending),
+        relay.while_cut_off(recreated)
+    );
     assert!(
         matches!(
             ended.expect("the wait ends after reconnecting"),
@@ -327,6 +323,17 @@ impl Relay {
 
     fn set_up(&self, up: bool) {
         self.up.send_replace(up);
+    }
+
+    /// 300 ms from now cuts everyone off, makes `change` 200 ms later (what the cut-off side
+    /// misses), and lets them back 300 ms after it.
+    async fn while_cut_off(&self, change: impl std::future::Future<Output = ()>) {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.set_up(false);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        change.await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.set_up(true);
     }
 }
 

@@ -152,7 +152,7 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
     // Topics in file order; `topics:` and `events:` may each name a topic first.
     let mut topics: Vec<TopicSeed> = Vec::new();
     for (name, line, config) in declared {
-        check_topic_name(&name).map_err(|e| format!("{}: `topics.{name}`: {e}", at(line)))?;
+        check_topic_name(file, line, "topics", &name)?;
         let config = config.unwrap_or_default();
         config
             .validate()
@@ -165,7 +165,7 @@ pub fn parse(text: &str, file: &str, stem: &str) -> Result<Seed, String> {
         });
     }
     for (name, line, built) in listed {
-        check_topic_name(&name).map_err(|e| format!("{}: `events.{name}`: {e}", at(line)))?;
+        check_topic_name(file, line, "events", &name)?;
         match topics.iter_mut().find(|t| t.name == name) {
             Some(t) => t.events = built,
             None => topics.push(TopicSeed {
@@ -219,10 +219,8 @@ fn load_and_build(text: &str, file: &str, stem: &str) -> Result<(Node, Vec<Topic
         let mut list: Option<Key> = None;
         let mut chunk: Vec<Node> = Vec::with_capacity(CHUNK);
         let loaded = yaml::load_streaming(text, Some("events"), |key: &Key, item: Node| {
-            if list
-                .as_ref()
-                .is_none_or(|l| l.text != key.text || l.at != key.at)
-            {
+            // A new list (keys are told apart by where they stand).
+            if list.as_ref().is_none_or(|l| l.at != key.at) {
                 if !chunk.is_empty() {
                     tx.send(Streamed::Items(std::mem::take(&mut chunk)))
                         .map_err(drop)?;
@@ -270,8 +268,8 @@ fn build_streamed(
     for streamed in rx {
         match streamed {
             Streamed::Topic(key) => {
-                check_topic_name(&key.text)
-                    .map_err(|e| format!("{file}:{}: `events.{}`: {e}", key.at.line, key.text))?;
+                // Named before the topic's events are built, as it comes first in the file.
+                check_topic_name(file, key.at.line, "events", &key.text)?;
                 topics.push(TopicEvents::new(key.text));
             }
             Streamed::Items(items) => {
@@ -532,10 +530,11 @@ fn render(text: &str, file: &str, l: Located) -> String {
     out
 }
 
-fn check_topic_name(name: &str) -> Result<(), String> {
+/// A topic named at `line` under `section` (`topics` or `events`) must be a valid name.
+fn check_topic_name(file: &str, line: u64, section: &str, name: &str) -> Result<(), String> {
     TopicName::new(name)
         .map(|_| ())
-        .map_err(|e| format!("not a topic name: {e}"))
+        .map_err(|e| format!("{file}:{line}: `{section}.{name}`: not a topic name: {e}"))
 }
 
 /// One topic's events, built as they are read: each serialized once and checked by the
