@@ -10,7 +10,7 @@
 //! one is read again and the inbox drops what was already handled.
 
 use crate::context::{Context, Handle};
-use crate::db::{Backend, ParkedEvent};
+use crate::db::{Backend, CursorMove, ParkedEvent};
 use crate::error::{Error, HandlerError, Result};
 use crate::event::CloudEvent;
 use crate::progress::Positions;
@@ -97,13 +97,6 @@ pub(crate) enum Outcome {
     Failed(HandlerError),
 }
 
-/// Where a pulled event's cursor moves when it commits.
-pub(crate) struct CursorMove<'a> {
-    pub topic: &'a str,
-    pub partition: u32,
-    pub next_offset: u64,
-}
-
 /// Handles `event` once: inbox claim, handler, outbox rows and cursor in one transaction.
 pub(crate) async fn process<DB: Backend>(
     handle: &Handle<DB>,
@@ -127,15 +120,22 @@ async fn run_handler<DB: Backend>(
     event: CloudEvent,
     cursor: Option<CursorMove<'_>>,
 ) -> Result<Outcome> {
-    let mut tx = DB::begin(handle.db()).await?;
-    let claimed = DB::inbox_claim(&mut tx, handle.name(), event.source(), event.id()).await?;
-    if !claimed {
-        if let Some(c) = &cursor {
+    let claimed = DB::begin_claiming(
+        handle.db(),
+        handle.name(),
+        event.source(),
+        event.id(),
+        cursor,
+    )
+    .await?;
+    let Some(tx) = claimed else {
+        if let Some(c) = cursor {
+            let mut tx = DB::begin(handle.db()).await?;
             DB::set_cursor(&mut tx, handle.name(), c.topic, c.partition, c.next_offset).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         return Ok(Outcome::Duplicate);
-    }
+    };
     let ctx = Context::new(handle.clone(), event, tx);
     let result = AssertUnwindSafe(handler(ctx.clone(), ctx.event().clone()))
         .catch_unwind()
@@ -159,9 +159,6 @@ async fn run_handler<DB: Backend>(
     }
     for (topic, e) in &pending {
         handle.outbox().add_event(&mut tx, topic, e).await?;
-    }
-    if let Some(c) = &cursor {
-        DB::set_cursor(&mut tx, handle.name(), c.topic, c.partition, c.next_offset).await?;
     }
     tx.commit().await?;
     if !pending.is_empty() {

@@ -40,6 +40,14 @@ pub struct ParkedEvent<'a> {
     pub attempts: u32,
 }
 
+/// Where a pulled event's cursor moves when its transaction commits.
+#[derive(Clone, Copy, Debug)]
+pub struct CursorMove<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for sqlx::Sqlite {}
@@ -90,6 +98,17 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
         error: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// A write transaction that has already claimed `(consumer, source, id)` in the inbox
+    /// and, for a pulled event, moved the consumer's cursor: what a handler runs in. `None`
+    /// when the inbox had the event (it was handled before); nothing is held then.
+    fn begin_claiming(
+        pool: &Pool<Self>,
+        consumer: &str,
+        source: &str,
+        id: &str,
+        cursor: Option<CursorMove<'_>>,
+    ) -> impl Future<Output = Result<Option<Transaction<'static, Self>>>> + Send;
+
     /// Records `(consumer, source, id)` as handled; false when it already was.
     fn inbox_claim(
         conn: &mut Self::Connection,
@@ -127,6 +146,40 @@ pub trait Backend: sqlx::Database + sealed::Sealed {
 
 fn now_ms() -> i64 {
     switchyard_types::Timestamp::now().millis()
+}
+
+/// [`Backend::begin_claiming`] one statement at a time.
+async fn begin_claiming_in_steps<DB: Backend>(
+    pool: &Pool<DB>,
+    consumer: &str,
+    source: &str,
+    id: &str,
+    cursor: Option<CursorMove<'_>>,
+) -> Result<Option<Transaction<'static, DB>>> {
+    let mut tx = DB::begin(pool).await?;
+    if !DB::inbox_claim(&mut tx, consumer, source, id).await? {
+        return Ok(None);
+    }
+    if let Some(c) = cursor {
+        DB::set_cursor(&mut tx, consumer, c.topic, c.partition, c.next_offset).await?;
+    }
+    Ok(Some(tx))
+}
+
+/// `s` as an SQLite text literal that needs no quoting, whatever it holds: its UTF-8 bytes
+/// in hex, cast to text. `None` for a string with a NUL, which SQLite text cannot hold.
+fn sqlite_text(s: &str) -> Option<String> {
+    use std::fmt::Write as _;
+    if s.contains('\0') {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() * 2 + 20);
+    out.push_str("CAST(X'");
+    for b in s.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push_str("' AS TEXT)");
+    Some(out)
 }
 
 fn offset(o: u64) -> Result<i64> {
@@ -263,6 +316,57 @@ impl Backend for sqlx::Sqlite {
 
     async fn begin(pool: &Pool<Self>) -> Result<Transaction<'static, Self>> {
         Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// One round trip to the connection's thread instead of three: the claim and the cursor
+    /// ride in the `BEGIN` statement (sqlx runs a custom `BEGIN` as it is, without
+    /// parameters, hence the values as literals). `INSERT OR ROLLBACK` ends the transaction
+    /// itself when the inbox has the event, so that answer leaves nothing open.
+    async fn begin_claiming(
+        pool: &Pool<Self>,
+        consumer: &str,
+        source: &str,
+        id: &str,
+        cursor: Option<CursorMove<'_>>,
+    ) -> Result<Option<Transaction<'static, Self>>> {
+        let texts = (
+            sqlite_text(consumer),
+            sqlite_text(source),
+            sqlite_text(id),
+            cursor.map(|c| sqlite_text(c.topic)),
+        );
+        let (Some(consumer_sql), Some(source_sql), Some(id_sql), None | Some(Some(_))) = texts
+        else {
+            return begin_claiming_in_steps(pool, consumer, source, id, cursor).await;
+        };
+        let mut sql = format!(
+            "BEGIN IMMEDIATE; \
+             INSERT OR ROLLBACK INTO switchyard_inbox (consumer, source, event_id, processed_ms) \
+             VALUES ({consumer_sql}, {source_sql}, {id_sql}, {})",
+            now_ms()
+        );
+        if let (Some(c), Some(Some(topic_sql))) = (cursor, texts.3) {
+            sql.push_str(&format!(
+                "; INSERT INTO switchyard_cursors (consumer, topic, part, next_offset) \
+                 VALUES ({consumer_sql}, {topic_sql}, {}, {}) ON CONFLICT (consumer, topic, part) \
+                 DO UPDATE SET next_offset = excluded.next_offset",
+                c.partition,
+                offset(c.next_offset)?
+            ));
+        }
+        match pool.begin_with(sql).await {
+            Ok(tx) => Ok(Some(tx)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => {
+                // A statement after the `BEGIN` failed some other way (a full disk, say):
+                // SQLite may have left the transaction open, which sqlx does not know of.
+                // Nobody else can begin one while it is, so a `ROLLBACK` once the
+                // connection is back ends only that one ("no transaction is active" if
+                // SQLite already did).
+                let _ = sqlx::raw_sql("ROLLBACK").execute(pool).await;
+                Err(e.into())
+            }
+        }
     }
 
     async fn outbox_add(
@@ -490,6 +594,16 @@ impl Backend for sqlx::Postgres {
         Ok(())
     }
 
+    async fn begin_claiming(
+        pool: &Pool<Self>,
+        consumer: &str,
+        source: &str,
+        id: &str,
+        cursor: Option<CursorMove<'_>>,
+    ) -> Result<Option<Transaction<'static, Self>>> {
+        begin_claiming_in_steps(pool, consumer, source, id, cursor).await
+    }
+
     async fn begin(pool: &Pool<Self>) -> Result<Transaction<'static, Self>> {
         Ok(pool.begin().await?)
     }
@@ -635,5 +749,129 @@ impl Backend for sqlx::Postgres {
                 .fetch_one(pool)
                 .await?;
         unsigned(n, "parked count")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backend, CursorMove};
+    use sqlx::{Pool, Sqlite};
+
+    async fn pool(dir: &tempfile::TempDir) -> Pool<Sqlite> {
+        let url = format!("sqlite://{}", dir.path().join("svc.sqlite").display());
+        let pool = Sqlite::connect(&url, false).await.unwrap();
+        Sqlite::migrate(&pool).await.unwrap();
+        pool
+    }
+
+    async fn inbox_rows(pool: &Pool<Sqlite>) -> Vec<(String, String, String)> {
+        sqlx::query_as("SELECT consumer, source, event_id FROM switchyard_inbox ORDER BY rowid")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    fn at(topic: &str, next_offset: u64) -> Option<CursorMove<'_>> {
+        Some(CursorMove {
+            topic,
+            partition: 2,
+            next_offset,
+        })
+    }
+
+    /// Ids and sources are whatever the producer sent: quotes, SQL, other scripts, and a NUL
+    /// (which goes the slow way) are stored as they are, once.
+    #[tokio::test]
+    async fn a_claim_stores_any_text_once_and_a_second_claim_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir).await;
+        let odd = [
+            ("svc", "/src", "plain-1"),
+            (
+                "svc",
+                "it's \"quoted\"",
+                "x'); DROP TABLE switchyard_inbox; --",
+            ),
+            ("sérvice", "/源", "ид-🚀"),
+            ("svc", "/with\0nul", "id\0two"),
+        ];
+        for (n, (consumer, source, id)) in odd.iter().enumerate() {
+            let tx = Sqlite::begin_claiming(&pool, consumer, source, id, at("t.v1", n as u64 + 1))
+                .await
+                .unwrap()
+                .expect("a first claim holds a transaction");
+            tx.commit().await.unwrap();
+            let again = Sqlite::begin_claiming(&pool, consumer, source, id, at("t.v1", 99))
+                .await
+                .unwrap();
+            assert!(again.is_none(), "claimed twice: {id:?}");
+            // Nothing was left open: a plain write transaction begins at once.
+            Sqlite::begin(&pool).await.unwrap().commit().await.unwrap();
+        }
+        let rows = inbox_rows(&pool).await;
+        let want: Vec<(String, String, String)> = odd
+            .iter()
+            .map(|(c, s, i)| (c.to_string(), s.to_string(), i.to_string()))
+            .collect();
+        assert_eq!(rows, want);
+        // The cursors moved with the claims that held, not with the refused ones.
+        let svc = Sqlite::cursors(&pool, "svc", "t.v1").await.unwrap();
+        assert_eq!(svc, vec![(2, 4)]);
+        let other = Sqlite::cursors(&pool, "sérvice", "t.v1").await.unwrap();
+        assert_eq!(other, vec![(2, 3)]);
+    }
+
+    #[tokio::test]
+    async fn a_claim_rolled_back_leaves_neither_inbox_row_nor_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir).await;
+        let tx = Sqlite::begin_claiming(&pool, "svc", "/src", "e-1", at("t.v1", 7))
+            .await
+            .unwrap()
+            .unwrap();
+        drop(tx);
+        assert!(inbox_rows(&pool).await.is_empty());
+        assert!(
+            Sqlite::cursors(&pool, "svc", "t.v1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // So the event can be claimed again.
+        let tx = Sqlite::begin_claiming(&pool, "svc", "/src", "e-1", None)
+            .await
+            .unwrap();
+        assert!(tx.is_some());
+    }
+
+    /// A statement after the `BEGIN` failing other than on the inbox's key (here: the cursor
+    /// table is gone) is an error, and the transaction SQLite left open is ended: the inbox
+    /// row does not stay, and the connection serves the next transaction.
+    #[tokio::test]
+    async fn a_claim_that_fails_half_way_leaves_nothing_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir).await;
+        sqlx::query("DROP TABLE switchyard_cursors")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = Sqlite::begin_claiming(&pool, "svc", "/src", "e-1", at("t.v1", 1))
+            .await
+            .expect_err("the cursor's table is missing");
+        assert!(err.to_string().contains("switchyard_cursors"), "{err}");
+        let mut tx = Sqlite::begin(&pool).await.expect("nothing left open");
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM switchyard_inbox")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert!(rows.is_empty(), "the failed claim's row stayed: {rows:?}");
+        tx.commit().await.unwrap();
+        // Without a cursor the claim holds.
+        assert!(
+            Sqlite::begin_claiming(&pool, "svc", "/src", "e-1", None)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }
