@@ -16,6 +16,7 @@ mod connect;
 mod dev;
 mod host;
 mod journal;
+mod logging;
 mod output;
 mod remote;
 mod seed;
@@ -31,7 +32,10 @@ use std::process::ExitCode;
     about = "Switchyard: an event-driven service platform in one binary",
     long_about = "Switchyard: an event-driven service platform in one binary.\n\n\
         Exit codes: 0 success; 1 corruption found (journal verify, or a read that met a corrupt \
-        record), or errors in the manifests (check); 2 bad arguments or an I/O error."
+        record), or errors in the manifests (check); 2 bad arguments or an I/O error.",
+    after_help = "Environment:\n  \
+        SWITCHYARD_LOG  what the platform logs on stderr, as RUST_LOG filters tracing \
+        [default: warn]; for example info, or warn,switchyard_bus=debug, or off"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -261,6 +265,10 @@ pub fn main_with(host: switchyard_sdk::Host) -> ExitCode {
 fn run(hosted: Option<std::sync::Arc<switchyard_sdk::Host>>) -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if let Err(e) = logging::init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
