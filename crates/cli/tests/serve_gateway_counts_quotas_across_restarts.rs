@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 
 const KEYS: &str = "ann=ann-key-0123456789abcdef, bob=bob-key-0123456789abcdef";
@@ -46,23 +46,7 @@ fn start(data: &str, config: &std::path::Path) -> Serve {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let gateway = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).expect("read stderr") == 0 {
-            panic!(
-                "serve exited before its gateway listened: {:?}",
-                child.wait()
-            );
-        }
-        if line.contains("gateway on http://") {
-            break line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .expect("an address")
-                .to_string();
-        }
-    };
+    let (gateway, stderr) = gateway_address(&mut child);
     std::thread::spawn(move || for _ in stderr.lines() {});
     Serve { child, gateway }
 }

@@ -6,7 +6,7 @@
 mod common;
 use base64::Engine as _;
 use common::*;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,23 +46,7 @@ fn start(data: &str, cfg: &std::path::Path, log: Option<&str>) -> Serve {
         cmd.env("SWITCHYARD_LOG", log);
     }
     let mut child = cmd.spawn().expect("start serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let gateway = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).expect("read stderr") == 0 {
-            panic!(
-                "serve exited before its gateway listened: {:?}",
-                child.wait()
-            );
-        }
-        if line.contains("gateway on http://") {
-            break line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .expect("an address")
-                .to_string();
-        }
-    };
+    let (gateway, stderr) = gateway_address(&mut child);
     let seen = Arc::new(Mutex::new(String::new()));
     let sink = seen.clone();
     let reader = std::thread::spawn(move || {

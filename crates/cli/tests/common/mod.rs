@@ -1,9 +1,9 @@
 //! Helpers for tests that run the real `switchyard` binary.
 #![allow(dead_code)]
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -169,4 +169,27 @@ pub async fn create_topic(base: &str, topic: &str, settings: &str) {
         .await
         .expect("PUT topic");
     assert_eq!(r.status(), 201, "creating {topic}");
+}
+
+/// Reads a `switchyard serve` child's stderr until it says where its gateway listens: that
+/// address, and the rest of stderr (read it, or the child may block on a full pipe).
+pub fn gateway_address(child: &mut Child) -> (String, BufReader<ChildStderr>) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("read stderr") == 0 {
+            panic!(
+                "serve exited before its gateway listened: {:?}",
+                child.wait()
+            );
+        }
+        if line.contains("gateway on http://") {
+            let address = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .expect("an address")
+                .to_string();
+            return (address, stderr);
+        }
+    }
 }
