@@ -34,8 +34,8 @@ use std::process::ExitCode;
         Exit codes: 0 success; 1 corruption found (journal verify, or a read that met a corrupt \
         record), or errors in the manifests (check); 2 bad arguments or an I/O error.",
     after_help = "Environment:\n  \
-        SWITCHYARD_LOG  what the platform logs on stderr, as RUST_LOG filters tracing \
-        [default: warn]; for example info, or warn,switchyard_bus=debug, or off"
+        SWITCHYARD_LOG  what the platform logs on stderr: a level, and levels by target as \
+        in RUST_LOG [default: warn]; for example info, or warn,switchyard_gateway=info, or off"
 )]
 struct Cli {
     #[command(subcommand)]
