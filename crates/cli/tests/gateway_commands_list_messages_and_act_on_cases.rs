@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{BIN, Scratch, create_topic, run, run_against};
-use std::io::BufRead as _;
+use common::{BIN, Scratch, create_topic, first_said_line, run, run_against};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,7 @@ fn start(
         .spawn()
         .expect("start");
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
+    let line = first_said_line(&mut stderr);
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))

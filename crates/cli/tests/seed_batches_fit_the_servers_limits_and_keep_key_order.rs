@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 
 const SECRET: &str = "seed-test-secret-0123456789";
@@ -35,8 +34,7 @@ fn small_batch_limits_and_tokens_are_honoured_and_key_order_kept() {
         .spawn()
         .expect("start serve");
     let mut stderr = std::io::BufReader::new(server.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
+    let line = first_said_line(&mut stderr);
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 
 #[test]
@@ -18,8 +18,7 @@ fn serve_answers_then_stops_on_sigterm() {
         .spawn()
         .expect("start serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
+    let line = first_said_line(&mut stderr);
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -145,8 +144,7 @@ fn serve_with_a_token_may_listen_off_loopback_and_demands_the_token() {
         .spawn()
         .expect("start serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
+    let line = first_said_line(&mut stderr);
     assert!(line.contains("1 access token(s)"), "{line}");
     let port = line
         .split("http://0.0.0.0:")

@@ -477,7 +477,7 @@ impl Connect {
                         self.epochs().insert(name.clone(), l.epoch);
                     }
                     None => {
-                        tracing::warn!(
+                        tracing::info!(
                             lease,
                             "the lane is held by another instance: not started here"
                         );

@@ -1,7 +1,7 @@
 //! Helpers for tests that run the real `switchyard` binary.
 #![allow(dead_code)]
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
@@ -121,7 +121,6 @@ pub fn start_server_with(
     String,
     std::io::BufReader<std::process::ChildStderr>,
 ) {
-    use std::io::BufRead as _;
     let mut child = Command::new(BIN)
         .args(["serve", "--data", data, "--listen", listen])
         .args(extra)
@@ -131,8 +130,7 @@ pub fn start_server_with(
         .spawn()
         .expect("start serve");
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("first line");
+    let line = first_said_line(&mut stderr);
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -190,6 +188,18 @@ pub fn gateway_address(child: &mut Child) -> (String, BufReader<ChildStderr>) {
                 .expect("an address")
                 .to_string();
             return (address, stderr);
+        }
+    }
+}
+
+/// The first line of a command's stderr that the command itself said, past the log lines
+/// that may come before it (they start with their time: `2026-12-07T23:32:16.207Z  WARN ...`).
+pub fn first_said_line(stderr: &mut impl BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).expect("read stderr");
+        if n == 0 || !line.starts_with(|c: char| c.is_ascii_digit()) {
+            return line;
         }
     }
 }
