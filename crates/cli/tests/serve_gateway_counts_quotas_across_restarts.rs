@@ -53,12 +53,7 @@ fn start(data: &str, config: &std::path::Path) -> Serve {
 
 impl Serve {
     fn stop(mut self) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        assert_eq!(self.child.wait().expect("wait").code(), Some(0));
+        stop_cleanly(&mut self.child);
     }
 }
 

@@ -67,12 +67,7 @@ fn start(data: &str, cfg: &std::path::Path, log: Option<&str>) -> Serve {
 impl Serve {
     /// Stops the server; everything it wrote on stderr after its gateway listened.
     fn stop(mut self) -> String {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        assert_eq!(self.child.wait().expect("wait").code(), Some(0));
+        stop_cleanly(&mut self.child);
         self.reader.join().expect("reader");
         self.stderr.lock().expect("stderr lock").clone()
     }

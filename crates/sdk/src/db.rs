@@ -182,6 +182,40 @@ fn sqlite_text(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// The `BEGIN` statement of [`Backend::begin_claiming`] on SQLite, with the claim and the
+/// cursor in it as literals; `None` when a value cannot be one (it holds a NUL).
+fn sqlite_claiming_begin(
+    consumer: &str,
+    source: &str,
+    id: &str,
+    cursor: Option<CursorMove<'_>>,
+) -> Result<Option<String>> {
+    let (Some(consumer), Some(source), Some(id)) =
+        (sqlite_text(consumer), sqlite_text(source), sqlite_text(id))
+    else {
+        return Ok(None);
+    };
+    let mut sql = format!(
+        "BEGIN IMMEDIATE; \
+         INSERT OR ROLLBACK INTO switchyard_inbox (consumer, source, event_id, processed_ms) \
+         VALUES ({consumer}, {source}, {id}, {})",
+        now_ms()
+    );
+    if let Some(c) = cursor {
+        let Some(topic) = sqlite_text(c.topic) else {
+            return Ok(None);
+        };
+        sql.push_str(&format!(
+            "; INSERT INTO switchyard_cursors (consumer, topic, part, next_offset) \
+             VALUES ({consumer}, {topic}, {}, {}) ON CONFLICT (consumer, topic, part) \
+             DO UPDATE SET next_offset = excluded.next_offset",
+            c.partition,
+            offset(c.next_offset)?
+        ));
+    }
+    Ok(Some(sql))
+}
+
 fn offset(o: u64) -> Result<i64> {
     i64::try_from(o).map_err(|_| Error::config("offset", format!("{o} is beyond what SQL stores")))
 }
@@ -329,31 +363,9 @@ impl Backend for sqlx::Sqlite {
         id: &str,
         cursor: Option<CursorMove<'_>>,
     ) -> Result<Option<Transaction<'static, Self>>> {
-        let texts = (
-            sqlite_text(consumer),
-            sqlite_text(source),
-            sqlite_text(id),
-            cursor.map(|c| sqlite_text(c.topic)),
-        );
-        let (Some(consumer_sql), Some(source_sql), Some(id_sql), None | Some(Some(_))) = texts
-        else {
+        let Some(sql) = sqlite_claiming_begin(consumer, source, id, cursor)? else {
             return begin_claiming_in_steps(pool, consumer, source, id, cursor).await;
         };
-        let mut sql = format!(
-            "BEGIN IMMEDIATE; \
-             INSERT OR ROLLBACK INTO switchyard_inbox (consumer, source, event_id, processed_ms) \
-             VALUES ({consumer_sql}, {source_sql}, {id_sql}, {})",
-            now_ms()
-        );
-        if let (Some(c), Some(Some(topic_sql))) = (cursor, texts.3) {
-            sql.push_str(&format!(
-                "; INSERT INTO switchyard_cursors (consumer, topic, part, next_offset) \
-                 VALUES ({consumer_sql}, {topic_sql}, {}, {}) ON CONFLICT (consumer, topic, part) \
-                 DO UPDATE SET next_offset = excluded.next_offset",
-                c.partition,
-                offset(c.next_offset)?
-            ));
-        }
         match pool.begin_with(sql).await {
             Ok(tx) => Ok(Some(tx)),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),

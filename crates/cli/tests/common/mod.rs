@@ -203,3 +203,13 @@ pub fn first_said_line(stderr: &mut impl BufRead) -> String {
         }
     }
 }
+
+/// Stops a `switchyard` child with SIGTERM; it must exit with code 0.
+pub fn stop_cleanly(child: &mut Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
