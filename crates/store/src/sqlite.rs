@@ -136,6 +136,20 @@ async fn checkpoint_loop(pool: SqlitePool, writes: Arc<AtomicU64>) {
     }
 }
 
+/// `pool.close()`, finished. sqlx 0.8's can return with a connection still open: one being
+/// given back to the pool when the close began lands among the idle ones afterwards, and is
+/// closed only when the pool is dropped (launchbadge/sqlx#3217). The last connection to a
+/// database closes its `-wal` file, so the files could still change after [`SqliteStore::close`]
+/// (`switchyard dev` copies them for a snapshot right after; a copy failed on a `-wal` gone
+/// half-way). Closing again closes what landed; each close also waits for a connection in use.
+async fn close_pool(pool: &SqlitePool) {
+    pool.close().await;
+    while pool.size() > 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        pool.close().await;
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and brings its schema up to
     /// date. A file that is not a SQLite database, or whose schema comes from a newer
@@ -240,14 +254,14 @@ impl SqliteStore {
         if let Some(c) = &self.checkpoints {
             c.0.abort();
         }
-        self.progress.close().await;
+        close_pool(&self.progress).await;
         // A checkpoint on the FULL connection makes the progress written without fsync
         // durable too; if it fails the WAL is still there and replays at the next open.
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.writer)
             .await;
-        self.writer.close().await;
-        self.reader.close().await;
+        close_pool(&self.writer).await;
+        close_pool(&self.reader).await;
     }
 
     /// Reads every table once, so that a database whose tables exist but are not ours (or
@@ -1417,5 +1431,44 @@ impl Store for SqliteStore {
 
     async fn prune_quotas(&self, ended_by_ms: i64) -> Result<u64> {
         quotas::prune_quotas(self, ended_by_ms).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection given back just before the close (its release still in flight, as
+    /// when the task that used it has just ended) is closed by the time `close_pool`
+    /// returns, and with it the last connection: SQLite has removed the `-wal` file.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_being_given_back_is_closed_before_the_close_returns() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db.sqlite");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("open");
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        let conn = pool.acquire().await.expect("acquire");
+        assert!(dir.path().join("db.sqlite-wal").exists());
+        // The release runs in a task of its own: let it start (it checks that the pool is
+        // open, then pings the connection) before the close begins.
+        drop(conn);
+        tokio::task::yield_now().await;
+        close_pool(&pool).await;
+        assert_eq!(pool.size(), 0, "connections left open");
+        assert!(
+            !dir.path().join("db.sqlite-wal").exists(),
+            "the -wal file is still there: a connection is open"
+        );
     }
 }
