@@ -65,7 +65,9 @@ pub struct Upstreams {
 }
 
 /// Idle connections by the serving thread they belong to ([`SERVING_THREAD`]) and upstream.
-type IdleLists = HashMap<(usize, Authority), Vec<Idle>>;
+/// Looked up twice per request: Fx, not SipHash (the keys are our own upstreams, not what a
+/// client chose).
+type IdleLists = HashMap<(usize, Authority), Vec<Idle>, rustc_hash::FxBuildHasher>;
 
 thread_local! {
     /// Which of the gateway's own serving threads this is (1, 2, ...; 0: any other thread).
@@ -93,7 +95,9 @@ struct Idle {
 /// moves (writes requests, reads answers) while someone polls it.
 struct Conn {
     sender: SendRequest<Body>,
-    conn: Connection<TokioIo<TcpStream>, Body>,
+    /// Boxed: a connection moves in and out of the pool with every request, and hyper's
+    /// state is large.
+    conn: Pin<Box<Connection<TokioIo<TcpStream>, Body>>>,
     /// The connection finished (closed, or failed): it is never polled again.
     done: bool,
 }
@@ -102,7 +106,7 @@ impl Conn {
     /// Lets the connection make progress, with `cx`'s waker registered for its socket.
     /// `false` once it is closed.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
+        if !self.done && self.conn.as_mut().poll(cx).is_ready() {
             self.done = true;
         }
         !self.done
@@ -206,7 +210,7 @@ impl Upstreams {
             .map_err(SendError::Http)?;
         Ok(Conn {
             sender,
-            conn,
+            conn: Box::pin(conn),
             done: false,
         })
     }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCo
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -21,22 +21,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Takes out the hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names the message has (a handful) finds which are there: cheaper
+    // than a lookup per hop-by-hop name, and most messages have none but `Connection`.
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // The usual options, not names of headers (`keep-alive` goes anyway).
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for h in &named {
+            headers.remove(h);
+        }
+    }
+    for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
 }
 
-/// The request's host, lower case, without its port.
-pub fn host_of<B>(req: &Request<B>) -> String {
+/// The request's host, lower case, without its port (borrowed when it is already lower case).
+pub fn host_of<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req
         .headers()
         .get(header::HOST)
@@ -48,7 +68,36 @@ pub fn host_of<B>(req: &Request<B>) -> String {
     } else {
         raw.split(':').next().unwrap_or(raw)
     };
-    host.to_ascii_lowercase()
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+/// `ip` as a header value; an IPv4 address without the formatting machinery (this runs for
+/// every proxied request).
+fn ip_text(ip: std::net::IpAddr, out: &mut String) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The ids a request carries through the gateway.
@@ -120,34 +169,26 @@ pub async fn forward(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(h) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+        headers.insert(X_FORWARDED_HOST, h);
     }
     if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
-        };
+        let mut value = String::with_capacity(48);
+        if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            value.push_str(prior);
+            value.push_str(", ");
+        }
+        ip_text(peer.ip(), &mut value);
         if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.insert(
         header::HOST,
         HeaderValue::from_str(authority.as_str()).expect("an authority is a header value"),
     );
-    headers.insert(
-        HeaderName::from_static(trace::REQUEST_ID),
-        ids.request_id.clone(),
-    );
-    headers.insert(
-        HeaderName::from_static(trace::TRACEPARENT),
-        ids.traceparent.clone(),
-    );
+    headers.insert(trace::REQUEST_ID, ids.request_id.clone());
+    headers.insert(trace::TRACEPARENT, ids.traceparent.clone());
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     let mut resp = match tokio::time::timeout(timeout, upstreams.send(authority, req)).await {
@@ -157,10 +198,7 @@ pub async fn forward(
     };
     let headers = resp.headers_mut();
     strip_hop_by_hop(headers);
-    headers.insert(
-        HeaderName::from_static(trace::REQUEST_ID),
-        ids.request_id.clone(),
-    );
+    headers.insert(trace::REQUEST_ID, ids.request_id.clone());
     Ok(resp)
 }
 
@@ -215,7 +253,75 @@ pub fn relocated(
 
 #[cfg(test)]
 mod tests {
-    use super::relocated;
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_their_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "127.0.0.1",
+            "192.168.10.99",
+            "::1",
+            "2001:db8::ff00:42:8329",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = String::from("prior, ");
+            ip_text(ip, &mut out);
+            assert_eq!(out, format!("prior, {ip}"));
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_the_others_stay() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "Keep-Alive, X-Secret-Hop, close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret-hop", "1"),
+            ("x-kept", "2"),
+            ("close", "a header named like the option stays"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "x-kept"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+    }
+
+    #[test]
+    fn the_host_is_lower_case_without_its_port() {
+        let req = |host: &str| {
+            Request::builder()
+                .header(header::HOST, host)
+                .body(())
+                .unwrap()
+        };
+        assert!(matches!(
+            host_of(&req("api.example.com:8080")),
+            std::borrow::Cow::Borrowed("api.example.com")
+        ));
+        assert_eq!(host_of(&req("Api.Example.COM")), "api.example.com");
+        assert_eq!(host_of(&req("[::1]:8080")), "[::1]");
+        assert_eq!(
+            host_of(&Request::get("http://Up.Example/x").body(()).unwrap()),
+            "up.example"
+        );
+    }
 
     #[test]
     fn a_redirect_under_the_upstreams_prefix_comes_back_under_the_clients() {

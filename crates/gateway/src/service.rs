@@ -324,22 +324,31 @@ impl Gateway {
         out
     }
 
-    /// The gateway listener's app: service-to-service calls under `/v1/call/`, and every
-    /// other request matched against the route table.
+    /// The gateway listener's app as an axum router, for a listener that also serves other
+    /// things (the dev runner's, which swaps gateways across restarts): service-to-service
+    /// calls under `/v1/call/`, and every other request matched against the route table.
+    /// The peer address comes from the request's `ConnectInfo` ([`serve_app`] puts it there).
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
-            .fallback(handle)
+            .fallback(|AxState(gw): AxState<Gateway>, req: Request| async move {
+                let peer = req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                respond(&gw, req, peer).await
+            })
             .with_state(self.clone())
     }
 
-    /// Serves [`Gateway::router`] on `listener` until `shutdown`, with the peer address
-    /// known (for `x-forwarded-for`).
+    /// Serves the gateway on `listener` until `shutdown`. Each connection answers with
+    /// [`respond`] directly, with no router in between (the same answers as
+    /// [`Gateway::router`]'s).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve_app(listener, self.router(), shutdown).await
+        serve_connections(listener, self.clone(), Box::pin(shutdown)).await
     }
 
     /// Serves [`Gateway::router`] on `threads` threads of its own until `stop` turns true,
@@ -388,7 +397,7 @@ impl Gateway {
                                     _ = failed.wait_for(|&f| f) => {}
                                 }
                             };
-                            serve_app(listener, gw.router(), stopped).await
+                            serve_connections(listener, gw, Box::pin(stopped)).await
                         })
                     })();
                     if served.is_err() {
@@ -461,34 +470,122 @@ pub fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Serves any gateway app (the router, or one that swaps between gateways) with peer
-/// addresses and `TCP_NODELAY`.
+/// Serves any gateway app (the router, or one that swaps between gateways) until
+/// `shutdown`, each request with its peer's address (`ConnectInfo`).
 pub async fn serve_app(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_app_until(listener, app, Box::pin(shutdown)).await
+    serve_connections(listener, app, Box::pin(shutdown)).await
 }
 
-/// [`serve_app`] with the shutdown signal boxed: the connection loop, the hot path of every
-/// proxied request, is instantiated (and optimized) in this crate, whatever crate the signal
-/// comes from (the command line's is built for size).
-async fn serve_app_until(
+/// What answers the requests of a gateway listener's connections.
+trait Answers: Clone + Send + Sync + 'static {
+    fn answer(
+        &self,
+        req: Request,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + Send + use<Self>;
+}
+
+impl Answers for Gateway {
+    fn answer(
+        &self,
+        req: Request,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + Send + use<> {
+        let gw = self.clone();
+        async move { respond(&gw, req, Some(peer)).await }
+    }
+}
+
+impl Answers for axum::Router {
+    fn answer(
+        &self,
+        mut req: Request,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + Send + use<> {
+        use tower::ServiceExt as _;
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let answered = self.clone().oneshot(req);
+        async move {
+            match answered.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown`: each connection (`TCP_NODELAY`) in a
+/// task of its own, its requests answered by `app`. Then it stops accepting, lets each
+/// connection finish the request it is on, and returns once all are closed. This is the
+/// hot path of every proxied request: hyper's connection directly, with no protocol
+/// sniffing and no boxed future per request.
+async fn serve_connections(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    app: impl Answers,
+    mut shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
+    // `closing` tells the connections to finish; each holds an `open` receiver, so the
+    // sender's `closed` is when the last has ended.
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let answered = app.answer(req.map(Body::new), peer);
+                async move { Ok::<_, std::convert::Infallible>(answered.await) }
+            });
+        let (mut closing, open) = (closing_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                biased;
+                _ = conn.as_mut() => {}
+                // Set once, never set back; an error: the server is gone.
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(open_rx);
+    closing_tx.send_replace(true);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// After a failed `accept`: a connection reset before it was taken is nothing; anything
+/// else (out of file descriptors, say) waits a second, as hyper and axum do, so the loop
+/// does not spin while connections close.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("gateway: accepting a connection failed: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -525,22 +622,18 @@ async fn tail(inner: Arc<Inner>, mut next: u64, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Every request on the gateway listener.
-async fn handle(AxState(gw): AxState<Gateway>, req: Request) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+/// Every request on the gateway listener, from `peer`.
+async fn respond(gw: &Gateway, req: Request, peer: Option<SocketAddr>) -> Response {
     let ids = Ids::of(req.headers());
     let mut resp = match req.uri().path().strip_prefix("/v1/call/") {
         Some(rest) => {
             let rest = rest.to_string();
-            crate::calls::call(&gw, &rest, req, peer, &ids).await
+            crate::calls::call(gw, &rest, req, peer, &ids).await
         }
         None if req.uri().path() == "/v1/queued-calls" && req.method() == http::Method::POST => {
-            crate::calls::deliver_queued(&gw, req, &ids).await
+            crate::calls::deliver_queued(gw, req, &ids).await
         }
-        None => route_request(&gw, req, peer, &ids).await,
+        None => route_request(gw, req, peer, &ids).await,
     };
     resp.headers_mut()
         .insert(crate::trace::REQUEST_ID, ids.request_id.clone());
@@ -561,7 +654,9 @@ async fn route_request(
         let path = req.uri().path();
         table.find(&host, req.method(), path).map(|(route, caps)| {
             let target = route.pool.pick().map(|target| {
-                let mut forwarded = format!("{}{}", target.base, route.forward_path(path, &caps));
+                let mut forwarded = String::with_capacity(target.base.len() + path.len() + 64);
+                forwarded.push_str(&target.base);
+                route.push_forward_path(path, &caps, &mut forwarded);
                 if let Some(q) = req.uri().query() {
                     forwarded.push('?');
                     forwarded.push_str(q);

@@ -192,19 +192,26 @@ impl Route {
 
     /// The path to forward (no query), from the request's path and the captures.
     pub fn forward_path(&self, path: &str, caps: &Captures<'_>) -> String {
+        let mut out = String::new();
+        self.push_forward_path(path, caps, &mut out);
+        out
+    }
+
+    /// [`Route::forward_path`] appended to `out` (the proxy's path: no string of its own).
+    pub fn push_forward_path(&self, path: &str, caps: &Captures<'_>, out: &mut String) {
         if let Some(template) = &self.spec.rewrite {
-            return fill_template(template, |name| {
+            out.push_str(&fill_template(template, |name| {
                 caps.params
                     .iter()
                     .find(|(n, _)| *n == name)
                     .map(|(_, v)| *v)
-            });
+            }));
+        } else if self.spec.strip_prefix {
+            out.push('/');
+            out.push_str(caps.params.last().map(|(_, v)| *v).unwrap_or_default());
+        } else {
+            out.push_str(path);
         }
-        if self.spec.strip_prefix {
-            let kept = caps.params.last().map(|(_, v)| *v).unwrap_or_default();
-            return format!("/{kept}");
-        }
-        path.to_string()
     }
 
     /// The sort key: most specific first.

@@ -5,11 +5,11 @@
 //! trace id and flags, a new span id for the gateway's hop, so the upstream sees the gateway
 //! as its parent; an absent or invalid one starts a new trace (sampled).
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng as _;
 
-pub const REQUEST_ID: &str = "x-request-id";
-pub const TRACEPARENT: &str = "traceparent";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Lower-case hex of `N` random bytes, never all zero (an all-zero id is invalid in trace
 /// context), written into `out[..2 * N]`.
@@ -31,7 +31,7 @@ fn header(bytes: &[u8]) -> HeaderValue {
 
 /// The client's request id when it is acceptable, else a new one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(REQUEST_ID) {
+    if let Some(v) = headers.get(&REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
             return v.clone();
@@ -69,7 +69,7 @@ fn parse(text: &str) -> Option<(&str, &str)> {
 /// a new trace.
 pub fn child_traceparent(headers: &HeaderMap) -> HeaderValue {
     let incoming = headers
-        .get(TRACEPARENT)
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse);
     // 00-<trace, 32>-<parent, 16>-<flags, 2>: a new parent under the caller's trace, or
