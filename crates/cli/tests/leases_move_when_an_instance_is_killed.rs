@@ -119,6 +119,17 @@ impl Instance {
     }
 }
 
+impl Drop for Instance {
+    /// A test that fails half-way leaves no server running (one kept a PostgreSQL database
+    /// busy after a failed CI run).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The leases held now (not expired, not released): lease name -> owner.
 async fn held_leases(db: &str) -> BTreeMap<String, String> {
     use sqlx::Connection as _;
