@@ -42,8 +42,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            // The usual options, not names of headers (`keep-alive` goes anyway).
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            // The usual option, which goes anyway: not worth parsing as a name.
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for h in &named {
@@ -287,14 +287,16 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-secret-hop", "1"),
             ("x-kept", "2"),
-            ("close", "a header named like the option stays"),
+            // A header named like an option the `Connection` header lists goes too
+            // (RFC 9110, 7.6.1).
+            ("close", "named by the option"),
         ] {
             h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["close", "x-kept"]);
+        assert_eq!(left, ["x-kept"]);
 
         let mut plain = HeaderMap::new();
         plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));

@@ -522,7 +522,9 @@ impl Answers for axum::Router {
 /// task of its own, its requests answered by `app`. Then it stops accepting, lets each
 /// connection finish the request it is on, and returns once all are closed. This is the
 /// hot path of every proxied request: hyper's connection directly, with no protocol
-/// sniffing and no boxed future per request.
+/// sniffing and no boxed future per request. The shutdown signal comes boxed, so this loop
+/// is compiled (and optimized) in this crate whatever crate the signal comes from (the
+/// command line's is built for size).
 async fn serve_connections(
     listener: tokio::net::TcpListener,
     app: impl Answers,
@@ -656,7 +658,7 @@ async fn route_request(
             let target = route.pool.pick().map(|target| {
                 let mut forwarded = String::with_capacity(target.base.len() + path.len() + 64);
                 forwarded.push_str(&target.base);
-                route.push_forward_path(path, &caps, &mut forwarded);
+                route.forward_path(path, &caps, &mut forwarded);
                 if let Some(q) = req.uri().query() {
                     forwarded.push('?');
                     forwarded.push_str(q);

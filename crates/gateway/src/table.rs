@@ -190,15 +190,9 @@ impl Route {
         (rest.is_empty()).then_some(caps)
     }
 
-    /// The path to forward (no query), from the request's path and the captures.
-    pub fn forward_path(&self, path: &str, caps: &Captures<'_>) -> String {
-        let mut out = String::new();
-        self.push_forward_path(path, caps, &mut out);
-        out
-    }
-
-    /// [`Route::forward_path`] appended to `out` (the proxy's path: no string of its own).
-    pub fn push_forward_path(&self, path: &str, caps: &Captures<'_>, out: &mut String) {
+    /// The path to forward (no query), from the request's path and the captures, appended
+    /// to `out` (the upstream's base URL: no string of its own per request).
+    pub fn forward_path(&self, path: &str, caps: &Captures<'_>, out: &mut String) {
         if let Some(template) = &self.spec.rewrite {
             out.push_str(&fill_template(template, |name| {
                 caps.params
@@ -372,8 +366,11 @@ mod tests {
 
     fn hit(t: &Table, host: &str, method: &str, path: &str) -> Option<String> {
         let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-        t.find(host, &m, path)
-            .map(|(r, c)| format!("{} {}", r.spec.name, r.forward_path(path, &c)))
+        t.find(host, &m, path).map(|(r, c)| {
+            let mut out = format!("{} ", r.spec.name);
+            r.forward_path(path, &c, &mut out);
+            out
+        })
     }
 
     #[test]
