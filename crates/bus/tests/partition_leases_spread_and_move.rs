@@ -65,6 +65,12 @@ async fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_shared_fairly_and_move_when_an_instance_leaves() {
+    // The bus reports a lease it could not take or renew only as a warning: a failure of
+    // this test should show them.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = FileJournal::open(dir.path().join("journal")).expect("journal");
     let topic = TopicName::new("jobs.v1").expect("name");

@@ -98,6 +98,7 @@ impl Running {
         options: GatewayOptions,
         wrap: impl FnOnce(FileJournal) -> Arc<dyn switchyard_journal::Journal>,
     ) -> Self {
+        show_warnings();
         let journal = FileJournal::open(dir).expect("test step");
         let gateway = Gateway::start(wrap(journal.clone()), options)
             .await
@@ -139,6 +140,16 @@ impl Running {
         self.journal.close().await.expect("test step");
         self.stopped.store(true, Ordering::Relaxed);
     }
+}
+
+/// The platform's warnings and errors on the test's output: the gateway and the store
+/// report some failures only there (a quota not given back at shutdown, say), and a test
+/// that fails should say why.
+pub fn show_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
 }
 
 pub fn route(toml_text: &str) -> switchyard_manifest::RouteSpec {
