@@ -39,6 +39,10 @@ use std::time::{Duration, Instant, SystemTime};
 use switchyard_manifest::{LimitBy, QuotaSpec, RateLimitSpec};
 use switchyard_store::Store;
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 /// What is left of one budget, for the `RateLimit-*` headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
@@ -52,18 +56,9 @@ impl Budget {
     /// The `RateLimit-*` headers.
     pub fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
         [
-            (
-                HeaderName::from_static("ratelimit-limit"),
-                HeaderValue::from(self.limit),
-            ),
-            (
-                HeaderName::from_static("ratelimit-remaining"),
-                HeaderValue::from(self.remaining),
-            ),
-            (
-                HeaderName::from_static("ratelimit-reset"),
-                HeaderValue::from(ceil_secs(self.reset)),
-            ),
+            (RATELIMIT_LIMIT, HeaderValue::from(self.limit)),
+            (RATELIMIT_REMAINING, HeaderValue::from(self.remaining)),
+            (RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset))),
         ]
     }
 
