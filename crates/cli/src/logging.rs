@@ -122,13 +122,23 @@ pub fn init() -> Result<(), String> {
         Err(std::env::VarError::NotUnicode(_)) => return Err(format!("{VAR} is not UTF-8")),
     };
     let filter = filter(value.as_deref())?;
-    tracing::subscriber::set_global_default(Lines { filter })
-        .map_err(|e| format!("setting up the log: {e}"))
+    tracing::subscriber::set_global_default(Lines {
+        filter,
+        write: to_stderr,
+    })
+    .map_err(|e| format!("setting up the log: {e}"))
+}
+
+/// A closed stderr must not stop the platform.
+fn to_stderr(line: &str) {
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The subscriber: events as lines, spans only counted (nothing here reads them).
 struct Lines {
     filter: Filter,
+    /// Where a line goes (stderr; a test keeps them).
+    write: fn(&str),
 }
 
 impl Subscriber for Lines {
@@ -157,9 +167,7 @@ impl Subscriber for Lines {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let line = format_line(Timestamp::now(), event);
-        // A closed stderr must not stop the platform.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        (self.write)(&format_line(Timestamp::now(), event));
     }
 
     fn enter(&self, _: &Id) {}
@@ -167,18 +175,27 @@ impl Subscriber for Lines {
     fn exit(&self, _: &Id) {}
 }
 
-/// `2026-12-07T22:44:15.447Z  WARN switchyard_gateway::auth: message key=value`.
+/// `2026-12-07T22:44:15.447Z  WARN switchyard_gateway::auth: message key=value`: one line,
+/// whatever the message carries. Messages quote what peers and clients sent (a vendor's
+/// error, a URL), and a line break in one must not start a line that looks like the
+/// platform's own.
 fn format_line(at: Timestamp, event: &Event<'_>) -> String {
     let meta = event.metadata();
     let mut fields = Fields::default();
     event.record(&mut fields);
     let mut line = format!(
-        "{} {:>5} {}: {}",
+        "{} {:>5} {}: ",
         crate::args::format_timestamp(at),
         meta.level(),
         meta.target(),
-        fields.message
     );
+    for c in fields.message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
     line.push_str(&fields.rest);
     line.push('\n');
     line
@@ -210,7 +227,35 @@ impl Visit for Fields {
 
 #[cfg(test)]
 mod tests {
-    use super::{LevelFilter, filter};
+    use super::{LevelFilter, Lines, filter};
+
+    thread_local! {
+        static WRITTEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn an_event_is_one_line_whatever_its_message_carries() {
+        let lines = Lines {
+            filter: filter(None).expect("the default"),
+            write: |l| WRITTEN.with(|w| w.borrow_mut().push(l.to_string())),
+        };
+        let reply = "bad gateway\n2026-12-07T00:00:00.000Z ERROR forged: line\r\u{1b}[31m";
+        tracing::subscriber::with_default(lines, || {
+            tracing::warn!(status = 502, "the vendor answered: {reply}");
+            tracing::info!("below the default level");
+        });
+        let written = WRITTEN.with(|w| w.borrow().clone());
+        assert_eq!(written.len(), 1, "{written:?}");
+        let line = &written[0];
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with(" status=502\n"), "{line:?}");
+        assert!(
+            line.contains(
+                "WARN switchyard::logging::tests: the vendor answered: bad gateway\\n2026-12-07T00:00:00.000Z ERROR forged: line\\r\\u{1b}[31m"
+            ),
+            "{line:?}"
+        );
+    }
 
     #[test]
     fn a_filter_is_read_or_refused_with_the_variable_named() {

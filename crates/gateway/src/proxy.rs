@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCo
 use std::net::SocketAddr;
 use std::time::Duration;
 
-static HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP_COUNT: usize = 8;
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -29,7 +30,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names the message has (a handful) finds which are there: cheaper
     // than a lookup per hop-by-hop name, and most messages have none but `Connection`.
-    let mut present = [false; 8];
+    let mut present = [false; HOP_BY_HOP_COUNT];
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present[i] = true;
